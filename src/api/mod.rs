@@ -1,0 +1,219 @@
+//! The HTTP API, independent of the server library: an `Incoming` request goes in, a `Reply`
+//! comes out. Routing, proxy auth and the error shape of each route live here.
+
+mod chat;
+mod embeddings;
+pub(crate) mod models;
+
+use crate::config::{Config, ProviderConfig};
+use crate::error::ApiError;
+use crate::providers::{self, Family};
+use crate::state::AppState;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// A request with its body read (within `MAX_REQUEST_BODY_BYTES`).
+pub struct Incoming {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Incoming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Events of a stream, each one complete (`data: ...\n\n`), produced as they are ready.
+/// Dropping the iterator ends the upstream call and frees its key.
+pub type EventStream = Box<dyn Iterator<Item = Vec<u8>> + Send>;
+
+pub enum Body {
+    Json(Vec<u8>),
+    Sse(EventStream),
+    Empty,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply::json_bytes(
+            status,
+            serde_json::to_vec(value).expect("a JSON value serialises"),
+        )
+    }
+
+    pub fn json_bytes(status: u16, bytes: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Body::Json(bytes),
+        }
+    }
+
+    pub fn openai_error(e: &ApiError) -> Reply {
+        Reply::json(e.status, &e.to_openai_json()).with_retry_after(e.retry_after)
+    }
+
+    fn with_retry_after(mut self, seconds: Option<u64>) -> Reply {
+        if let Some(s) = seconds {
+            self.headers.push(("retry-after".into(), s.to_string()));
+        }
+        self
+    }
+}
+
+/// Routes a request. Every `/v1` route needs the proxy key; `/` and `/health` do not.
+pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
+    let config = state.config();
+    let method = req.method.as_str();
+    match req.path.as_str() {
+        "/" if method == "GET" || method == "HEAD" => {
+            return Reply::json(
+                200,
+                &json!({"status": "keyrelay is running", "version": env!("CARGO_PKG_VERSION")}),
+            );
+        }
+        "/health" if method == "GET" || method == "HEAD" => {
+            return Reply::json(200, &json!({"status": "ok"}));
+        }
+        _ => {}
+    }
+    if method == "OPTIONS" {
+        return Reply {
+            status: 204,
+            headers: Vec::new(),
+            body: Body::Empty,
+        };
+    }
+    if !authorized(&config, req) {
+        return Reply::openai_error(&ApiError::unauthorized());
+    }
+    let result = match (method, req.path.as_str()) {
+        ("POST", "/v1/chat/completions") => chat::handle(state, &config, req),
+        ("POST", "/v1/embeddings") => embeddings::handle(state, &config, req),
+        ("GET", "/v1/models") => Ok(models::list(state, &config)),
+        ("GET", path) if path.starts_with("/v1/models/") => {
+            models::card(state, &config, &path["/v1/models/".len()..])
+        }
+        ("GET", "/v1/providers") => Ok(Reply::json(
+            200,
+            &json!(config.configured().map(|p| &p.name).collect::<Vec<_>>()),
+        )),
+        (_, path) => Err(match allowed_methods(path) {
+            Some(allowed) => ApiError::method_not_allowed(method, path, allowed),
+            None => ApiError::unknown_route(method, path),
+        }),
+    };
+    result.unwrap_or_else(|e| Reply::openai_error(&e))
+}
+
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/chat/completions" | "/v1/embeddings" => Some("POST"),
+        "/v1/models" | "/v1/providers" | "/" | "/health" => Some("GET"),
+        p if p.starts_with("/v1/models/") => Some("GET"),
+        _ => None,
+    }
+}
+
+/// Bearer token or `x-api-key`, compared in constant time. No `PROXY_API_KEY`: open (the
+/// server refuses to bind beyond loopback in that case unless told to).
+fn authorized(config: &Config, req: &Incoming) -> bool {
+    let Some(expected) = &config.proxy_api_key else {
+        return true;
+    };
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    [bearer, req.header("x-api-key").map(str::trim)]
+        .into_iter()
+        .flatten()
+        .any(|token| expected.matches(token))
+}
+
+/// The JSON object of a request body, or a 400 that says what is wrong with it.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_request(
+            "request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::invalid_request(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The provider and upstream model id for a `model` field, after every check a client can
+/// fail: missing, no `provider/` prefix, unknown provider, hidden by filters, no keys.
+pub fn resolve<'a>(
+    config: &'a Config,
+    body: &Map<String, Value>,
+) -> Result<(&'a ProviderConfig, String), ApiError> {
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.trim(),
+        Some(_) => {
+            return Err(
+                ApiError::invalid_request("'model' must be a non-empty string").with_param("model"),
+            );
+        }
+        None => {
+            return Err(
+                ApiError::invalid_request("missing required field 'model'").with_param("model")
+            );
+        }
+    };
+    let Some((name, id)) = providers::split_model(model) else {
+        return Err(ApiError::invalid_request(format!(
+            "model '{model}' must be given as provider/model, e.g. openai/gpt-4o-mini"
+        ))
+        .with_param("model"));
+    };
+    let Some(provider) = config.providers.get(name) else {
+        return Err(ApiError::model_not_found(format!(
+            "unknown provider '{name}': not built in and no {}_API_BASE set",
+            name.to_ascii_uppercase()
+        ))
+        .with_param("model"));
+    };
+    if !provider.filter.allows(name, id) {
+        return Err(ApiError::model_not_found(format!(
+            "model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"
+        ))
+        .with_param("model"));
+    }
+    if provider.keys.is_empty() {
+        return Err(crate::relay::no_credentials(name));
+    }
+    if provider.family != Family::OpenAi {
+        return Err(ApiError::new(
+            501,
+            "invalid_request_error",
+            "provider_not_supported",
+            format!(
+                "provider '{name}' speaks the {} protocol, which this version of keyrelay does not translate yet",
+                provider.family.name()
+            ),
+        ));
+    }
+    Ok((provider, id.to_string()))
+}
+
+/// Every `provider/model` id served now (for `keyrelay models`).
+pub fn model_ids(state: &Arc<AppState>, config: &Config) -> Vec<String> {
+    models::all_ids(state, config)
+}

@@ -1,0 +1,145 @@
+//! `GET /v1/models`, `GET /v1/models/{provider/model}`: each configured provider's static
+//! models (`<P>_MODELS`) first, then its upstream list, filtered, cached for
+//! `MODELS_CACHE_SECONDS`.
+
+use super::Reply;
+use crate::config::{Config, ProviderConfig};
+use crate::error::ApiError;
+use crate::providers::{self, Family, openai};
+use crate::relay;
+use crate::state::{AppState, lock};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A failed upstream list is retried after this long, not after the full cache period.
+const FAILED_LIST_RETRY: Duration = Duration::from_secs(30);
+
+pub fn list(state: &Arc<AppState>, config: &Config) -> Reply {
+    let data: Vec<Value> = all_ids(state, config)
+        .iter()
+        .map(|id| card_json(id))
+        .collect();
+    Reply::json(200, &json!({"object": "list", "data": data}))
+}
+
+pub fn card(state: &Arc<AppState>, config: &Config, raw_id: &str) -> Result<Reply, ApiError> {
+    let id = percent_decode(raw_id);
+    let Some((name, model)) = providers::split_model(&id) else {
+        return Err(ApiError::model_not_found(format!(
+            "model '{id}' must be given as provider/model"
+        )));
+    };
+    let Some(provider) = config.providers.get(name) else {
+        return Err(ApiError::model_not_found(format!(
+            "unknown provider '{name}'"
+        )));
+    };
+    let known = provider
+        .keys
+        .is_empty()
+        .then(Vec::new)
+        .unwrap_or_else(|| provider_ids(state, provider));
+    if !provider.filter.allows(name, model) || !known.iter().any(|m| m == model) {
+        return Err(ApiError::model_not_found(format!(
+            "the model '{id}' does not exist or is not served by this proxy"
+        )));
+    }
+    Ok(Reply::json(200, &card_json(&id)))
+}
+
+/// Every `provider/model` id served, providers fetched side by side.
+pub fn all_ids(state: &Arc<AppState>, config: &Config) -> Vec<String> {
+    let providers: Vec<&ProviderConfig> = config.configured().collect();
+    let lists: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = providers
+            .iter()
+            .map(|p| s.spawn(|| provider_ids(state, p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    providers
+        .iter()
+        .zip(lists)
+        .flat_map(|(p, ids)| ids.into_iter().map(move |m| format!("{}/{m}", p.name)))
+        .collect()
+}
+
+/// One provider's model ids (bare), static ones first, filters applied.
+fn provider_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String> {
+    let mut ids = provider.static_models.clone();
+    for id in upstream_ids(state, provider) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids.retain(|m| provider.filter.allows(&provider.name, m));
+    ids
+}
+
+fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String> {
+    if provider.family != Family::OpenAi {
+        return Vec::new();
+    }
+    let ttl = state.config().settings.models_cache;
+    if let Some((fetched, ids)) = lock(&state.models).get(&provider.name) {
+        let fresh_for = if ids.is_empty() {
+            FAILED_LIST_RETRY.min(ttl)
+        } else {
+            ttl
+        };
+        if fetched.elapsed() < fresh_for {
+            return ids.clone();
+        }
+    }
+    let request = providers::models_request(&provider.base);
+    let deadline = Instant::now() + state.config().settings.global_timeout;
+    let ids = match relay::relay(state, provider, &request, deadline) {
+        Ok(relayed) => match relayed.body {
+            relay::Body::Whole(bytes) => {
+                openai::model_ids(&serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            }
+            relay::Body::Stream { .. } => Vec::new(),
+        },
+        Err(e) => {
+            log::warn!("model list of {} unavailable: {}", provider.name, e.message);
+            Vec::new()
+        }
+    };
+    lock(&state.models).insert(provider.name.clone(), (Instant::now(), ids.clone()));
+    ids
+}
+
+fn card_json(id: &str) -> Value {
+    let owner = id.split('/').next().unwrap_or("keyrelay");
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({"id": id, "object": "model", "created": created, "owned_by": owner})
+}
+
+/// Clients may send `openai%2Fgpt-4o` for `openai/gpt-4o`.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

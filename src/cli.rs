@@ -1,0 +1,67 @@
+//! Command-line flags. The doc comments are the `--help` text; `man/keyrelay.1` says the same
+//! at length (a test checks every flag appears there).
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// A small, fast LLM API proxy: one OpenAI-compatible endpoint over a pool of provider keys.
+#[derive(FromArgs, Debug)]
+#[argh(
+    note = "Settings come from .env files in the data directory and the environment; see keyrelay(1).",
+    error_code(0, "success"),
+    error_code(1, "a negative answer"),
+    error_code(2, "an error: bad flags, unreadable configuration, cannot bind")
+)]
+pub struct TopLevel {
+    /// data directory holding .env and launcher_config.json (default: $KEYRELAY_DIR, else the current directory)
+    #[argh(option)]
+    pub dir: Option<PathBuf>,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
+
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(ServeArgs),
+    Models(ModelsArgs),
+}
+
+/// Run the proxy server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// address to bind (default: launcher_config.json's host, else 127.0.0.1)
+    #[argh(option)]
+    pub host: Option<String>,
+
+    /// port to bind, 0 for any free port (default: launcher_config.json's port, else 8000)
+    #[argh(option)]
+    pub port: Option<u16>,
+
+    /// number of worker threads, each serving one request at a time (default 64)
+    #[argh(option, default = "64")]
+    pub workers: usize,
+
+    /// allow binding a non-loopback address without PROXY_API_KEY set
+    #[argh(switch)]
+    pub allow_no_auth: bool,
+}
+
+/// List the provider/model ids the proxy would serve.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "models")]
+pub struct ModelsArgs {
+    /// print JSON Lines, one {"type":"model","id","provider"} object per line
+    #[argh(switch)]
+    pub json: bool,
+
+    /// only this provider's models
+    #[argh(option)]
+    pub provider: Option<String>,
+}

@@ -1,0 +1,4 @@
+//! One file per subcommand; each exposes `run`.
+
+pub mod models;
+pub mod serve;

@@ -1,0 +1,134 @@
+//! `keyrelay serve`: bind, serve until SIGINT/SIGTERM, reload on SIGHUP, shut down cleanly.
+
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::{self, AcceptFailed};
+use crate::logging;
+use crate::state::AppState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long in-flight requests may run on after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+enum Event {
+    Signal(i32),
+    AcceptFailed(String),
+}
+
+pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| config.launcher.host.clone());
+    let port = args.port.unwrap_or(config.launcher.port);
+    if !is_loopback(&host) && config.proxy_api_key.is_none() && !args.allow_no_auth {
+        return Err(Error::Usage(format!(
+            "refusing to listen on {host} without PROXY_API_KEY: anyone who can reach it could spend your keys; set PROXY_API_KEY in .env, or pass --allow-no-auth"
+        )));
+    }
+    if args.workers == 0 {
+        return Err(Error::Usage("--workers must be at least 1".into()));
+    }
+    logging::init(
+        logging::level_from_env(),
+        Some(&config.data_dir.join("logs")),
+    )
+    .map_err(|source| Error::Io {
+        what: "opening logs/keyrelay.log".into(),
+        source,
+    })?;
+
+    let data_dir = config.data_dir.clone();
+    let state = Arc::new(AppState::new(config));
+    let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
+    let (failure_tx, failures) = crossbeam_channel::unbounded::<AcceptFailed>();
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
+        what: "installing signal handlers".into(),
+        source,
+    })?;
+    let signal_handle = signals.handle();
+    let signal_thread = {
+        let events_tx = events_tx.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if events_tx.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let failure_thread = std::thread::spawn(move || {
+        if let Ok(AcceptFailed(why)) = failures.recv() {
+            let _ = events_tx.send(Event::AcceptFailed(why));
+        }
+    });
+
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let running =
+        http::start(state.clone(), &addr, args.workers, failure_tx).map_err(Error::Config)?;
+    // The first stderr line, which scripts and tests wait for.
+    eprintln!("keyrelay listening on http://{}", running.addr);
+    log::info!(
+        "listening on http://{} with {} workers, data dir {}",
+        running.addr,
+        args.workers,
+        data_dir.display()
+    );
+
+    let mut exit = ExitCode::SUCCESS;
+    for event in events.iter() {
+        match event {
+            Event::Signal(SIGHUP) => match Config::load(&data_dir) {
+                Ok(config) => {
+                    state.reload(config);
+                    log::info!("SIGHUP: configuration reloaded");
+                }
+                Err(e) => {
+                    log::error!("SIGHUP: configuration not reloaded, keeping the old one: {e}")
+                }
+            },
+            Event::Signal(_) => {
+                log::info!(
+                    "shutting down: finishing requests under way (up to {} s)",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                break;
+            }
+            Event::AcceptFailed(why) => {
+                log::error!(
+                    "the listener failed ({why}); exiting so a supervisor can restart the proxy"
+                );
+                exit = ExitCode::from(2);
+                break;
+            }
+        }
+    }
+    let busy = running.shutdown(SHUTDOWN_GRACE);
+    if busy > 0 {
+        log::warn!(
+            "{busy} requests were still running after {} s; exiting anyway",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    signal_handle.close();
+    let _ = signal_thread.join();
+    drop(events);
+    let _ = failure_thread.join();
+    log::info!("stopped");
+    Ok(exit)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

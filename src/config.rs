@@ -1,0 +1,488 @@
+//! Configuration: the data directory, the `.env` files merged with the real environment,
+//! `launcher_config.json`, and the providers and settings resolved from them. A `Config` is
+//! built once and never mutated; a reload builds a new one.
+
+use crate::error::{Context, Error, Result};
+use crate::keys::Secret;
+use crate::providers::{self, Family};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One documented environment variable. `man/keyrelay.1` lists every name here (a test checks).
+pub struct EnvVar {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "KEYRELAY_DIR",
+        default: "current directory",
+        doc: "data directory (the --dir flag wins)",
+    },
+    EnvVar {
+        name: "KEYRELAY_LOG",
+        default: "info",
+        doc: "log level: error, warn, info, debug or trace",
+    },
+    EnvVar {
+        name: "PROXY_API_KEY",
+        default: "unset",
+        doc: "key clients must send; unset means no auth, loopback only",
+    },
+    EnvVar {
+        name: "<PROVIDER>_API_KEY",
+        default: "-",
+        doc: "provider API keys, also <PROVIDER>_API_KEY_<N>",
+    },
+    EnvVar {
+        name: "<PROVIDER>_API_BASE",
+        default: "built in",
+        doc: "upstream base URL; an unknown name defines a custom OpenAI-compatible provider",
+    },
+    EnvVar {
+        name: "<PROVIDER>_MODELS",
+        default: "-",
+        doc: "JSON array of extra model ids, listed first",
+    },
+    EnvVar {
+        name: "IGNORE_MODELS_<PROVIDER>",
+        default: "-",
+        doc: "comma-separated globs of models to hide",
+    },
+    EnvVar {
+        name: "WHITELIST_MODELS_<PROVIDER>",
+        default: "-",
+        doc: "comma-separated globs of models always shown",
+    },
+    EnvVar {
+        name: "GLOBAL_TIMEOUT",
+        default: "30",
+        doc: "seconds a request may spend rotating between keys",
+    },
+    EnvVar {
+        name: "TIMEOUT_CONNECT",
+        default: "30",
+        doc: "upstream connect timeout, seconds",
+    },
+    EnvVar {
+        name: "TIMEOUT_READ_NON_STREAMING",
+        default: "600",
+        doc: "whole-response timeout of non-streaming calls, seconds",
+    },
+    EnvVar {
+        name: "TIMEOUT_READ_STREAMING",
+        default: "300",
+        doc: "longest silence allowed in a stream, seconds",
+    },
+    EnvVar {
+        name: "MAX_REQUEST_BODY_BYTES",
+        default: "33554432",
+        doc: "larger request bodies get 413",
+    },
+    EnvVar {
+        name: "MODELS_CACHE_SECONDS",
+        default: "600",
+        doc: "how long upstream model lists are cached",
+    },
+];
+
+/// Durations and limits, read from the merged environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub global_timeout: Duration,
+    pub timeout_connect: Duration,
+    pub timeout_read_non_streaming: Duration,
+    pub timeout_read_streaming: Duration,
+    pub max_request_body_bytes: u64,
+    pub models_cache: Duration,
+}
+
+/// `launcher_config.json`: defaults for `serve` (flags win).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LauncherConfig {
+    pub host: String,
+    pub port: u16,
+    pub enable_request_logging: bool,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> Self {
+        LauncherConfig {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            enable_request_logging: false,
+        }
+    }
+}
+
+/// Which model ids a provider shows and serves.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFilter {
+    ignore: Vec<String>,
+    whitelist: Vec<String>,
+}
+
+impl ModelFilter {
+    fn parse(ignore: Option<&str>, whitelist: Option<&str>) -> ModelFilter {
+        let globs = |v: Option<&str>| -> Vec<String> {
+            v.unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        ModelFilter {
+            ignore: globs(ignore),
+            whitelist: globs(whitelist),
+        }
+    }
+
+    /// Whitelist wins over the blacklist; both match the bare id or `provider/id`.
+    pub fn allows(&self, provider: &str, id: &str) -> bool {
+        let full = format!("{provider}/{id}");
+        let hit = |globs: &[String]| {
+            globs
+                .iter()
+                .any(|g| glob_match(g, id) || glob_match(g, &full))
+        };
+        hit(&self.whitelist) || !hit(&self.ignore)
+    }
+}
+
+/// `*` and `?` globs, case-sensitive.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// A provider that can be routed to: built in, or defined by `<NAME>_API_BASE`.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub family: Family,
+    /// Base URL without a trailing `/`.
+    pub base: String,
+    pub keys: Vec<Secret>,
+    /// `<PROVIDER>_MODELS`, listed first and served without an upstream list.
+    pub static_models: Vec<String>,
+    pub filter: ModelFilter,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub proxy_api_key: Option<Secret>,
+    /// Every routable provider, configured or not, by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub settings: Settings,
+    pub launcher: LauncherConfig,
+}
+
+impl Config {
+    /// Loads the data directory: `.env`, then the other `*.env` files sorted by name (an
+    /// earlier file wins), with the real environment winning over all of them.
+    pub fn load(data_dir: &Path) -> Result<Config> {
+        let mut env = read_env_files(data_dir)?;
+        env.extend(std::env::vars());
+        let launcher = read_launcher_config(data_dir)?;
+        Config::from_env(data_dir, &env, launcher)
+    }
+
+    /// Builds a config from an explicit variable map (tests pass one instead of touching the
+    /// process environment).
+    pub fn from_env(
+        data_dir: &Path,
+        env: &BTreeMap<String, String>,
+        launcher: LauncherConfig,
+    ) -> Result<Config> {
+        let get = |name: &str| {
+            env.get(name)
+                .map(String::as_str)
+                .filter(|v| !v.trim().is_empty())
+        };
+        let settings = Settings {
+            global_timeout: seconds(get, "GLOBAL_TIMEOUT", 30.0)?,
+            timeout_connect: seconds(get, "TIMEOUT_CONNECT", 30.0)?,
+            timeout_read_non_streaming: seconds(get, "TIMEOUT_READ_NON_STREAMING", 600.0)?,
+            timeout_read_streaming: seconds(get, "TIMEOUT_READ_STREAMING", 300.0)?,
+            max_request_body_bytes: number(get, "MAX_REQUEST_BODY_BYTES", 33_554_432)?,
+            models_cache: seconds(get, "MODELS_CACHE_SECONDS", 600.0)?,
+        };
+        Ok(Config {
+            data_dir: data_dir.to_path_buf(),
+            proxy_api_key: get("PROXY_API_KEY").map(|k| Secret::new(k.trim())),
+            providers: discover_providers(env)?,
+            settings,
+            launcher,
+        })
+    }
+
+    /// Providers with at least one credential, by name.
+    pub fn configured(&self) -> impl Iterator<Item = &ProviderConfig> {
+        self.providers.values().filter(|p| !p.keys.is_empty())
+    }
+}
+
+fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(".env"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).context(format!("reading data directory {}", dir.display())),
+    };
+    // `.env` first, then the others by name.
+    files.sort_by_key(|p| (p.file_name().is_none_or(|n| n != ".env"), p.clone()));
+    let mut env = BTreeMap::new();
+    for file in files {
+        let iter = dotenvy::from_path_iter(&file).map_err(|e| env_file_error(&file, e))?;
+        for item in iter {
+            let (name, value) = item.map_err(|e| env_file_error(&file, e))?;
+            env.entry(name).or_insert(value);
+        }
+    }
+    Ok(env)
+}
+
+fn env_file_error(file: &Path, e: dotenvy::Error) -> Error {
+    // dotenvy's parse errors quote the offending line, which may hold a key: keep only where.
+    let why = match &e {
+        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
+        dotenvy::Error::Io(io) => io.to_string(),
+        _ => "unreadable".to_string(),
+    };
+    Error::Config(format!("cannot read {}: {why}", file.display()))
+}
+
+fn read_launcher_config(dir: &Path) -> Result<LauncherConfig> {
+    let path = dir.join("launcher_config.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("cannot parse {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LauncherConfig::default()),
+        Err(e) => Err(e).context(format!("reading {}", path.display())),
+    }
+}
+
+fn seconds<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+    name: &str,
+    default: f64,
+) -> Result<Duration> {
+    let Some(raw) = get(name) else {
+        return Ok(Duration::from_secs_f64(default));
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        _ => Err(Error::Config(format!(
+            "{name} must be a number of seconds, got {raw:?}"
+        ))),
+    }
+}
+
+fn number<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: u64) -> Result<u64> {
+    let Some(raw) = get(name) else {
+        return Ok(default);
+    };
+    raw.trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{name} must be a whole number, got {raw:?}")))
+}
+
+/// The provider named by a `<PROVIDER>_API_KEY` or `<PROVIDER>_API_KEY_<N>` variable.
+fn key_var_provider(name: &str) -> Option<String> {
+    if name == "PROXY_API_KEY" {
+        return None;
+    }
+    let prefix = match name.strip_suffix("_API_KEY") {
+        Some(p) => p,
+        None => {
+            let (p, n) = name.rsplit_once("_API_KEY_")?;
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            p
+        }
+    };
+    (!prefix.is_empty()).then(|| prefix.to_ascii_lowercase())
+}
+
+/// Sort key for key variables: the un-numbered one first, then by N.
+fn key_var_order(name: &str) -> u64 {
+    name.rsplit_once("_API_KEY_")
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .map_or(0, |n| n + 1)
+}
+
+fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String, ProviderConfig>> {
+    let mut providers = BTreeMap::new();
+    for &(name, base, family) in providers::BUILTIN {
+        providers.insert(name.to_string(), provider(env, name, base, family)?);
+    }
+    for (var, value) in env {
+        let Some(name) = var.strip_suffix("_API_BASE").map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        if name.is_empty() || value.trim().is_empty() || providers.contains_key(&name) {
+            continue;
+        }
+        providers.insert(name.clone(), provider(env, &name, "", Family::OpenAi)?);
+    }
+    let mut keyed: Vec<(&String, &String)> = env
+        .iter()
+        .filter(|(var, _)| key_var_provider(var).is_some())
+        .collect();
+    keyed.sort_by_key(|(var, _)| key_var_order(var));
+    for (var, value) in keyed {
+        let value = value.trim();
+        let Some(p) = key_var_provider(var).and_then(|name| providers.get_mut(&name)) else {
+            continue;
+        };
+        let secret = Secret::new(value);
+        if !value.is_empty() && !p.keys.contains(&secret) {
+            p.keys.push(secret);
+        }
+    }
+    Ok(providers)
+}
+
+fn provider(
+    env: &BTreeMap<String, String>,
+    name: &str,
+    default_base: &str,
+    family: Family,
+) -> Result<ProviderConfig> {
+    let upper = name.to_ascii_uppercase();
+    let get = |suffix: &str| {
+        env.get(&format!("{upper}{suffix}"))
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    };
+    let base = get("_API_BASE")
+        .unwrap_or(default_base)
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    let static_models = match get("_MODELS") {
+        None => Vec::new(),
+        Some(raw) => serde_json::from_str::<Vec<String>>(raw).map_err(|_| {
+            Error::Config(format!(
+                "{upper}_MODELS must be a JSON array of strings, got {raw:?}"
+            ))
+        })?,
+    };
+    let filter = ModelFilter::parse(
+        env.get(&format!("IGNORE_MODELS_{upper}"))
+            .map(String::as_str),
+        env.get(&format!("WHITELIST_MODELS_{upper}"))
+            .map(String::as_str),
+    );
+    Ok(ProviderConfig {
+        name: name.to_string(),
+        family,
+        base,
+        keys: Vec::new(),
+        static_models,
+        filter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn discovers_keys_bases_and_custom_providers() {
+        let e = env(&[
+            ("OPENAI_API_KEY_2", "k2"),
+            ("OPENAI_API_KEY", "k0"),
+            ("OPENAI_API_KEY_10", "k10"),
+            ("OPENAI_API_KEY_1", "k0"),
+            ("NVIDIA_NIM_API_KEY_1", "nv"),
+            ("GROQ_API_KEY", " "),
+            ("MYLOCAL_API_BASE", "http://127.0.0.1:9/v1/"),
+            ("MYLOCAL_API_KEY", "x"),
+            ("MYLOCAL_MODELS", r#"["m1","m2"]"#),
+            ("PROXY_API_KEY", "proxy"),
+            ("NOBASE_API_KEY", "stray"),
+        ]);
+        let cfg = Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap();
+        let keys: Vec<&str> = cfg.providers["openai"]
+            .keys
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["k0", "k2", "k10"]);
+        assert_eq!(cfg.providers["nvidia_nim"].keys.len(), 1);
+        assert!(cfg.providers["groq"].keys.is_empty());
+        let local = &cfg.providers["mylocal"];
+        assert_eq!(local.base, "http://127.0.0.1:9/v1");
+        assert_eq!(local.static_models, ["m1", "m2"]);
+        assert!(!cfg.providers.contains_key("nobase"));
+        assert!(!cfg.providers.contains_key("proxy"));
+        assert_eq!(
+            cfg.proxy_api_key.as_ref().map(|k| k.expose()),
+            Some("proxy")
+        );
+    }
+
+    #[test]
+    fn bad_numbers_are_config_errors() {
+        let e = env(&[("GLOBAL_TIMEOUT", "soon")]);
+        assert!(Config::from_env(Path::new("."), &e, LauncherConfig::default()).is_err());
+        let e = env(&[("TIMEOUT_CONNECT", "0.5")]);
+        let cfg = Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap();
+        assert_eq!(cfg.settings.timeout_connect, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn globs_and_filters() {
+        assert!(glob_match("gpt-*", "gpt-4o"));
+        assert!(glob_match("*mini*", "gpt-4o-mini-2024"));
+        assert!(glob_match("gpt-?o", "gpt-4o"));
+        assert!(!glob_match("gpt-?o", "gpt-4oo"));
+        assert!(glob_match("*", ""));
+        let f = ModelFilter::parse(Some("*"), Some("gpt-4o, openai/o3*"));
+        assert!(f.allows("openai", "gpt-4o"));
+        assert!(f.allows("openai", "o3-mini"));
+        assert!(!f.allows("openai", "gpt-3.5"));
+        let f = ModelFilter::parse(Some("*-preview"), None);
+        assert!(!f.allows("openai", "x-preview") && f.allows("openai", "x"));
+    }
+}

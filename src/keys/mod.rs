@@ -1,0 +1,100 @@
+//! Credentials: the `Secret` newtype that cannot be printed by accident, key ids and masks,
+//! and the key pool (`pool`).
+
+pub mod pool;
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::Arc;
+
+/// A provider key or the proxy key. `Debug` and `Display` show only the masked form, so a
+/// secret cannot reach a log line through `{:?}` or `{}`; `expose()` is the one way out.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: &str) -> Secret {
+        Secret(Arc::from(value))
+    }
+
+    /// The raw value, for an outgoing header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `...` + the last 4 characters: what people see.
+    pub fn masked(&self) -> String {
+        let chars: Vec<char> = self.0.chars().collect();
+        let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+        format!("...{tail}")
+    }
+
+    /// `<provider>:<first 12 hex digits of SHA-256 of the key>`: stable, safe to store.
+    pub fn id(&self, provider: &str) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("{provider}:{hex}")
+    }
+
+    /// Compares in time independent of where the inputs differ (and of their lengths, since
+    /// both sides are hashed first).
+    pub fn matches(&self, candidate: &str) -> bool {
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(candidate.as_bytes());
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.masked())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// Replaces every occurrence of `secret` in `text` by its masked form: upstream error messages
+/// sometimes echo the key they were sent.
+pub fn redact(text: &str, secret: &Secret) -> String {
+    if secret.expose().is_empty() || !text.contains(secret.expose()) {
+        return text.to_string();
+    }
+    text.replace(secret.expose(), &secret.masked())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_mask_and_match() {
+        let s = Secret::new("sk-test-abcdef123456");
+        assert_eq!(s.masked(), "...3456");
+        let id = s.id("openai");
+        assert!(
+            id.starts_with("openai:") && id.len() == "openai:".len() + 12,
+            "{id}"
+        );
+        assert!(s.matches("sk-test-abcdef123456"));
+        assert!(!s.matches("sk-test-abcdef123457"));
+        assert!(!s.matches(""));
+        assert_eq!(format!("{s:?}"), "Secret(...3456)");
+        assert_eq!(Secret::new("ab").masked(), "...ab");
+    }
+
+    #[test]
+    fn redacts_echoed_keys() {
+        let s = Secret::new("sk-live-9999");
+        assert_eq!(
+            redact("bad key sk-live-9999 given", &s),
+            "bad key ...9999 given"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! keyrelay: one OpenAI-compatible endpoint over a pool of LLM provider keys. See
+//! ARCHITECTURE.md for the map of this crate.
+
+pub mod api;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod logging;
+pub mod providers;
+pub mod relay;
+pub mod sse;
+pub mod state;
+pub mod upstream;
+
+use argh::FromArgs;
+use cli::{Command, TopLevel};
+use error::{Error, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Parses `args` (without the program name) and runs the command.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let top = match TopLevel::from_args(&["keyrelay"], &strs) {
+        Ok(top) => top,
+        Err(early) if early.status.is_ok() => {
+            print!("{}", early.output);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(early) => return Err(Error::Usage(early.output.trim_end().to_string())),
+    };
+    if top.version {
+        println!("keyrelay {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(command) = top.command else {
+        return Err(Error::Usage(
+            "no subcommand given; try 'keyrelay --help'".into(),
+        ));
+    };
+    let dir = top
+        .dir
+        .or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = config::Config::load(&dir)?;
+    match command {
+        Command::Serve(args) => cmd::serve::run(config, args),
+        Command::Models(args) => {
+            let _ = logging::init(logging::level_from_env(), None);
+            cmd::models::run(config, args)
+        }
+    }
+}

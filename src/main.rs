@@ -1,0 +1,18 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match keyrelay::run(&args) {
+        Ok(code) => code,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(keyrelay::error::Error::Usage(msg)) => {
+            eprintln!("keyrelay: {msg}");
+            eprintln!("usage: keyrelay [--dir DIR] <serve|models> [...]; keyrelay --help for more");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("keyrelay: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Upstream providers, hub and spoke: every family translates to and from the OpenAI chat
+//! format, nothing translates provider to provider. This module knows the built-in providers
+//! and builds `UpstreamRequest`s; it does no I/O.
+
+pub mod openai;
+
+use crate::keys::Secret;
+use crate::upstream::{Method, UpstreamRequest};
+
+/// The wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// OpenAI Chat Completions, embeddings and model list: passed through.
+    OpenAi,
+    /// Anthropic Messages: needs translation, not served yet.
+    Anthropic,
+    /// Gemini generateContent: needs translation, not served yet.
+    Gemini,
+    /// Gemini CLI's Code Assist API, OAuth only: not served yet.
+    CodeAssist,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::OpenAi => "openai",
+            Family::Anthropic => "anthropic",
+            Family::Gemini => "gemini",
+            Family::CodeAssist => "code-assist",
+        }
+    }
+}
+
+/// Built-in providers: name, default base URL, protocol family.
+pub const BUILTIN: &[(&str, &str, Family)] = &[
+    ("openai", "https://api.openai.com/v1", Family::OpenAi),
+    ("openrouter", "https://openrouter.ai/api/v1", Family::OpenAi),
+    ("groq", "https://api.groq.com/openai/v1", Family::OpenAi),
+    ("mistral", "https://api.mistral.ai/v1", Family::OpenAi),
+    ("deepseek", "https://api.deepseek.com", Family::OpenAi),
+    ("xai", "https://api.x.ai/v1", Family::OpenAi),
+    ("together", "https://api.together.xyz/v1", Family::OpenAi),
+    (
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1",
+        Family::OpenAi,
+    ),
+    ("cerebras", "https://api.cerebras.ai/v1", Family::OpenAi),
+    (
+        "nvidia_nim",
+        "https://integrate.api.nvidia.com/v1",
+        Family::OpenAi,
+    ),
+    ("chutes", "https://llm.chutes.ai/v1", Family::OpenAi),
+    (
+        "cohere",
+        "https://api.cohere.ai/compatibility/v1",
+        Family::OpenAi,
+    ),
+    (
+        "qwen_code",
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        Family::OpenAi,
+    ),
+    ("iflow", "https://apis.iflow.cn/v1", Family::OpenAi),
+    (
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        Family::Anthropic,
+    ),
+    (
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta",
+        Family::Gemini,
+    ),
+    (
+        "gemini_cli",
+        "https://cloudcode-pa.googleapis.com/v1internal",
+        Family::CodeAssist,
+    ),
+];
+
+pub fn builtin(name: &str) -> Option<(&'static str, Family)> {
+    BUILTIN
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|&(_, base, family)| (base, family))
+}
+
+/// Splits `provider/model-id` at the first `/`; the model id may hold more slashes.
+pub fn split_model(model: &str) -> Option<(&str, &str)> {
+    let (provider, id) = model.split_once('/')?;
+    (!provider.is_empty() && !id.is_empty()).then_some((provider, id))
+}
+
+/// Attaches the key the way the family expects it. The body is built once per
+/// client request and re-sent unchanged to each key tried.
+pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> UpstreamRequest {
+    match family {
+        Family::OpenAi | Family::CodeAssist => {
+            req.headers
+                .push(("authorization".into(), format!("Bearer {}", key.expose())));
+        }
+        Family::Anthropic => {
+            req.headers
+                .push(("x-api-key".into(), key.expose().to_string()));
+            req.headers
+                .push(("anthropic-version".into(), "2023-06-01".into()));
+        }
+        Family::Gemini => req
+            .headers
+            .push(("x-goog-api-key".into(), key.expose().to_string())),
+    }
+    req
+}
+
+/// `GET {base}/models`: the model list, the same path for every family served so far.
+pub fn models_request(base: &str) -> UpstreamRequest {
+    UpstreamRequest {
+        method: Method::Get,
+        url: format!("{base}/models"),
+        headers: Vec::new(),
+        body: None,
+        stream: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_provider_and_model() {
+        assert_eq!(split_model("openai/gpt-4o"), Some(("openai", "gpt-4o")));
+        assert_eq!(
+            split_model("nvidia_nim/deepseek-ai/deepseek-v3.1"),
+            Some(("nvidia_nim", "deepseek-ai/deepseek-v3.1"))
+        );
+        assert_eq!(split_model("gpt-4o"), None);
+        assert_eq!(split_model("/gpt-4o"), None);
+        assert_eq!(split_model("openai/"), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! The OpenAI-compatible family (OpenAI, OpenRouter, Groq, ..., any `<NAME>_API_BASE`): the
+//! hub format itself, so requests and answers pass through with the model id rewritten. The
+//! same four concerns as every family, in order: build, parse_response, translate_event,
+//! classify_error.
+
+use crate::error::ApiError;
+use crate::keys::{Secret, redact};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+// ---- build ---------------------------------------------------------------------------------
+
+/// The upstream chat body: the client's, with the bare model id, and usage requested on
+/// streams (so the proxy can count tokens; the usage chunk reaches the client only when it
+/// asked for it).
+pub fn chat_body(mut body: Map<String, Value>, upstream_model: &str, stream: bool) -> Vec<u8> {
+    body.insert("model".into(), Value::String(upstream_model.into()));
+    if stream {
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
+        if let Some(o) = options.as_object_mut() {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    serde_json::to_vec(&body).expect("a JSON map serialises")
+}
+
+/// The upstream embeddings body: floats are always requested (every upstream speaks them);
+/// base64 is produced here when the client asked for it.
+pub fn embeddings_body(mut body: Map<String, Value>, upstream_model: &str) -> Vec<u8> {
+    body.insert("model".into(), Value::String(upstream_model.into()));
+    body.remove("encoding_format");
+    serde_json::to_vec(&body).expect("a JSON map serialises")
+}
+
+// ---- parse_response ------------------------------------------------------------------------
+
+/// Rewrites each `data[i].embedding` into the encoding the client asked for.
+pub fn encode_embeddings(response: &mut Value, base64_wanted: bool) -> Result<(), String> {
+    let Some(items) = response.get_mut("data").and_then(Value::as_array_mut) else {
+        return Err("embeddings response has no data array".into());
+    };
+    for item in items {
+        let Some(embedding) = item.get_mut("embedding") else {
+            continue;
+        };
+        let floats = match embedding {
+            Value::Array(values) => values
+                .iter()
+                .map(|v| v.as_f64().map(|f| f as f32))
+                .collect::<Option<Vec<f32>>>(),
+            Value::String(b64) => decode_f32_base64(b64),
+            _ => None,
+        }
+        .ok_or("embedding is neither a float array nor base64")?;
+        *embedding = if base64_wanted {
+            Value::String(encode_f32_base64(&floats))
+        } else {
+            Value::Array(floats.into_iter().map(|f| json!(f)).collect())
+        };
+    }
+    Ok(())
+}
+
+/// Little-endian f32s, base64: what the OpenAI SDKs decode.
+pub fn encode_f32_base64(floats: &[f32]) -> String {
+    let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_f32_base64(text: &str) -> Option<Vec<f32>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// Model ids from `{"data": [{"id": ...}]}` (or a bare array of such objects).
+pub fn model_ids(body: &Value) -> Vec<String> {
+    let list = body.get("data").unwrap_or(body);
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|m| m.get("id").and_then(Value::as_str))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- classify_error ------------------------------------------------------------------------
+
+/// What an upstream failure says about the key that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Too many requests right now: try another key.
+    RateLimit,
+    /// The key's quota or credit is spent.
+    Quota,
+    /// The key is bad, revoked or not allowed.
+    Auth,
+    /// The upstream failed (5xx, overloaded): another key, or a retry, may work.
+    Transient,
+    /// The request itself is wrong: every key would fail the same way.
+    Request,
+}
+
+impl ErrorClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorClass::RateLimit => "rate limited",
+            ErrorClass::Quota => "quota exhausted",
+            ErrorClass::Auth => "auth failed",
+            ErrorClass::Transient => "upstream error",
+            ErrorClass::Request => "request rejected",
+        }
+    }
+}
+
+pub fn classify_error(status: u16, body: &Value) -> ErrorClass {
+    let error = body.get("error").unwrap_or(body);
+    let text = |field: &str| {
+        error
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let (kind, code) = (text("type"), text("code"));
+    if kind == "insufficient_quota" || code == "insufficient_quota" || status == 402 {
+        return ErrorClass::Quota;
+    }
+    match status {
+        401 | 403 => ErrorClass::Auth,
+        429 => ErrorClass::RateLimit,
+        408 | 409 | 425 | 500..=599 => ErrorClass::Transient,
+        _ if kind.contains("rate_limit") || code.contains("rate_limit") => ErrorClass::RateLimit,
+        _ => ErrorClass::Request,
+    }
+}
+
+/// The upstream's error in the OpenAI shape, with the key it was sent masked out of the
+/// message. Codes may be numbers (OpenRouter); they become strings.
+pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = parsed.get("error").unwrap_or(&parsed);
+    let field = |name: &str| match error.get(name) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let message = match (error, field("message")) {
+        (_, Some(m)) => m,
+        (Value::String(s), None) => s.clone(),
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("upstream answered {status} with an empty body")
+            } else {
+                truncate(text, 2000)
+            }
+        }
+    };
+    let default_kind = if status >= 500 {
+        "api_error"
+    } else {
+        "invalid_request_error"
+    };
+    ApiError {
+        status,
+        kind: field("type").unwrap_or_else(|| default_kind.to_string()),
+        code: field("code").or_else(|| field("status")),
+        param: field("param"),
+        message: redact(&message, key),
+        retry_after: None,
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_code_before_status() {
+        let quota = json!({"error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "x"}});
+        assert_eq!(classify_error(429, &quota), ErrorClass::Quota);
+        assert_eq!(classify_error(429, &json!({})), ErrorClass::RateLimit);
+        assert_eq!(classify_error(401, &json!({})), ErrorClass::Auth);
+        assert_eq!(classify_error(529, &json!({})), ErrorClass::Transient);
+        assert_eq!(
+            classify_error(400, &json!({"error": {"code": "context_length_exceeded"}})),
+            ErrorClass::Request
+        );
+        assert_eq!(classify_error(404, &json!({})), ErrorClass::Request);
+    }
+
+    #[test]
+    fn normalises_errors_and_masks_the_key() {
+        let key = Secret::new("sk-secret-1234");
+        let e = upstream_error(400, br#"{"error":{"message":"bad key sk-secret-1234","type":"invalid_request_error","code":400,"param":"model"}}"#, &key);
+        assert_eq!(e.message, "bad key ...1234");
+        assert_eq!(e.code.as_deref(), Some("400"));
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let e = upstream_error(502, b"<html>bad gateway</html>", &key);
+        assert_eq!(
+            (e.kind.as_str(), e.message.as_str()),
+            ("api_error", "<html>bad gateway</html>")
+        );
+    }
+
+    #[test]
+    fn embeddings_round_trip_through_base64() {
+        let mut v = json!({"data": [{"embedding": [0.5, -1.25, 3.0]}]});
+        encode_embeddings(&mut v, true).unwrap();
+        let b64 = v["data"][0]["embedding"].as_str().unwrap().to_string();
+        assert_eq!(decode_f32_base64(&b64).unwrap(), [0.5, -1.25, 3.0]);
+        encode_embeddings(&mut v, false).unwrap();
+        assert_eq!(v["data"][0]["embedding"], json!([0.5, -1.25, 3.0]));
+    }
+}

@@ -1,0 +1,50 @@
+//! What every request handler shares: the current config, the upstream client, the key pool
+//! and the model-list cache.
+
+use crate::config::Config;
+use crate::keys::pool::KeyPool;
+use crate::upstream::Client;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
+
+pub struct AppState {
+    config: RwLock<Arc<Config>>,
+    pub client: Client,
+    pub pool: Mutex<KeyPool>,
+    /// Upstream model lists by provider, with when they were fetched.
+    pub models: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> AppState {
+        AppState {
+            client: Client::new(&config.settings),
+            pool: Mutex::new(KeyPool::new(&config)),
+            models: Mutex::new(HashMap::new()),
+            config: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    /// The config in force now; a request keeps the one it started with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Swaps in a reloaded config (SIGHUP): new keys join the pool, removed ones leave it,
+    /// requests under way finish with what they had. Timeouts keep their start-up values.
+    pub fn reload(&self, config: Config) {
+        lock(&self.pool).sync(&config);
+        lock(&self.models).clear();
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the guarded data are counters and timestamps
+/// that stay consistent even if a holder panicked.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

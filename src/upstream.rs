@@ -1,0 +1,184 @@
+//! The HTTP client side: the only module that imports `ureq`. It sends `UpstreamRequest`s with
+//! the configured timeouts and hands back status, headers and a body reader. It never follows
+//! redirects, never turns a status into an error (the caller classifies), and never logs wire
+//! data (ureq's TRACE logging is filtered out in `logging`, it is not redacted).
+
+use crate::config::Settings;
+use std::io::{self, Read};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Streaming calls get an idle timeout per read instead of a whole-response budget.
+    pub stream: bool,
+}
+
+pub struct UpstreamResponse {
+    pub status: u16,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Box<dyn Read + Send>,
+}
+
+impl UpstreamResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an upstream call failed before a status line arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    Connect(String),
+    Timeout(String),
+    Other(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Connect(m) => write!(f, "connection failed: {m}"),
+            TransportError::Timeout(m) => write!(f, "timed out: {m}"),
+            TransportError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A shared connection pool with keyrelay's defaults. Cloning is cheap.
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+    timeouts: Timeouts,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    non_streaming: Duration,
+    streaming_idle: Duration,
+}
+
+/// Upstream bodies read whole (non-streaming answers, model lists) stop here.
+pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+
+impl Client {
+    pub fn new(settings: &Settings) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .user_agent(concat!("keyrelay/", env!("CARGO_PKG_VERSION")))
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(64)
+            .timeout_connect(Some(settings.timeout_connect))
+            .build();
+        Client {
+            agent: config.into(),
+            timeouts: Timeouts {
+                connect: settings.timeout_connect,
+                non_streaming: settings.timeout_read_non_streaming,
+                streaming_idle: settings.timeout_read_streaming,
+            },
+        }
+    }
+
+    pub fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
+        let result = match req.method {
+            Method::Get => {
+                let mut b = self.agent.get(&req.url);
+                for (name, value) in &req.headers {
+                    b = b.header(name, value);
+                }
+                self.configure(b, req.stream).call()
+            }
+            Method::Post => {
+                let mut b = self.agent.post(&req.url);
+                for (name, value) in &req.headers {
+                    b = b.header(name, value);
+                }
+                let body: &[u8] = req.body.as_deref().unwrap_or_default();
+                self.configure(b, req.stream).send(body)
+            }
+        };
+        let response = result.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    n.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect();
+        let body = Box::new(response.into_body().into_reader());
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Streams get an idle timeout per read and no total budget (a long answer is fine as
+    /// long as it keeps coming); other calls get one budget for the whole exchange.
+    fn configure<B>(&self, b: ureq::RequestBuilder<B>, stream: bool) -> ureq::RequestBuilder<B> {
+        let c = b.config().timeout_connect(Some(self.timeouts.connect));
+        if stream {
+            let idle = Some(self.timeouts.streaming_idle);
+            c.timeout_recv_response(idle).timeout_per_read(idle).build()
+        } else {
+            c.timeout_per_call(Some(self.timeouts.non_streaming))
+                .build()
+        }
+    }
+}
+
+fn transport_error(e: ureq::Error) -> TransportError {
+    match e {
+        ureq::Error::Timeout(t) => TransportError::Timeout(format!("{t:?}")),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            TransportError::Connect(e.to_string())
+        }
+        ureq::Error::Io(io) if is_connect_refusal(&io) => TransportError::Connect(io.to_string()),
+        other => TransportError::Other(other.to_string()),
+    }
+}
+
+fn is_connect_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
+    )
+}
+
+/// Whether a body read failed because an upstream timeout fired (idle stream, slow body).
+pub fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// Reads a whole body, at most `MAX_RESPONSE_BYTES`.
+pub fn read_all(body: &mut (dyn Read + Send)) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    body.take(MAX_RESPONSE_BYTES + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_RESPONSE_BYTES {
+        return Err(io::Error::other("upstream response is larger than 256 MiB"));
+    }
+    Ok(out)
+}
