@@ -2,6 +2,8 @@
 //! `launcher_config.json`, and the providers and settings resolved from them. A `Config` is
 //! built once and never mutated; a reload builds a new one.
 
+mod dotenv;
+
 use crate::error::{Context, Error, Result};
 use crate::keys::Secret;
 use crate::providers::{self, Family};
@@ -264,23 +266,12 @@ fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {
     files.sort_by_key(|p| (p.file_name().is_none_or(|n| n != ".env"), p.clone()));
     let mut env = BTreeMap::new();
     for file in files {
-        let iter = dotenvy::from_path_iter(&file).map_err(|e| env_file_error(&file, e))?;
-        for item in iter {
-            let (name, value) = item.map_err(|e| env_file_error(&file, e))?;
-            env.entry(name).or_insert(value);
-        }
+        let text = std::fs::read_to_string(&file).context(format!("reading {}", file.display()))?;
+        let pairs = dotenv::parse(&text, &|name| std::env::var(name).ok())
+            .map_err(|why| Error::Config(format!("cannot parse {}: {why}", file.display())))?;
+        dotenv::merge_first_wins(&mut env, pairs);
     }
     Ok(env)
-}
-
-fn env_file_error(file: &Path, e: dotenvy::Error) -> Error {
-    // dotenvy's parse errors quote the offending line, which may hold a key: keep only where.
-    let why = match &e {
-        dotenvy::Error::LineParse(_, index) => format!("syntax error at character {index}"),
-        dotenvy::Error::Io(io) => io.to_string(),
-        _ => "unreadable".to_string(),
-    };
-    Error::Config(format!("cannot read {}: {why}", file.display()))
 }
 
 fn read_launcher_config(dir: &Path) -> Result<LauncherConfig> {
