@@ -157,7 +157,11 @@ pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let message = match (error, field("message")) {
+    let detail = parsed
+        .get("detail")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let message = match (error, field("message").or(detail)) {
         (_, Some(m)) => m,
         (Value::String(s), None) => s.clone(),
         _ => {

@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""Proves the official `openai` Python SDK works unchanged against keyrelay.
+
+Usage: sdk_check.py PATH/TO/keyrelay
+
+Starts a mock OpenAI-compatible upstream (standard library only), a keyrelay that points its
+`openai` provider at it, and runs the SDK's chat (plain, streaming, stream helper with tools),
+embeddings, models and error paths through the proxy. Prints `ok  <name>` or
+`FAIL <name>: reason` per check and `N passed, M failed` last; exits 0 only if all passed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from array import array
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import openai
+
+PROVIDER_KEY = "sk-mock-key-1234"
+PROXY_KEY = "proxy-secret"
+UPSTREAM_MODEL = "gpt-mock"
+MODEL = f"openai/{UPSTREAM_MODEL}"
+STARTUP_TIMEOUT = 10.0
+IO_TIMEOUT = 10.0
+
+# What the mock upstream answers. The streamed text arrives in several deltas; the tool call's
+# arguments in several fragments that only make valid JSON once joined.
+REPLY_TEXT = "Hello from the mock upstream."
+STREAM_TEXT_PARTS = ["Hello", " from", " the", " mock", " upstream", "."]
+TOOL_CALL_ID = "call_mock_0001"
+TOOL_NAME = "get_weather"
+TOOL_ARG_FRAGMENTS = ['{"ci', 'ty": "Par', 'is", "un', 'it": "celsius"}']
+USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+# Values that are not exact in float32, so the comparison proves the rounding is the SDK's own.
+EMBEDDING_BASE = [0.1, -0.25, 0.3333333333333333, 1e-7, -123.456, 0.0]
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": "The weather in a city.",
+        # The SDK's stream helper only accepts strict function tools.
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+# ---- mock upstream ---------------------------------------------------------------------------
+
+
+def embedding_for(index: int) -> list[float]:
+    return [v + index for v in EMBEDDING_BASE]
+
+
+def chunk(choices: list, usage: dict | None = None) -> dict:
+    body = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": UPSTREAM_MODEL,
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def delta_choice(delta: dict, finish_reason: str | None = None) -> dict:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def text_stream_chunks() -> list[dict]:
+    chunks = [chunk([delta_choice({"role": "assistant", "content": ""})])]
+    chunks += [chunk([delta_choice({"content": part})]) for part in STREAM_TEXT_PARTS]
+    chunks.append(chunk([delta_choice({}, "stop")]))
+    return chunks
+
+
+def tool_stream_chunks() -> list[dict]:
+    # As OpenAI sends them: id, type and name in the first fragment only, then argument pieces
+    # keyed by the tool call's index.
+    first = {
+        "index": 0,
+        "id": TOOL_CALL_ID,
+        "type": "function",
+        "function": {"name": TOOL_NAME, "arguments": ""},
+    }
+    chunks = [chunk([delta_choice({"role": "assistant", "content": None, "tool_calls": [first]})])]
+    for fragment in TOOL_ARG_FRAGMENTS:
+        piece = {"index": 0, "function": {"arguments": fragment}}
+        chunks.append(chunk([delta_choice({"tool_calls": [piece]})]))
+    chunks.append(chunk([delta_choice({}, "tool_calls")]))
+    return chunks
+
+
+class Upstream:
+    """The mock's record of what reached it: one dict per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[dict] = []
+
+    def record(self, entry: dict) -> None:
+        with self._lock:
+            self._seen.append(entry)
+
+    def seen(self) -> list[dict]:
+        with self._lock:
+            return list(self._seen)
+
+
+class MockHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IO_TIMEOUT  # socket timeout of each connection
+    # Headers and body go out in separate writes; with Nagle on, each answer waits ~40 ms for
+    # a delayed ACK.
+    disable_nagle_algorithm = True
+    upstream: Upstream  # set on the subclass made by start_mock
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep the check's output to its own lines
+
+    def read_json(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
+
+    def remember(self, body: dict) -> None:
+        self.upstream.record(
+            {
+                "method": self.command,
+                "path": self.path,
+                "authorization": self.headers.get("Authorization"),
+                "body": body,
+            }
+        )
+
+    def send_json(self, status: int, value: dict) -> None:
+        data = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_sse(self, chunks: list[dict]) -> None:
+        # Chunked transfer encoding, one event per HTTP chunk, flushed: like a real upstream.
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks]
+        events.append(b"data: [DONE]\n\n")
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def do_GET(self) -> None:
+        self.remember({})
+        if self.path == "/v1/models":
+            model = {"id": UPSTREAM_MODEL, "object": "model", "created": 0, "owned_by": "mock"}
+            self.send_json(200, {"object": "list", "data": [model]})
+        else:
+            self.not_found()
+
+    def do_POST(self) -> None:
+        body = self.read_json()
+        self.remember(body)
+        if self.path == "/v1/chat/completions":
+            self.chat(body)
+        elif self.path == "/v1/embeddings":
+            self.embeddings(body)
+        else:
+            self.not_found()
+
+    def chat(self, body: dict) -> None:
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": REPLY_TEXT, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            completion = {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": UPSTREAM_MODEL,
+                "choices": [choice],
+                "usage": USAGE,
+            }
+            return self.send_json(200, completion)
+        chunks = tool_stream_chunks() if body.get("tools") else text_stream_chunks()
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append(chunk([], USAGE))
+        self.send_sse(chunks)
+
+    def embeddings(self, body: dict) -> None:
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding_for(i)}
+            for i in range(count)
+        ]
+        usage = {"prompt_tokens": 3 * count, "total_tokens": 3 * count}
+        self.send_json(200, {"object": "list", "data": data, "model": UPSTREAM_MODEL, "usage": usage})
+
+    def not_found(self) -> None:
+        error = {"message": f"no route {self.path}", "type": "invalid_request_error", "code": None}
+        self.send_json(404, {"error": error})
+
+
+def start_mock() -> tuple[ThreadingHTTPServer, Upstream]:
+    upstream = Upstream()
+    handler = type("BoundMockHandler", (MockHandler,), {"upstream": upstream})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="mock-upstream", daemon=True).start()
+    return server, upstream
+
+
+# ---- keyrelay process ------------------------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without anything that could send keyrelay elsewhere: proxies,
+    real provider keys and bases (the process environment wins over `.env`)."""
+    drop = re.compile(r"(HTTPS?_PROXY|ALL_PROXY|NO_PROXY)$|_API_KEY(_\d+)?$|_API_BASE$", re.I)
+    env = {k: v for k, v in os.environ.items() if not drop.search(k)}
+    env.pop("KEYRELAY_DIR", None)
+    return env
+
+
+class Keyrelay:
+    """A running `keyrelay serve --port 0`; its stderr is drained by a thread for good, so the
+    pipe never fills however much it logs."""
+
+    LISTENING = re.compile(r"keyrelay listening on http://127\.0\.0\.1:(\d+)\s*$")
+
+    def __init__(self, binary: str, data_dir: Path) -> None:
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [binary, "--dir", str(data_dir), "serve", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            text=True,
+            errors="replace",
+        )
+        self._drainer = threading.Thread(target=self._drain, name="keyrelay-stderr", daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.rstrip("\n"))
+            self._lines.put(line)
+        self._lines.put(None)  # end of stderr: the process exited
+
+    def wait_port(self) -> int:
+        """The port from the first stderr line, which keyrelay prints once it is listening."""
+        try:
+            first = self._lines.get(timeout=STARTUP_TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError(f"no 'keyrelay listening' line within {STARTUP_TIMEOUT:.0f} s")
+        if first is None:
+            code = self.proc.wait(timeout=IO_TIMEOUT)
+            raise RuntimeError(f"keyrelay exited with status {code} before listening")
+        match = self.LISTENING.search(first)
+        if not match:
+            raise RuntimeError(f"unexpected first stderr line: {first.rstrip()!r}")
+        return int(match.group(1))
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time. Safe to call twice. Returns the
+        exit status, None when it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=IO_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=IO_TIMEOUT)
+                return None
+        self._drainer.join(timeout=IO_TIMEOUT)
+        return self.proc.returncode
+
+    def expect_clean_stop(self) -> None:
+        code = self.stop()
+        assert code == 0, f"exit status {code} after SIGTERM" if code is not None else (
+            f"still running {IO_TIMEOUT:.0f} s after SIGTERM, killed"
+        )
+
+
+def write_env(data_dir: Path, mock_port: int) -> None:
+    (data_dir / ".env").write_text(
+        f"OPENAI_API_KEY={PROVIDER_KEY}\n"
+        f"OPENAI_API_BASE=http://127.0.0.1:{mock_port}/v1\n"
+        f"PROXY_API_KEY={PROXY_KEY}\n"
+    )
+
+
+# ---- checks ----------------------------------------------------------------------------------
+
+
+class Checks:
+    def __init__(self, client: openai.OpenAI, bad_client: openai.OpenAI, upstream: Upstream) -> None:
+        self.client = client
+        self.bad_client = bad_client
+        self.upstream = upstream
+
+    def last_upstream(self, path: str) -> dict:
+        calls = [c for c in self.upstream.seen() if c["path"] == path]
+        assert calls, f"the upstream never got {path}"
+        return calls[-1]
+
+    def expect_forwarded(self, path: str) -> dict:
+        """The latest upstream request on `path` carried the provider key and the bare model."""
+        call = self.last_upstream(path)
+        auth = call["authorization"]
+        assert auth == f"Bearer {PROVIDER_KEY}", f"upstream got Authorization {auth!r}"
+        model = call["body"].get("model")
+        assert model == UPSTREAM_MODEL, f"upstream got model {model!r}, want {UPSTREAM_MODEL!r}"
+        return call
+
+    def chat_non_streaming(self) -> None:
+        completion = self.client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
+        content = completion.choices[0].message.content
+        assert content == REPLY_TEXT, f"content {content!r}"
+        assert completion.usage is not None and completion.usage.total_tokens == USAGE["total_tokens"], (
+            f"usage {completion.usage}"
+        )
+        self.expect_forwarded("/v1/chat/completions")
+
+    def chat_streaming(self) -> None:
+        stream = self.client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = list(stream)
+        assert chunks, "no chunks"
+        empty = [i for i, c in enumerate(chunks) if not c.choices]
+        assert not empty, f"chunks {empty} have no choices although include_usage was not asked"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert text == "".join(STREAM_TEXT_PARTS), f"joined deltas {text!r}"
+        self.expect_forwarded("/v1/chat/completions")
+
+    def chat_streaming_usage(self) -> None:
+        stream = self.client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        assert chunks, "no chunks"
+        last = chunks[-1]
+        assert last.choices == [], f"last chunk has choices {last.choices}"
+        assert last.usage is not None, "last chunk has no usage"
+        assert last.usage.total_tokens == USAGE["total_tokens"], f"usage {last.usage}"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "".join(STREAM_TEXT_PARTS), f"joined deltas {text!r}"
+        self.expect_forwarded("/v1/chat/completions")
+
+    def stream_helper(self) -> Callable:
+        # `.stream()` moved from `client.beta.chat.completions` to `client.chat.completions`.
+        helper = getattr(self.client.chat.completions, "stream", None)
+        if helper is None:
+            helper = self.client.beta.chat.completions.stream
+        return helper
+
+    def chat_stream_helper_tools(self) -> None:
+        with self.stream_helper()(
+            model=MODEL,
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=[WEATHER_TOOL],
+        ) as stream:
+            for _ in stream:
+                pass
+            final = stream.get_final_completion()
+        choice = final.choices[0]
+        assert choice.finish_reason == "tool_calls", f"finish_reason {choice.finish_reason!r}"
+        calls = choice.message.tool_calls or []
+        assert len(calls) == 1, f"{len(calls)} tool calls"
+        call = calls[0]
+        assert call.id == TOOL_CALL_ID, f"tool call id {call.id!r}"
+        assert call.function.name == TOOL_NAME, f"tool name {call.function.name!r}"
+        want = json.loads("".join(TOOL_ARG_FRAGMENTS))
+        got = json.loads(call.function.arguments)
+        assert got == want, f"arguments {call.function.arguments!r}"
+        self.expect_forwarded("/v1/chat/completions")
+
+    def embeddings(self, encoding_format: str | None) -> None:
+        inputs = ["first text", "second text"]
+        extra = {} if encoding_format is None else {"encoding_format": encoding_format}
+        response = self.client.embeddings.create(model=MODEL, input=inputs, **extra)
+        assert len(response.data) == len(inputs), f"{len(response.data)} vectors"
+        for i, item in enumerate(sorted(response.data, key=lambda d: d.index)):
+            # Both paths carry float32 (keyrelay narrows the upstream's floats), so compare
+            # after rounding both sides to float32.
+            want = array("f", embedding_for(i)).tolist()
+            got = array("f", item.embedding).tolist()
+            assert got == want, f"vector {i}: {item.embedding} != {want}"
+        call = self.expect_forwarded("/v1/embeddings")
+        sent_format = call["body"].get("encoding_format")
+        assert sent_format in (None, "float"), f"upstream was asked for {sent_format!r}"
+
+    def models(self) -> None:
+        ids = [m.id for m in self.client.models.list()]
+        assert MODEL in ids, f"{MODEL} not in {ids}"
+        card = self.client.models.retrieve(MODEL)
+        assert card.id == MODEL, f"retrieved id {card.id!r}"
+        call = self.last_upstream("/v1/models")
+        assert call["authorization"] == f"Bearer {PROVIDER_KEY}", (
+            f"upstream got Authorization {call['authorization']!r}"
+        )
+
+    def wrong_proxy_key(self) -> None:
+        before = len(self.upstream.seen())
+        try:
+            self.bad_client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401, f"status {e.status_code}"
+        else:
+            raise AssertionError("no AuthenticationError")
+        assert len(self.upstream.seen()) == before, "the request reached the upstream"
+
+    def model_without_provider(self) -> None:
+        before = len(self.upstream.seen())
+        try:
+            self.client.chat.completions.create(
+                model=UPSTREAM_MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.BadRequestError as e:
+            assert e.status_code == 400, f"status {e.status_code}"
+        else:
+            raise AssertionError("no BadRequestError")
+        assert len(self.upstream.seen()) == before, "the request reached the upstream"
+
+    def upstream_never_saw_proxy_key(self) -> None:
+        seen = self.upstream.seen()
+        assert seen, "the upstream got no requests"
+        bad = [c for c in seen if c["authorization"] != f"Bearer {PROVIDER_KEY}"]
+        assert not bad, f"requests with another Authorization: {bad}"
+
+    def all(self) -> list[tuple[str, Callable[[], None]]]:
+        return [
+            ("chat non-streaming", self.chat_non_streaming),
+            ("chat streaming", self.chat_streaming),
+            ("chat streaming with include_usage", self.chat_streaming_usage),
+            ("chat stream helper with tools", self.chat_stream_helper_tools),
+            ("embeddings float", lambda: self.embeddings("float")),
+            ("embeddings default (base64)", lambda: self.embeddings(None)),
+            ("models list and retrieve", self.models),
+            ("wrong proxy key -> AuthenticationError", self.wrong_proxy_key),
+            ("model without provider -> BadRequestError", self.model_without_provider),
+            ("upstream only saw the provider key", self.upstream_never_saw_proxy_key),
+        ]
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, AssertionError) and str(e):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+class Tally:
+    """Prints one line per check and counts them."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, name: str) -> None:
+        self.passed += 1
+        print(f"ok  {name}", flush=True)
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed += 1
+        print(f"FAIL {name}: {reason}", flush=True)
+
+    def run(self, name: str, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except Exception as e:
+            self.fail(name, describe(e))
+            if os.environ.get("SDK_CHECK_VERBOSE"):
+                traceback.print_exc()
+        else:
+            self.ok(name)
+
+
+def run_checks(port: int, upstream: Upstream, tally: Tally) -> None:
+    common = {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0, "timeout": IO_TIMEOUT}
+    client = openai.OpenAI(api_key=PROXY_KEY, **common)
+    bad_client = openai.OpenAI(api_key="wrong-key", **common)
+    with client, bad_client:
+        for name, check in Checks(client, bad_client, upstream).all():
+            tally.run(name, check)
+
+
+def run_against_keyrelay(binary: str, data_dir: Path, upstream: Upstream, tally: Tally) -> None:
+    keyrelay: Keyrelay | None = None
+    try:
+        try:
+            keyrelay = Keyrelay(binary, data_dir)
+            port = keyrelay.wait_port()
+        except Exception as e:
+            tally.fail("keyrelay start-up", describe(e))
+            return
+        tally.ok("keyrelay start-up")
+        run_checks(port, upstream, tally)
+        # Scripts and supervisors rely on a clean exit after SIGTERM.
+        tally.run("keyrelay exits 0 on SIGTERM", keyrelay.expect_clean_stop)
+    finally:
+        if keyrelay is not None:
+            keyrelay.stop()
+            if tally.failed:
+                print("--- keyrelay stderr (last lines) ---", file=sys.stderr)
+                print("\n".join(keyrelay.stderr_tail), file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} PATH/TO/keyrelay", file=sys.stderr)
+        return 2
+    tally = Tally()
+    server, upstream = start_mock()
+    try:
+        with tempfile.TemporaryDirectory(prefix="keyrelay-sdk-") as tmp:
+            write_env(Path(tmp), server.server_address[1])
+            run_against_keyrelay(argv[1], Path(tmp), upstream, tally)
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"{tally.passed} passed, {tally.failed} failed", flush=True)
+    return 0 if tally.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

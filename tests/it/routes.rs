@@ -1,0 +1,291 @@
+//! Every route on its happy path.
+
+use crate::support::mock::{completion, content_chunk, event, finish_chunk};
+use crate::support::{Mock, MockReply, Proxy};
+use serde_json::{Value, json};
+
+fn env_for(mock: &Mock, extra: &str) -> String {
+    format!(
+        "OPENAI_API_KEY=sk-route-key-0001\nOPENAI_API_BASE={}\nPROXY_API_KEY=proxy-key\n{extra}",
+        mock.base()
+    )
+}
+
+fn upstream() -> Mock {
+    Mock::start(|req| match (req.method.as_str(), req.url.as_str()) {
+        ("POST", "/v1/chat/completions") => MockReply::json(200, completion("hello there")),
+        ("POST", "/v1/embeddings") => MockReply::json(
+            200,
+            json!({"object": "list", "model": "emb",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.25, 1.0]},
+                     {"object": "embedding", "index": 1, "embedding": [2.0, 0.0, -1.5]}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
+        ),
+        ("GET", "/v1/models") => MockReply::json(
+            200,
+            json!({"object": "list", "data": [
+            {"id": "gpt-up", "object": "model"}, {"id": "hidden-preview", "object": "model"}]}),
+        ),
+        _ => MockReply::json(404, json!({"error": {"message": "no such route"}})),
+    })
+}
+
+#[test]
+fn root_and_health_need_no_key() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let c = proxy.client();
+    let health = c.get("/health");
+    assert_eq!(
+        (health.status, health.json()),
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(health.header("content-type"), Some("application/json"));
+    let root = c.get("/");
+    assert_eq!(root.status, 200);
+    assert!(root.json()["status"].as_str().unwrap().contains("running"));
+}
+
+#[test]
+fn chat_completion_is_relayed_with_the_bare_model_and_the_provider_key() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let answer = proxy.client_with_key("proxy-key").post("/v1/chat/completions", r#"{"model":"openai/gpt-up","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.json()["choices"][0]["message"]["content"],
+        "hello there"
+    );
+    let sent = &mock.requests()[0];
+    assert_eq!(sent.url, "/v1/chat/completions");
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-route-key-0001")
+    );
+    let body = sent.json();
+    assert_eq!(body["model"], "gpt-up");
+    assert_eq!(body["temperature"], 0.2);
+    assert_eq!(body["messages"][0]["content"], "hi");
+}
+
+#[test]
+fn x_api_key_is_accepted_as_the_proxy_key() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let answer = proxy.client().post_with(
+        "/v1/chat/completions",
+        r#"{"model":"openai/gpt-up","messages":[]}"#,
+        "x-api-key: proxy-key\r\n",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+#[test]
+fn embeddings_honour_float_and_base64() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let c = proxy.client_with_key("proxy-key");
+    let floats = c.post(
+        "/v1/embeddings",
+        r#"{"model":"openai/emb","input":["a","b"],"encoding_format":"float"}"#,
+    );
+    assert_eq!(floats.status, 200, "{}", floats.text());
+    assert_eq!(
+        floats.json()["data"][1]["embedding"],
+        json!([2.0, 0.0, -1.5])
+    );
+    assert_eq!(floats.json()["usage"]["total_tokens"], 4);
+
+    let packed = c.post(
+        "/v1/embeddings",
+        r#"{"model":"openai/emb","input":"a","encoding_format":"base64"}"#,
+    );
+    assert_eq!(packed.status, 200, "{}", packed.text());
+    let b64 = packed.json()["data"][0]["embedding"]
+        .as_str()
+        .expect("base64 string")
+        .to_string();
+    assert_eq!(decode_f32(&b64), [0.5, -0.25, 1.0]);
+    // The upstream is asked for floats whatever the client wants.
+    assert!(
+        mock.requests()
+            .iter()
+            .all(|r| r.json().get("encoding_format").is_none())
+    );
+    assert_eq!(mock.requests()[0].json()["model"], "emb");
+}
+
+fn decode_f32(b64: &str) -> Vec<f32> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = Vec::new();
+    for c in b64.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("base64 alphabet") as u8;
+        bits.extend((0..6).rev().map(|i| (v >> i) & 1));
+    }
+    let bytes: Vec<u8> = bits
+        .chunks_exact(8)
+        .map(|b| b.iter().fold(0, |acc, bit| acc << 1 | bit))
+        .collect();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn models_merge_static_and_upstream_lists_with_filters() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(
+        &mock,
+        "OPENAI_MODELS='[\"static-one\",\"gpt-up\"]'\nIGNORE_MODELS_OPENAI=*-preview\n",
+    ));
+    let c = proxy.client_with_key("proxy-key");
+    let list = c.get("/v1/models");
+    assert_eq!(list.status, 200);
+    let ids: Vec<String> = list.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["openai/static-one", "openai/gpt-up"]);
+    assert_eq!(list.json()["object"], "list");
+    assert_eq!(list.json()["data"][0]["object"], "model");
+
+    let card = c.get("/v1/models/openai/gpt-up");
+    assert_eq!(
+        (card.status, card.json()["id"].clone()),
+        (200, json!("openai/gpt-up"))
+    );
+    let encoded = c.get("/v1/models/openai%2Fstatic-one");
+    assert_eq!(encoded.status, 200, "{}", encoded.text());
+    let hidden = c.get("/v1/models/openai/hidden-preview");
+    assert_eq!(
+        (hidden.status, hidden.error_code()),
+        (404, "model_not_found".into())
+    );
+
+    // The upstream list is cached: three listings, one upstream call.
+    c.get("/v1/models");
+    assert_eq!(
+        mock.requests()
+            .iter()
+            .filter(|r| r.url == "/v1/models")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn hidden_models_are_refused_on_requests_too() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(
+        &mock,
+        "IGNORE_MODELS_OPENAI=*\nWHITELIST_MODELS_OPENAI=gpt-up\n",
+    ));
+    let c = proxy.client_with_key("proxy-key");
+    let refused = c.post(
+        "/v1/chat/completions",
+        r#"{"model":"openai/other","messages":[]}"#,
+    );
+    assert_eq!(
+        (refused.status, refused.error_code()),
+        (404, "model_not_found".into())
+    );
+    let allowed = c.post(
+        "/v1/chat/completions",
+        r#"{"model":"openai/gpt-up","messages":[]}"#,
+    );
+    assert_eq!(allowed.status, 200);
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[test]
+fn providers_lists_those_with_credentials() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(
+        &mock,
+        &format!("GROQ_API_KEY=gk\nLOCAL_API_BASE={}\n", mock.base()),
+    ));
+    let answer = proxy.client_with_key("proxy-key").get("/v1/providers");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), json!(["groq", "openai"]));
+}
+
+#[test]
+fn a_custom_provider_routes_to_its_base() {
+    let mock = upstream();
+    let proxy = Proxy::start(&format!(
+        "MYLOCAL_API_BASE={}/\nMYLOCAL_API_KEY=local-key\n",
+        mock.base()
+    ));
+    let answer = proxy.client().post(
+        "/v1/chat/completions",
+        r#"{"model":"mylocal/llama-3","messages":[]}"#,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(mock.requests()[0].json()["model"], "llama-3");
+    assert_eq!(mock.keys_seen(), ["local-key"]);
+}
+
+#[test]
+fn keys_are_used_in_turn() {
+    let mock = upstream();
+    let proxy = Proxy::start(&format!(
+        "OPENAI_API_BASE={}\nOPENAI_API_KEY_1=key-one\nOPENAI_API_KEY_2=key-two\n",
+        mock.base()
+    ));
+    let c = proxy.client();
+    for _ in 0..4 {
+        assert_eq!(
+            c.post(
+                "/v1/chat/completions",
+                r#"{"model":"openai/m","messages":[]}"#
+            )
+            .status,
+            200
+        );
+    }
+    let mut seen = mock.keys_seen();
+    seen.sort();
+    assert_eq!(seen, ["key-one", "key-one", "key-two", "key-two"]);
+}
+
+#[test]
+fn streaming_chat_relays_events_and_ends_with_done() {
+    let mock = Mock::start(|_| {
+        MockReply::sse(vec![
+            crate::support::mock::Piece::Bytes(event(&content_chunk("Hel"))),
+            crate::support::mock::Piece::Bytes(event(&content_chunk("lo"))),
+            crate::support::mock::Piece::Bytes(event(&finish_chunk())),
+            crate::support::mock::Piece::Bytes(b"data: [DONE]\n\n".to_vec()),
+        ])
+    });
+    let proxy = Proxy::start(&format!(
+        "OPENAI_API_BASE={}\nOPENAI_API_KEY=k\n",
+        mock.base()
+    ));
+    let mut s = proxy.client().stream(
+        "/v1/chat/completions",
+        r#"{"model":"openai/m","messages":[],"stream":true}"#,
+    );
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-type"), Some("text/event-stream"));
+    let events = s.rest();
+    let text: String = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            serde_json::from_str::<Value>(d).ok()?["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    assert_eq!(events.len(), 4);
+}

@@ -1,0 +1,189 @@
+//! The keyrelay binary as a process: a temporary data directory, `serve --port 0`, the port
+//! read from the first stderr line, every later stderr line kept for assertions.
+
+use super::Client;
+use crossbeam_channel::Receiver;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyrelay");
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "keyrelay-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.0.join(name), content).expect("write test file");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A command with a clean environment: nothing of the developer's shell (proxies, API keys)
+/// leaks into the process under test.
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("KEYRELAY_LOG", "info")
+        .arg("--dir")
+        .arg(dir)
+        .args(args);
+    cmd
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+    lines: Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    /// Serves with `env` as the data directory's `.env`.
+    pub fn start(env: &str) -> Proxy {
+        let dir = TempDir::new();
+        dir.write(".env", env);
+        Proxy::start_in(dir, &[])
+    }
+
+    pub fn start_in(dir: TempDir, extra: &[&str]) -> Proxy {
+        let mut args = vec!["serve", "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut child = command(dir.path(), &args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyrelay");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let first = lines
+            .recv_timeout(super::WAIT)
+            .expect("keyrelay printed nothing on stderr");
+        let port = first
+            .strip_prefix("keyrelay listening on http://127.0.0.1:")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first stderr line: {first}"));
+        Proxy {
+            port,
+            dir,
+            child: Some(child),
+            lines,
+            log,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.port, None)
+    }
+
+    pub fn client_with_key(&self, key: &str) -> Client {
+        Client::new(self.port, Some(key))
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -s {name} failed");
+    }
+
+    /// Waits for a stderr line containing `needle` (lines already read count too).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            match self.lines.recv_timeout(super::WAIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no log line with {needle:?}; log:\n{}", self.logs()),
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(super::WAIT)
+            .expect("keyrelay did not exit in time")
+            .expect("wait for keyrelay")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a subcommand to completion: (exit code, stdout, stderr).
+pub fn run_cli(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = command(dir, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyrelay");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("wait for keyrelay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
