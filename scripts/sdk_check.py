@@ -44,7 +44,8 @@ TOOL_CALL_ID = "call_mock_0001"
 TOOL_NAME = "get_weather"
 TOOL_ARG_FRAGMENTS = ['{"ci', 'ty": "Par', 'is", "un', 'it": "celsius"}']
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
-# Values that are not exact in float32, so the comparison proves the rounding is the SDK's own.
+# Mostly values float32 cannot hold exactly: vectors cross keyrelay as float32, and comparing
+# after rounding both sides to float32 is what proves nothing else was lost.
 EMBEDDING_BASE = [0.1, -0.25, 0.3333333333333333, 1e-7, -123.456, 0.0]
 
 WEATHER_TOOL = {
@@ -223,7 +224,8 @@ class MockHandler(BaseHTTPRequestHandler):
             for i in range(count)
         ]
         usage = {"prompt_tokens": 3 * count, "total_tokens": 3 * count}
-        self.send_json(200, {"object": "list", "data": data, "model": UPSTREAM_MODEL, "usage": usage})
+        answer = {"object": "list", "data": data, "model": UPSTREAM_MODEL, "usage": usage}
+        self.send_json(200, answer)
 
     def not_found(self) -> None:
         error = {"message": f"no route {self.path}", "type": "invalid_request_error", "code": None}
@@ -242,11 +244,21 @@ def start_mock() -> tuple[ThreadingHTTPServer, Upstream]:
 # ---- keyrelay process ------------------------------------------------------------------------
 
 
-def clean_env() -> dict[str, str]:
-    """The caller's environment without anything that could send keyrelay elsewhere: proxies,
-    real provider keys and bases (the process environment wins over `.env`)."""
-    drop = re.compile(r"(HTTPS?_PROXY|ALL_PROXY|NO_PROXY)$|_API_KEY(_\d+)?$|_API_BASE$", re.I)
-    env = {k: v for k, v in os.environ.items() if not drop.search(k)}
+PROXY_VARS = re.compile(r"^(HTTPS?|ALL|NO)_PROXY$", re.I)
+PROVIDER_VARS = re.compile(r"_API_KEY(_\d+)?$|_API_BASE$", re.I)
+
+
+def drop_proxy_settings() -> None:
+    """Everything here talks to 127.0.0.1 directly: the SDK's HTTP client would otherwise send
+    its requests through a proxy named in the environment."""
+    for name in [n for n in os.environ if PROXY_VARS.search(n)]:
+        del os.environ[name]
+
+
+def keyrelay_env() -> dict[str, str]:
+    """The environment without real provider keys and bases (the process environment wins over
+    `.env`, so they would replace the mock's)."""
+    env = {k: v for k, v in os.environ.items() if not PROVIDER_VARS.search(k)}
     env.pop("KEYRELAY_DIR", None)
     return env
 
@@ -265,7 +277,7 @@ class Keyrelay:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=clean_env(),
+            env=keyrelay_env(),
             text=True,
             errors="replace",
         )
@@ -309,9 +321,8 @@ class Keyrelay:
 
     def expect_clean_stop(self) -> None:
         code = self.stop()
-        assert code == 0, f"exit status {code} after SIGTERM" if code is not None else (
-            f"still running {IO_TIMEOUT:.0f} s after SIGTERM, killed"
-        )
+        assert code is not None, f"still running {IO_TIMEOUT:.0f} s after SIGTERM, killed"
+        assert code == 0, f"exit status {code} after SIGTERM"
 
 
 def write_env(data_dir: Path, mock_port: int) -> None:
@@ -326,7 +337,10 @@ def write_env(data_dir: Path, mock_port: int) -> None:
 
 
 class Checks:
-    def __init__(self, client: openai.OpenAI, bad_client: openai.OpenAI, upstream: Upstream) -> None:
+    """Each check calls keyrelay through the SDK and asserts on the answer and on what the mock
+    upstream received."""
+
+    def __init__(self, client: openai.OpenAI, bad_client: openai.OpenAI, upstream: Upstream):
         self.client = client
         self.bad_client = bad_client
         self.upstream = upstream
@@ -351,9 +365,8 @@ class Checks:
         )
         content = completion.choices[0].message.content
         assert content == REPLY_TEXT, f"content {content!r}"
-        assert completion.usage is not None and completion.usage.total_tokens == USAGE["total_tokens"], (
-            f"usage {completion.usage}"
-        )
+        usage = completion.usage
+        assert usage is not None and usage.total_tokens == USAGE["total_tokens"], f"usage {usage}"
         self.expect_forwarded("/v1/chat/completions")
 
     def chat_streaming(self) -> None:
@@ -362,6 +375,8 @@ class Checks:
         )
         chunks = list(stream)
         assert chunks, "no chunks"
+        # keyrelay asks the upstream for usage on every stream, so the mock did send a
+        # usage-only chunk here: the proxy must have dropped it.
         empty = [i for i, c in enumerate(chunks) if not c.choices]
         assert not empty, f"chunks {empty} have no choices although include_usage was not asked"
         text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -417,13 +432,12 @@ class Checks:
         inputs = ["first text", "second text"]
         extra = {} if encoding_format is None else {"encoding_format": encoding_format}
         response = self.client.embeddings.create(model=MODEL, input=inputs, **extra)
-        assert len(response.data) == len(inputs), f"{len(response.data)} vectors"
-        for i, item in enumerate(sorted(response.data, key=lambda d: d.index)):
-            # Both paths carry float32 (keyrelay narrows the upstream's floats), so compare
-            # after rounding both sides to float32.
-            want = array("f", embedding_for(i)).tolist()
+        indices = [item.index for item in response.data]
+        assert indices == list(range(len(inputs))), f"indices {indices}"
+        for item in response.data:
+            want = array("f", embedding_for(item.index)).tolist()
             got = array("f", item.embedding).tolist()
-            assert got == want, f"vector {i}: {item.embedding} != {want}"
+            assert got == want, f"vector {item.index}: {item.embedding} != {want}"
         call = self.expect_forwarded("/v1/embeddings")
         sent_format = call["body"].get("encoding_format")
         assert sent_format in (None, "float"), f"upstream was asked for {sent_format!r}"
@@ -549,12 +563,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} PATH/TO/keyrelay", file=sys.stderr)
         return 2
+    drop_proxy_settings()
     tally = Tally()
     server, upstream = start_mock()
     try:
         with tempfile.TemporaryDirectory(prefix="keyrelay-sdk-") as tmp:
             write_env(Path(tmp), server.server_address[1])
-            run_against_keyrelay(argv[1], Path(tmp), upstream, tally)
+            try:
+                run_against_keyrelay(argv[1], Path(tmp), upstream, tally)
+            except Exception as e:  # a broken harness must still end with the summary line
+                tally.fail("harness", describe(e))
+                traceback.print_exc()
     finally:
         server.shutdown()
         server.server_close()

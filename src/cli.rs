@@ -44,6 +44,10 @@ pub struct ServeArgs {
     #[argh(option)]
     pub port: Option<u16>,
 
+    /// write each request's body, stream chunks, final response and outcome under logs/detailed_logs/ (also launcher_config.json's enable_request_logging)
+    #[argh(switch)]
+    pub enable_request_logging: bool,
+
     /// number of worker threads, each serving one request at a time (default 64)
     #[argh(option, default = "64")]
     pub workers: usize,

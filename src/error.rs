@@ -46,10 +46,7 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, io::Error> {
     fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            what: what.into(),
-            source,
-        })
+        self.map_err(|source| Error::Io { what: what.into(), source })
     }
 }
 
@@ -96,12 +93,7 @@ impl ApiError {
     }
 
     pub fn unknown_route(method: &str, path: &str) -> ApiError {
-        ApiError::new(
-            404,
-            "invalid_request_error",
-            "unknown_route",
-            format!("no route for {method} {path}"),
-        )
+        ApiError::new(404, "invalid_request_error", "unknown_route", format!("no route for {method} {path}"))
     }
 
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {

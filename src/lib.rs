@@ -11,6 +11,7 @@ pub mod keys;
 pub mod logging;
 pub mod providers;
 pub mod relay;
+pub mod reqlog;
 pub mod sse;
 pub mod state;
 pub mod upstream;
@@ -37,14 +38,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = top.command else {
-        return Err(Error::Usage(
-            "no subcommand given; try 'keyrelay --help'".into(),
-        ));
+        return Err(Error::Usage("no subcommand given; try 'keyrelay --help'".into()));
     };
-    let dir = top
-        .dir
-        .or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
+    let dir =
+        top.dir.or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
     let config = config::Config::load(&dir)?;
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),

@@ -3,8 +3,7 @@
 //! headers unredacted at TRACE.
 
 use simplelog::{
-    ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger,
-    TerminalMode, WriteLogger,
+    ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger, TerminalMode, WriteLogger,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -14,11 +13,7 @@ const MAX_LOG_BYTES: u64 = 10 << 20;
 
 /// Level from `KEYRELAY_LOG` (error, warn, info, debug, trace; default info).
 pub fn level_from_env() -> LevelFilter {
-    match std::env::var("KEYRELAY_LOG")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    match std::env::var("KEYRELAY_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
         "off" => LevelFilter::Off,
         "error" => LevelFilter::Error,
         "warn" => LevelFilter::Warn,
@@ -37,19 +32,11 @@ pub fn init(level: LevelFilter, log_dir: Option<&Path>) -> io::Result<()> {
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .build();
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
-        level,
-        config.clone(),
-        TerminalMode::Stderr,
-        ColorChoice::Never,
-    )];
+    let mut loggers: Vec<Box<dyn SharedLogger>> =
+        vec![TermLogger::new(level, config.clone(), TerminalMode::Stderr, ColorChoice::Never)];
     if let Some(dir) = log_dir {
         std::fs::create_dir_all(dir)?;
-        loggers.push(WriteLogger::new(
-            level,
-            config,
-            RotatingFile::open(dir.join("keyrelay.log"))?,
-        ));
+        loggers.push(WriteLogger::new(level, config, RotatingFile::open(dir.join("keyrelay.log"))?));
     }
     // A second init (tests run several servers in one process) keeps the first logger.
     let _ = CombinedLogger::init(loggers);

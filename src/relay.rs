@@ -38,10 +38,7 @@ pub enum Body {
     /// A non-streaming answer, read whole and checked to be JSON.
     Whole(Vec<u8>),
     /// A stream: the first bytes read, and the rest still to come.
-    Stream {
-        first: Vec<u8>,
-        rest: Box<dyn Read + Send>,
-    },
+    Stream { first: Vec<u8>, rest: Box<dyn Read + Send> },
 }
 
 pub struct Relayed {
@@ -50,6 +47,16 @@ pub struct Relayed {
     pub body: Body,
     pub lease: Lease,
     pub attempts: Vec<Attempt>,
+}
+
+/// The key used and the failed attempts, for the request log.
+pub fn meta(relayed: &Relayed) -> serde_json::Map<String, Value> {
+    let attempts: Vec<Value> =
+        relayed.attempts.iter().map(|a| serde_json::json!({"key": a.key, "error": a.what})).collect();
+    let mut meta = serde_json::Map::new();
+    meta.insert("key".into(), Value::String(relayed.lease.masked.clone()));
+    meta.insert("attempts".into(), Value::Array(attempts));
+    meta
 }
 
 /// Sends `request` with the provider's keys in turn until one succeeds. A request error (the
@@ -100,24 +107,15 @@ pub fn relay(
                 let body = upstream::read_all(&mut response.body).unwrap_or_default();
                 let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let class = providers::openai::classify_error(response.status, &parsed);
-                let error =
-                    providers::openai::upstream_error(response.status, &body, &candidate.secret);
+                let error = providers::openai::upstream_error(response.status, &body, &candidate.secret);
                 if class == ErrorClass::Request {
                     return Err(error);
                 }
-                format!(
-                    "{} ({}: {})",
-                    class.describe(),
-                    response.status,
-                    error.message
-                )
+                format!("{} ({}: {})", class.describe(), response.status, error.message)
             }
         };
         log::warn!("{} key {} failed: {failure}", provider.name, lease.masked);
-        attempts.push(Attempt {
-            key: lease.masked.clone(),
-            what: failure,
-        });
+        attempts.push(Attempt { key: lease.masked.clone(), what: failure });
     }
     Err(all_failed(provider, &attempts))
 }
@@ -163,19 +161,12 @@ pub fn no_credentials(provider: &str) -> ApiError {
         400,
         "invalid_request_error",
         "no_credentials",
-        format!(
-            "no credentials for provider '{provider}': set {}_API_KEY in .env",
-            provider.to_ascii_uppercase()
-        ),
+        format!("no credentials for provider '{provider}': set {}_API_KEY in .env", provider.to_ascii_uppercase()),
     )
 }
 
 fn list(attempts: &[Attempt]) -> String {
-    attempts
-        .iter()
-        .map(|a| format!("{} {}", a.key, a.what))
-        .collect::<Vec<_>>()
-        .join("; ")
+    attempts.iter().map(|a| format!("{} {}", a.key, a.what)).collect::<Vec<_>>().join("; ")
 }
 
 fn all_failed(provider: &ProviderConfig, attempts: &[Attempt]) -> ApiError {
@@ -185,11 +176,7 @@ fn all_failed(provider: &ProviderConfig, attempts: &[Attempt]) -> ApiError {
         502,
         "api_error",
         "upstream_error",
-        format!(
-            "all {n} {keys} of {} failed: {}",
-            provider.name,
-            list(attempts)
-        ),
+        format!("all {n} {keys} of {} failed: {}", provider.name, list(attempts)),
     )
 }
 
@@ -198,10 +185,6 @@ fn deadline_passed(provider: &ProviderConfig, attempts: &[Attempt]) -> ApiError 
         504,
         "api_error",
         "timeout",
-        format!(
-            "GLOBAL_TIMEOUT passed while rotating the keys of {}: {}",
-            provider.name,
-            list(attempts)
-        ),
+        format!("GLOBAL_TIMEOUT passed while rotating the keys of {}: {}", provider.name, list(attempts)),
     )
 }

@@ -100,10 +100,7 @@ impl Parser {
 
     fn dispatch(&mut self, out: &mut Vec<Event>) {
         if self.has_data {
-            out.push(Event {
-                name: self.name.take(),
-                data: std::mem::take(&mut self.data),
-            });
+            out.push(Event { name: self.name.take(), data: std::mem::take(&mut self.data) });
         }
         self.name = None;
         self.has_data = false;
@@ -137,10 +134,7 @@ mod tests {
     fn check(input: &str, expected: &[(&str, Option<&str>)]) {
         for piece in [1, 2, 3, 7, input.len().max(1)] {
             let got = parse_in_pieces(input.as_bytes(), piece);
-            let got: Vec<(&str, Option<&str>)> = got
-                .iter()
-                .map(|e| (e.data.as_str(), e.name.as_deref()))
-                .collect();
+            let got: Vec<(&str, Option<&str>)> = got.iter().map(|e| (e.data.as_str(), e.name.as_deref())).collect();
             assert_eq!(got, expected, "piece size {piece}");
         }
     }

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::keys::pool::KeyPool;
 use crate::upstream::Client;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -14,6 +15,8 @@ pub struct AppState {
     pub pool: Mutex<KeyPool>,
     /// Upstream model lists by provider, with when they were fetched.
     pub models: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// Where detailed request logs go, when they are on.
+    pub request_logs: Option<PathBuf>,
 }
 
 impl AppState {
@@ -22,16 +25,14 @@ impl AppState {
             client: Client::new(&config.settings),
             pool: Mutex::new(KeyPool::new(&config)),
             models: Mutex::new(HashMap::new()),
+            request_logs: None,
             config: RwLock::new(Arc::new(config)),
         }
     }
 
     /// The config in force now; a request keeps the one it started with.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Swaps in a reloaded config (SIGHUP): new keys join the pool, removed ones leave it,

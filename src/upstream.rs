@@ -32,10 +32,7 @@ pub struct UpstreamResponse {
 
 impl UpstreamResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -118,19 +115,10 @@ impl Client {
         let headers = response
             .headers()
             .iter()
-            .filter_map(|(n, v)| {
-                Some((
-                    n.as_str().to_ascii_lowercase(),
-                    v.to_str().ok()?.to_string(),
-                ))
-            })
+            .filter_map(|(n, v)| Some((n.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
             .collect();
         let body = Box::new(response.into_body().into_reader());
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(UpstreamResponse { status, headers, body })
     }
 
     /// Streams get an idle timeout per read and no total budget (a long answer is fine as
@@ -141,8 +129,7 @@ impl Client {
             let idle = Some(self.timeouts.streaming_idle);
             c.timeout_recv_response(idle).timeout_per_read(idle).build()
         } else {
-            c.timeout_per_call(Some(self.timeouts.non_streaming))
-                .build()
+            c.timeout_per_call(Some(self.timeouts.non_streaming)).build()
         }
     }
 }
@@ -150,19 +137,14 @@ impl Client {
 fn transport_error(e: ureq::Error) -> TransportError {
     match e {
         ureq::Error::Timeout(t) => TransportError::Timeout(format!("{t:?}")),
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-            TransportError::Connect(e.to_string())
-        }
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportError::Connect(e.to_string()),
         ureq::Error::Io(io) if is_connect_refusal(&io) => TransportError::Connect(io.to_string()),
         other => TransportError::Other(other.to_string()),
     }
 }
 
 fn is_connect_refusal(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::AddrNotAvailable)
 }
 
 /// Whether a body read failed because an upstream timeout fired (idle stream, slow body).

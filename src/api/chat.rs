@@ -18,17 +18,11 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     let body = parse_object(&req.body)?;
     let (provider, model) = resolve(config, &body)?;
     if !body.get("messages").is_some_and(Value::is_array) {
-        return Err(
-            ApiError::invalid_request("missing required field 'messages' (an array)")
-                .with_param("messages"),
-        );
+        return Err(ApiError::invalid_request("missing required field 'messages' (an array)").with_param("messages"));
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let wants_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let wants_usage =
+        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let request = UpstreamRequest {
         method: Method::Post,
         url: format!("{}/chat/completions", provider.base),
@@ -38,30 +32,22 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     };
     let deadline = Instant::now() + config.settings.global_timeout;
     let relayed = relay::relay(state, provider, &request, deadline)?;
-    log::info!(
+    log::debug!(
         "chat {}/{model} key={} status={} attempts={}",
         provider.name,
         relayed.lease.masked,
         relayed.status,
         relayed.attempts.len() + 1
     );
-    Ok(match relayed.body {
-        relay::Body::Whole(bytes) => Reply::json_bytes(200, bytes),
+    let meta = relay::meta(&relayed);
+    let body = match relayed.body {
+        relay::Body::Whole(bytes) => Body::Json(bytes),
         relay::Body::Stream { first, rest } => {
-            let events = PassThrough::new(
-                first,
-                rest,
-                relayed.lease,
-                wants_usage,
-                config.settings.timeout_read_streaming,
-            );
-            Reply {
-                status: 200,
-                headers: Vec::new(),
-                body: Body::Sse(Box::new(events)),
-            }
+            let timeout = config.settings.timeout_read_streaming;
+            Body::Sse(Box::new(PassThrough::new(first, rest, relayed.lease, wants_usage, timeout)))
         }
-    })
+    };
+    Ok(Reply { status: 200, headers: Vec::new(), body, meta })
 }
 
 /// Relays an OpenAI-format upstream stream event by event: comments dropped, each event
@@ -120,8 +106,7 @@ impl PassThrough {
                         );
                     }
                     Err(e) => {
-                        return self
-                            .fail("stream_interrupted", &format!("upstream stream broke: {e}"));
+                        return self.fail("stream_interrupted", &format!("upstream stream broke: {e}"));
                     }
                 }
             }
@@ -130,10 +115,7 @@ impl PassThrough {
         if bytes.is_empty() {
             self.parser.finish(&mut events);
         } else if self.parser.feed(&bytes, &mut events).is_err() {
-            return self.fail(
-                "stream_interrupted",
-                "upstream sent an SSE line longer than 64 MiB",
-            );
+            return self.fail("stream_interrupted", "upstream sent an SSE line longer than 64 MiB");
         }
         for event in events {
             self.relay_event(event);
@@ -151,10 +133,7 @@ impl PassThrough {
             return self.finish();
         }
         let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            log::warn!(
-                "dropped a stream event that is not JSON ({} bytes)",
-                event.data.len()
-            );
+            log::warn!("dropped a stream event that is not JSON ({} bytes)", event.data.len());
             return;
         };
         if chunk.get("error").is_some() || event.name.as_deref() == Some("error") {
@@ -162,15 +141,11 @@ impl PassThrough {
             return self.finish();
         }
         let choices = chunk.get("choices").and_then(Value::as_array);
-        let usage_only = choices.is_none_or(|c| c.is_empty())
-            && chunk.get("usage").is_some_and(|u| !u.is_null());
+        let usage_only = choices.is_none_or(|c| c.is_empty()) && chunk.get("usage").is_some_and(|u| !u.is_null());
         if usage_only && !self.wants_usage {
             return;
         }
-        if choices.is_some_and(|c| {
-            c.iter()
-                .any(|choice| choice.get("finish_reason").is_some_and(|f| !f.is_null()))
-        }) {
+        if choices.is_some_and(|c| c.iter().any(|choice| choice.get("finish_reason").is_some_and(|f| !f.is_null()))) {
             self.saw_finish = true;
         }
         self.ready.push_back(sse::data_event(&event.data));
@@ -181,10 +156,7 @@ impl PassThrough {
         if self.saw_finish {
             self.finish();
         } else {
-            self.fail(
-                "stream_interrupted",
-                "upstream closed the stream before it finished",
-            );
+            self.fail("stream_interrupted", "upstream closed the stream before it finished");
         }
     }
 

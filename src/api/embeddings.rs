@@ -20,10 +20,8 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         Some(Value::String(f)) if f == "float" => false,
         Some(Value::String(f)) if f == "base64" => true,
         Some(_) => {
-            return Err(ApiError::invalid_request(
-                "'encoding_format' must be \"float\" or \"base64\"",
-            )
-            .with_param("encoding_format"));
+            return Err(ApiError::invalid_request("'encoding_format' must be \"float\" or \"base64\"")
+                .with_param("encoding_format"));
         }
     };
     let request = UpstreamRequest {
@@ -33,35 +31,27 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         body: Some(openai::embeddings_body(body, &model)),
         stream: false,
     };
-    let relayed = relay::relay(
-        state,
-        provider,
-        &request,
-        Instant::now() + config.settings.global_timeout,
-    )?;
-    log::info!(
+    let relayed = relay::relay(state, provider, &request, Instant::now() + config.settings.global_timeout)?;
+    log::debug!(
         "embeddings {}/{model} key={} attempts={}",
         provider.name,
         relayed.lease.masked,
         relayed.attempts.len() + 1
     );
-    let relay::Body::Whole(bytes) = relayed.body else {
-        unreachable!("a non-streaming call returns a whole body")
-    };
-    let mut response: Value =
-        serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
+    let meta = relay::meta(&relayed);
+    let relay::Body::Whole(bytes) = relayed.body else { unreachable!("a non-streaming call returns a whole body") };
+    let mut response: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
     openai::encode_embeddings(&mut response, base64_wanted).map_err(|why| {
         ApiError::new(
             502,
             "api_error",
             "upstream_error",
-            format!(
-                "{} answered an unusable embeddings response: {why}",
-                provider.name
-            ),
+            format!("{} answered an unusable embeddings response: {why}", provider.name),
         )
     })?;
-    Ok(Reply::json(200, &response))
+    let mut reply = Reply::json(200, &response);
+    reply.meta = meta;
+    Ok(reply)
 }
 
 /// `input`: a non-empty string, or a non-empty array of strings, token ids or token-id arrays.
@@ -72,13 +62,7 @@ fn check_input(input: Option<&Value>) -> Result<(), ApiError> {
         Some(Value::String(s)) if s.is_empty() => bad("'input' must not be empty"),
         Some(Value::String(_)) => Ok(()),
         Some(Value::Array(items)) if items.is_empty() => bad("'input' must not be an empty array"),
-        Some(Value::Array(items))
-            if items
-                .iter()
-                .all(|i| i.is_string() || i.is_u64() || i.is_array()) =>
-        {
-            Ok(())
-        }
+        Some(Value::Array(items)) if items.iter().all(|i| i.is_string() || i.is_u64() || i.is_array()) => Ok(()),
         Some(_) => bad("'input' must be a string or an array of strings or token ids"),
     }
 }

@@ -7,13 +7,18 @@ pub(crate) mod models;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
+use crate::providers::openai::StreamSummary;
 use crate::providers::{self, Family};
+use crate::reqlog::RequestLog;
+use crate::sse;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 /// A request with its body read (within `MAX_REQUEST_BODY_BYTES`).
 pub struct Incoming {
+    /// Names this request in logs and the `x-request-id` header.
+    pub id: String,
     pub method: String,
     /// The path without the query string.
     pub path: String,
@@ -24,10 +29,7 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,22 +47,18 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// What the request log's `metadata.json` should know beyond the status: the key used
+    /// (masked) and the failed attempts.
+    pub meta: Map<String, Value>,
 }
 
 impl Reply {
     pub fn json(status: u16, value: &Value) -> Reply {
-        Reply::json_bytes(
-            status,
-            serde_json::to_vec(value).expect("a JSON value serialises"),
-        )
+        Reply::json_bytes(status, serde_json::to_vec(value).expect("a JSON value serialises"))
     }
 
     pub fn json_bytes(status: u16, bytes: Vec<u8>) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: Body::Json(bytes),
-        }
+        Reply { status, headers: Vec::new(), body: Body::Json(bytes), meta: Map::new() }
     }
 
     pub fn openai_error(e: &ApiError) -> Reply {
@@ -75,16 +73,26 @@ impl Reply {
     }
 }
 
-/// Routes a request. Every `/v1` route needs the proxy key; `/` and `/health` do not.
+/// Routes a request, and with request logging on, records it.
 pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
+    let log = match &state.request_logs {
+        Some(root) if req.method == "POST" => RequestLog::start(root, &req.id, &req.body),
+        _ => None,
+    };
+    let reply = route(state, req);
+    match log {
+        Some(log) => reqlog_reply(log, req, reply),
+        None => reply,
+    }
+}
+
+/// Every `/v1` route needs the proxy key; `/` and `/health` do not.
+fn route(state: &Arc<AppState>, req: &Incoming) -> Reply {
     let config = state.config();
     let method = req.method.as_str();
     match req.path.as_str() {
         "/" if method == "GET" || method == "HEAD" => {
-            return Reply::json(
-                200,
-                &json!({"status": "keyrelay is running", "version": env!("CARGO_PKG_VERSION")}),
-            );
+            return Reply::json(200, &json!({"status": "keyrelay is running", "version": env!("CARGO_PKG_VERSION")}));
         }
         "/health" if method == "GET" || method == "HEAD" => {
             return Reply::json(200, &json!({"status": "ok"}));
@@ -92,11 +100,7 @@ pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
         _ => {}
     }
     if method == "OPTIONS" {
-        return Reply {
-            status: 204,
-            headers: Vec::new(),
-            body: Body::Empty,
-        };
+        return Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() };
     }
     if !authorized(&config, req) {
         return Reply::openai_error(&ApiError::unauthorized());
@@ -105,13 +109,10 @@ pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
         ("POST", "/v1/chat/completions") => chat::handle(state, &config, req),
         ("POST", "/v1/embeddings") => embeddings::handle(state, &config, req),
         ("GET", "/v1/models") => Ok(models::list(state, &config)),
-        ("GET", path) if path.starts_with("/v1/models/") => {
-            models::card(state, &config, &path["/v1/models/".len()..])
+        ("GET", path) if path.starts_with("/v1/models/") => models::card(state, &config, &path["/v1/models/".len()..]),
+        ("GET", "/v1/providers") => {
+            Ok(Reply::json(200, &json!(config.configured().map(|p| &p.name).collect::<Vec<_>>())))
         }
-        ("GET", "/v1/providers") => Ok(Reply::json(
-            200,
-            &json!(config.configured().map(|p| &p.name).collect::<Vec<_>>()),
-        )),
         (_, path) => Err(match allowed_methods(path) {
             Some(allowed) => ApiError::method_not_allowed(method, path, allowed),
             None => ApiError::unknown_route(method, path),
@@ -139,42 +140,28 @@ fn authorized(config: &Config, req: &Incoming) -> bool {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    [bearer, req.header("x-api-key").map(str::trim)]
-        .into_iter()
-        .flatten()
-        .any(|token| expected.matches(token))
+    [bearer, req.header("x-api-key").map(str::trim)].into_iter().flatten().any(|token| expected.matches(token))
 }
 
 /// The JSON object of a request body, or a 400 that says what is wrong with it.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_request(
-            "request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::invalid_request(format!(
-            "request body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(ApiError::invalid_request("request body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid_request(format!("request body is not valid JSON: {e}"))),
     }
 }
 
 /// The provider and upstream model id for a `model` field, after every check a client can
 /// fail: missing, no `provider/` prefix, unknown provider, hidden by filters, no keys.
-pub fn resolve<'a>(
-    config: &'a Config,
-    body: &Map<String, Value>,
-) -> Result<(&'a ProviderConfig, String), ApiError> {
+pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a ProviderConfig, String), ApiError> {
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim(),
         Some(_) => {
-            return Err(
-                ApiError::invalid_request("'model' must be a non-empty string").with_param("model"),
-            );
+            return Err(ApiError::invalid_request("'model' must be a non-empty string").with_param("model"));
         }
         None => {
-            return Err(
-                ApiError::invalid_request("missing required field 'model'").with_param("model")
-            );
+            return Err(ApiError::invalid_request("missing required field 'model'").with_param("model"));
         }
     };
     let Some((name, id)) = providers::split_model(model) else {
@@ -191,10 +178,8 @@ pub fn resolve<'a>(
         .with_param("model"));
     };
     if !provider.filter.allows(name, id) {
-        return Err(ApiError::model_not_found(format!(
-            "model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"
-        ))
-        .with_param("model"));
+        return Err(ApiError::model_not_found(format!("model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"))
+            .with_param("model"));
     }
     if provider.keys.is_empty() {
         return Err(crate::relay::no_credentials(name));
@@ -216,4 +201,80 @@ pub fn resolve<'a>(
 /// Every `provider/model` id served now (for `keyrelay models`).
 pub fn model_ids(state: &Arc<AppState>, config: &Config) -> Vec<String> {
     models::all_ids(state, config)
+}
+
+/// Finishes the request log of a JSON answer now, and of a stream when the stream ends (or
+/// the client leaves).
+fn reqlog_reply(log: RequestLog, req: &Incoming, mut reply: Reply) -> Reply {
+    let mut meta = std::mem::take(&mut reply.meta);
+    let model =
+        serde_json::from_slice::<Value>(&req.body).ok().and_then(|b| b.get("model").cloned()).unwrap_or(Value::Null);
+    if let Some((provider, _)) = model.as_str().and_then(providers::split_model) {
+        meta.insert("provider".into(), json!(provider));
+    }
+    meta.insert("model".into(), model);
+    meta.insert("route".into(), json!(req.path));
+    meta.insert("status".into(), json!(reply.status));
+    match reply.body {
+        Body::Sse(events) => {
+            meta.insert("streaming".into(), json!(true));
+            reply.body = Body::Sse(Box::new(LoggedStream {
+                events,
+                log: Some(log),
+                meta,
+                summary: StreamSummary::default(),
+                ended: false,
+            }));
+        }
+        Body::Json(ref bytes) => {
+            let response: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            meta.insert("streaming".into(), json!(false));
+            meta.insert("usage".into(), response.get("usage").cloned().unwrap_or(Value::Null));
+            log.finish(&response, Value::Object(meta));
+        }
+        Body::Empty => log.finish(&Value::Null, Value::Object(meta)),
+    }
+    reply
+}
+
+/// Tees a stream into the request log; the log is finished when the stream is dropped,
+/// whether it ran to its end or the client left.
+struct LoggedStream {
+    events: EventStream,
+    log: Option<RequestLog>,
+    meta: Map<String, Value>,
+    summary: StreamSummary,
+    ended: bool,
+}
+
+impl Iterator for LoggedStream {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let Some(event) = self.events.next() else {
+            self.ended = true;
+            return None;
+        };
+        let mut parser = sse::Parser::new();
+        let mut parsed = Vec::new();
+        let _ = parser.feed(&event, &mut parsed);
+        for e in parsed {
+            if let Some(log) = self.log.as_mut() {
+                log.chunk(&e.data);
+            }
+            if let Ok(chunk) = serde_json::from_str::<Value>(&e.data) {
+                self.summary.add(&chunk);
+            }
+        }
+        Some(event)
+    }
+}
+
+impl Drop for LoggedStream {
+    fn drop(&mut self) {
+        let Some(log) = self.log.take() else { return };
+        self.meta.insert("usage".into(), self.summary.usage().cloned().unwrap_or(Value::Null));
+        self.meta.insert("stream_completed".into(), json!(self.ended));
+        log.finish(&self.summary.completion(), Value::Object(std::mem::take(&mut self.meta)));
+    }
 }

@@ -16,30 +16,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const FAILED_LIST_RETRY: Duration = Duration::from_secs(30);
 
 pub fn list(state: &Arc<AppState>, config: &Config) -> Reply {
-    let data: Vec<Value> = all_ids(state, config)
-        .iter()
-        .map(|id| card_json(id))
-        .collect();
+    let data: Vec<Value> = all_ids(state, config).iter().map(|id| card_json(id)).collect();
     Reply::json(200, &json!({"object": "list", "data": data}))
 }
 
 pub fn card(state: &Arc<AppState>, config: &Config, raw_id: &str) -> Result<Reply, ApiError> {
     let id = percent_decode(raw_id);
     let Some((name, model)) = providers::split_model(&id) else {
-        return Err(ApiError::model_not_found(format!(
-            "model '{id}' must be given as provider/model"
-        )));
+        return Err(ApiError::model_not_found(format!("model '{id}' must be given as provider/model")));
     };
     let Some(provider) = config.providers.get(name) else {
-        return Err(ApiError::model_not_found(format!(
-            "unknown provider '{name}'"
-        )));
+        return Err(ApiError::model_not_found(format!("unknown provider '{name}'")));
     };
-    let known = provider
-        .keys
-        .is_empty()
-        .then(Vec::new)
-        .unwrap_or_else(|| provider_ids(state, provider));
+    let known = provider.keys.is_empty().then(Vec::new).unwrap_or_else(|| provider_ids(state, provider));
     if !provider.filter.allows(name, model) || !known.iter().any(|m| m == model) {
         return Err(ApiError::model_not_found(format!(
             "the model '{id}' does not exist or is not served by this proxy"
@@ -52,20 +41,10 @@ pub fn card(state: &Arc<AppState>, config: &Config, raw_id: &str) -> Result<Repl
 pub fn all_ids(state: &Arc<AppState>, config: &Config) -> Vec<String> {
     let providers: Vec<&ProviderConfig> = config.configured().collect();
     let lists: Vec<Vec<String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = providers
-            .iter()
-            .map(|p| s.spawn(|| provider_ids(state, p)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+        let handles: Vec<_> = providers.iter().map(|p| s.spawn(|| provider_ids(state, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
-    providers
-        .iter()
-        .zip(lists)
-        .flat_map(|(p, ids)| ids.into_iter().map(move |m| format!("{}/{m}", p.name)))
-        .collect()
+    providers.iter().zip(lists).flat_map(|(p, ids)| ids.into_iter().map(move |m| format!("{}/{m}", p.name))).collect()
 }
 
 /// One provider's model ids (bare), static ones first, filters applied.
@@ -86,11 +65,7 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
     }
     let ttl = state.config().settings.models_cache;
     if let Some((fetched, ids)) = lock(&state.models).get(&provider.name) {
-        let fresh_for = if ids.is_empty() {
-            FAILED_LIST_RETRY.min(ttl)
-        } else {
-            ttl
-        };
+        let fresh_for = if ids.is_empty() { FAILED_LIST_RETRY.min(ttl) } else { ttl };
         if fetched.elapsed() < fresh_for {
             return ids.clone();
         }
@@ -99,9 +74,7 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
     let deadline = Instant::now() + state.config().settings.global_timeout;
     let ids = match relay::relay(state, provider, &request, deadline) {
         Ok(relayed) => match relayed.body {
-            relay::Body::Whole(bytes) => {
-                openai::model_ids(&serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-            }
+            relay::Body::Whole(bytes) => openai::model_ids(&serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
             relay::Body::Stream { .. } => Vec::new(),
         },
         Err(e) => {
@@ -115,9 +88,7 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
 
 fn card_json(id: &str) -> Value {
     let owner = id.split('/').next().unwrap_or("keyrelay");
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     json!({"id": id, "object": "model", "created": created, "owned_by": owner})
 }
 
@@ -129,10 +100,8 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         if bytes[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            ) {
+            if let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b)))
+            {
                 out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;

@@ -10,10 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub fn run(config: Config, args: ModelsArgs) -> Result<ExitCode> {
-    let wanted = args
-        .provider
-        .as_deref()
-        .map(|p| p.to_ascii_lowercase().replace('-', "_"));
+    let wanted = args.provider.as_deref().map(|p| p.to_ascii_lowercase().replace('-', "_"));
     if let Some(name) = &wanted {
         if !config.providers.contains_key(name) {
             return Err(Error::Usage(format!("unknown provider '{name}'")));
@@ -29,11 +26,7 @@ pub fn run(config: Config, args: ModelsArgs) -> Result<ExitCode> {
             continue;
         }
         if args.json {
-            writeln!(
-                out,
-                "{}",
-                json!({"type": "model", "id": id, "provider": provider})
-            )
+            writeln!(out, "{}", json!({"type": "model", "id": id, "provider": provider}))
         } else {
             writeln!(out, "{id}")
         }

@@ -22,10 +22,7 @@ enum Event {
 }
 
 pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
-    let host = args
-        .host
-        .clone()
-        .unwrap_or_else(|| config.launcher.host.clone());
+    let host = args.host.clone().unwrap_or_else(|| config.launcher.host.clone());
     let port = args.port.unwrap_or(config.launcher.port);
     if !is_loopback(&host) && config.proxy_api_key.is_none() && !args.allow_no_auth {
         return Err(Error::Usage(format!(
@@ -35,23 +32,20 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     if args.workers == 0 {
         return Err(Error::Usage("--workers must be at least 1".into()));
     }
-    logging::init(
-        logging::level_from_env(),
-        Some(&config.data_dir.join("logs")),
-    )
-    .map_err(|source| Error::Io {
-        what: "opening logs/keyrelay.log".into(),
-        source,
-    })?;
+    logging::init(logging::level_from_env(), Some(&config.data_dir.join("logs")))
+        .map_err(|source| Error::Io { what: "opening logs/keyrelay.log".into(), source })?;
 
     let data_dir = config.data_dir.clone();
-    let state = Arc::new(AppState::new(config));
+    let request_logging = args.enable_request_logging || config.launcher.enable_request_logging;
+    let mut state = AppState::new(config);
+    if request_logging {
+        state.request_logs = Some(data_dir.join("logs").join("detailed_logs"));
+    }
+    let state = Arc::new(state);
     let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
     let (failure_tx, failures) = crossbeam_channel::unbounded::<AcceptFailed>();
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|source| Error::Io {
-        what: "installing signal handlers".into(),
-        source,
-    })?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|source| Error::Io { what: "installing signal handlers".into(), source })?;
     let signal_handle = signals.handle();
     let signal_thread = {
         let events_tx = events_tx.clone();
@@ -69,21 +63,11 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
         }
     });
 
-    let addr = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let running =
-        http::start(state.clone(), &addr, args.workers, failure_tx).map_err(Error::Config)?;
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let running = http::start(state.clone(), &addr, args.workers, failure_tx).map_err(Error::Config)?;
     // The first stderr line, which scripts and tests wait for.
     eprintln!("keyrelay listening on http://{}", running.addr);
-    log::info!(
-        "listening on http://{} with {} workers, data dir {}",
-        running.addr,
-        args.workers,
-        data_dir.display()
-    );
+    log::info!("listening on http://{} with {} workers, data dir {}", running.addr, args.workers, data_dir.display());
 
     let mut exit = ExitCode::SUCCESS;
     for event in events.iter() {
@@ -98,16 +82,11 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
                 }
             },
             Event::Signal(_) => {
-                log::info!(
-                    "shutting down: finishing requests under way (up to {} s)",
-                    SHUTDOWN_GRACE.as_secs()
-                );
+                log::info!("shutting down: finishing requests under way (up to {} s)", SHUTDOWN_GRACE.as_secs());
                 break;
             }
             Event::AcceptFailed(why) => {
-                log::error!(
-                    "the listener failed ({why}); exiting so a supervisor can restart the proxy"
-                );
+                log::error!("the listener failed ({why}); exiting so a supervisor can restart the proxy");
                 exit = ExitCode::from(2);
                 break;
             }
@@ -115,10 +94,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     let busy = running.shutdown(SHUTDOWN_GRACE);
     if busy > 0 {
-        log::warn!(
-            "{busy} requests were still running after {} s; exiting anyway",
-            SHUTDOWN_GRACE.as_secs()
-        );
+        log::warn!("{busy} requests were still running after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
     }
     signal_handle.close();
     let _ = signal_thread.join();
@@ -129,6 +105,5 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 
 /// Parses one file's text. `outer` answers `${NAME}` for names the file has not set.
 /// Errors name the line, never its content (it may hold a key).
-pub fn parse(
-    text: &str,
-    outer: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, String> {
+pub fn parse(text: &str, outer: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut lines = text.lines().enumerate();
     while let Some((index, line)) = lines.next() {
@@ -19,19 +16,12 @@ pub fn parse(
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line
-            .strip_prefix("export ")
-            .map(str::trim_start)
-            .unwrap_or(line);
+        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
         let Some((key, rest)) = line.split_once('=') else {
             continue;
         };
         let key = key.trim();
-        if key.is_empty()
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-        {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-') {
             return Err(format!("line {}: not a KEY=value line", index + 1));
         }
         let rest = rest.trim_start();
@@ -51,11 +41,7 @@ pub fn parse(
                     }
                 };
                 let inner = &body[..close];
-                if q == '\'' {
-                    inner.to_string()
-                } else {
-                    expand(&unescape(inner), &out, outer)
-                }
+                if q == '\'' { inner.to_string() } else { expand(&unescape(inner), &out, outer) }
             }
             _ => expand(strip_comment(rest).trim_end(), &out, outer),
         };
@@ -102,17 +88,11 @@ fn unescape(s: &str) -> String {
 /// An unquoted value ends where ` #` starts a comment.
 fn strip_comment(s: &str) -> &str {
     let bytes = s.as_bytes();
-    (1..bytes.len())
-        .find(|&i| bytes[i] == b'#' && bytes[i - 1].is_ascii_whitespace())
-        .map_or(s, |i| &s[..i])
+    (1..bytes.len()).find(|&i| bytes[i] == b'#' && bytes[i - 1].is_ascii_whitespace()).map_or(s, |i| &s[..i])
 }
 
 /// `${NAME}` and `${NAME:-default}`; anything else with `$` stays as written.
-fn expand(
-    value: &str,
-    earlier: &[(String, String)],
-    outer: &dyn Fn(&str) -> Option<String>,
-) -> String {
+fn expand(value: &str, earlier: &[(String, String)], outer: &dyn Fn(&str) -> Option<String>) -> String {
     if !value.contains("${") {
         return value.to_string();
     }
@@ -125,13 +105,7 @@ fn expand(
         out.push_str(&rest[..start]);
         let inner = &rest[start + 2..start + len];
         let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
-        let found = outer(name).or_else(|| {
-            earlier
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        });
+        let found = outer(name).or_else(|| earlier.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
         out.push_str(found.as_deref().unwrap_or(default));
         rest = &rest[start + len + 1..];
     }

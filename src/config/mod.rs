@@ -20,76 +20,32 @@ pub struct EnvVar {
 }
 
 pub const ENV_VARS: &[EnvVar] = &[
-    EnvVar {
-        name: "KEYRELAY_DIR",
-        default: "current directory",
-        doc: "data directory (the --dir flag wins)",
-    },
-    EnvVar {
-        name: "KEYRELAY_LOG",
-        default: "info",
-        doc: "log level: error, warn, info, debug or trace",
-    },
+    EnvVar { name: "KEYRELAY_DIR", default: "current directory", doc: "data directory (the --dir flag wins)" },
+    EnvVar { name: "KEYRELAY_LOG", default: "info", doc: "log level: error, warn, info, debug or trace" },
     EnvVar {
         name: "PROXY_API_KEY",
         default: "unset",
         doc: "key clients must send; unset means no auth, loopback only",
     },
-    EnvVar {
-        name: "<PROVIDER>_API_KEY",
-        default: "-",
-        doc: "provider API keys, also <PROVIDER>_API_KEY_<N>",
-    },
+    EnvVar { name: "<PROVIDER>_API_KEY", default: "-", doc: "provider API keys, also <PROVIDER>_API_KEY_<N>" },
     EnvVar {
         name: "<PROVIDER>_API_BASE",
         default: "built in",
         doc: "upstream base URL; an unknown name defines a custom OpenAI-compatible provider",
     },
-    EnvVar {
-        name: "<PROVIDER>_MODELS",
-        default: "-",
-        doc: "JSON array of extra model ids, listed first",
-    },
-    EnvVar {
-        name: "IGNORE_MODELS_<PROVIDER>",
-        default: "-",
-        doc: "comma-separated globs of models to hide",
-    },
-    EnvVar {
-        name: "WHITELIST_MODELS_<PROVIDER>",
-        default: "-",
-        doc: "comma-separated globs of models always shown",
-    },
-    EnvVar {
-        name: "GLOBAL_TIMEOUT",
-        default: "30",
-        doc: "seconds a request may spend rotating between keys",
-    },
-    EnvVar {
-        name: "TIMEOUT_CONNECT",
-        default: "30",
-        doc: "upstream connect timeout, seconds",
-    },
+    EnvVar { name: "<PROVIDER>_MODELS", default: "-", doc: "JSON array of extra model ids, listed first" },
+    EnvVar { name: "IGNORE_MODELS_<PROVIDER>", default: "-", doc: "comma-separated globs of models to hide" },
+    EnvVar { name: "WHITELIST_MODELS_<PROVIDER>", default: "-", doc: "comma-separated globs of models always shown" },
+    EnvVar { name: "GLOBAL_TIMEOUT", default: "30", doc: "seconds a request may spend rotating between keys" },
+    EnvVar { name: "TIMEOUT_CONNECT", default: "30", doc: "upstream connect timeout, seconds" },
     EnvVar {
         name: "TIMEOUT_READ_NON_STREAMING",
         default: "600",
         doc: "whole-response timeout of non-streaming calls, seconds",
     },
-    EnvVar {
-        name: "TIMEOUT_READ_STREAMING",
-        default: "300",
-        doc: "longest silence allowed in a stream, seconds",
-    },
-    EnvVar {
-        name: "MAX_REQUEST_BODY_BYTES",
-        default: "33554432",
-        doc: "larger request bodies get 413",
-    },
-    EnvVar {
-        name: "MODELS_CACHE_SECONDS",
-        default: "600",
-        doc: "how long upstream model lists are cached",
-    },
+    EnvVar { name: "TIMEOUT_READ_STREAMING", default: "300", doc: "longest silence allowed in a stream, seconds" },
+    EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
+    EnvVar { name: "MODELS_CACHE_SECONDS", default: "600", doc: "how long upstream model lists are cached" },
 ];
 
 /// Durations and limits, read from the merged environment.
@@ -114,11 +70,7 @@ pub struct LauncherConfig {
 
 impl Default for LauncherConfig {
     fn default() -> Self {
-        LauncherConfig {
-            host: "127.0.0.1".into(),
-            port: 8000,
-            enable_request_logging: false,
-        }
+        LauncherConfig { host: "127.0.0.1".into(), port: 8000, enable_request_logging: false }
     }
 }
 
@@ -132,27 +84,15 @@ pub struct ModelFilter {
 impl ModelFilter {
     fn parse(ignore: Option<&str>, whitelist: Option<&str>) -> ModelFilter {
         let globs = |v: Option<&str>| -> Vec<String> {
-            v.unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
+            v.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
         };
-        ModelFilter {
-            ignore: globs(ignore),
-            whitelist: globs(whitelist),
-        }
+        ModelFilter { ignore: globs(ignore), whitelist: globs(whitelist) }
     }
 
     /// Whitelist wins over the blacklist; both match the bare id or `provider/id`.
     pub fn allows(&self, provider: &str, id: &str) -> bool {
         let full = format!("{provider}/{id}");
-        let hit = |globs: &[String]| {
-            globs
-                .iter()
-                .any(|g| glob_match(g, id) || glob_match(g, &full))
-        };
+        let hit = |globs: &[String]| globs.iter().any(|g| glob_match(g, id) || glob_match(g, &full));
         hit(&self.whitelist) || !hit(&self.ignore)
     }
 }
@@ -215,16 +155,8 @@ impl Config {
 
     /// Builds a config from an explicit variable map (tests pass one instead of touching the
     /// process environment).
-    pub fn from_env(
-        data_dir: &Path,
-        env: &BTreeMap<String, String>,
-        launcher: LauncherConfig,
-    ) -> Result<Config> {
-        let get = |name: &str| {
-            env.get(name)
-                .map(String::as_str)
-                .filter(|v| !v.trim().is_empty())
-        };
+    pub fn from_env(data_dir: &Path, env: &BTreeMap<String, String>, launcher: LauncherConfig) -> Result<Config> {
+        let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
         let settings = Settings {
             global_timeout: seconds(get, "GLOBAL_TIMEOUT", 30.0)?,
             timeout_connect: seconds(get, "TIMEOUT_CONNECT", 30.0)?,
@@ -252,12 +184,7 @@ fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.ends_with(".env"))
-            })
+            .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".env")))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).context(format!("reading data directory {}", dir.display())),
@@ -277,26 +204,21 @@ fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {
 fn read_launcher_config(dir: &Path) -> Result<LauncherConfig> {
     let path = dir.join("launcher_config.json");
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("cannot parse {}: {e}", path.display()))),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("cannot parse {}: {e}", path.display())))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LauncherConfig::default()),
         Err(e) => Err(e).context(format!("reading {}", path.display())),
     }
 }
 
-fn seconds<'a>(
-    get: impl Fn(&str) -> Option<&'a str>,
-    name: &str,
-    default: f64,
-) -> Result<Duration> {
+fn seconds<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: f64) -> Result<Duration> {
     let Some(raw) = get(name) else {
         return Ok(Duration::from_secs_f64(default));
     };
     match raw.trim().parse::<f64>() {
         Ok(v) if (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
-        _ => Err(Error::Config(format!(
-            "{name} must be a number of seconds, got {raw:?}"
-        ))),
+        _ => Err(Error::Config(format!("{name} must be a number of seconds, got {raw:?}"))),
     }
 }
 
@@ -304,9 +226,7 @@ fn number<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: u64) -
     let Some(raw) = get(name) else {
         return Ok(default);
     };
-    raw.trim()
-        .parse()
-        .map_err(|_| Error::Config(format!("{name} must be a whole number, got {raw:?}")))
+    raw.trim().parse().map_err(|_| Error::Config(format!("{name} must be a whole number, got {raw:?}")))
 }
 
 /// The provider named by a `<PROVIDER>_API_KEY` or `<PROVIDER>_API_KEY_<N>` variable.
@@ -329,9 +249,7 @@ fn key_var_provider(name: &str) -> Option<String> {
 
 /// Sort key for key variables: the un-numbered one first, then by N.
 fn key_var_order(name: &str) -> u64 {
-    name.rsplit_once("_API_KEY_")
-        .and_then(|(_, n)| n.parse::<u64>().ok())
-        .map_or(0, |n| n + 1)
+    name.rsplit_once("_API_KEY_").and_then(|(_, n)| n.parse::<u64>().ok()).map_or(0, |n| n + 1)
 }
 
 fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String, ProviderConfig>> {
@@ -348,10 +266,7 @@ fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String,
         }
         providers.insert(name.clone(), provider(env, &name, "", Family::OpenAi)?);
     }
-    let mut keyed: Vec<(&String, &String)> = env
-        .iter()
-        .filter(|(var, _)| key_var_provider(var).is_some())
-        .collect();
+    let mut keyed: Vec<(&String, &String)> = env.iter().filter(|(var, _)| key_var_provider(var).is_some()).collect();
     keyed.sort_by_key(|(var, _)| key_var_order(var));
     for (var, value) in keyed {
         let value = value.trim();
@@ -366,45 +281,20 @@ fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String,
     Ok(providers)
 }
 
-fn provider(
-    env: &BTreeMap<String, String>,
-    name: &str,
-    default_base: &str,
-    family: Family,
-) -> Result<ProviderConfig> {
+fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, family: Family) -> Result<ProviderConfig> {
     let upper = name.to_ascii_uppercase();
-    let get = |suffix: &str| {
-        env.get(&format!("{upper}{suffix}"))
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
-    };
-    let base = get("_API_BASE")
-        .unwrap_or(default_base)
-        .trim()
-        .trim_end_matches('/')
-        .to_string();
+    let get = |suffix: &str| env.get(&format!("{upper}{suffix}")).map(String::as_str).filter(|v| !v.trim().is_empty());
+    let base = get("_API_BASE").unwrap_or(default_base).trim().trim_end_matches('/').to_string();
     let static_models = match get("_MODELS") {
         None => Vec::new(),
-        Some(raw) => serde_json::from_str::<Vec<String>>(raw).map_err(|_| {
-            Error::Config(format!(
-                "{upper}_MODELS must be a JSON array of strings, got {raw:?}"
-            ))
-        })?,
+        Some(raw) => serde_json::from_str::<Vec<String>>(raw)
+            .map_err(|_| Error::Config(format!("{upper}_MODELS must be a JSON array of strings, got {raw:?}")))?,
     };
     let filter = ModelFilter::parse(
-        env.get(&format!("IGNORE_MODELS_{upper}"))
-            .map(String::as_str),
-        env.get(&format!("WHITELIST_MODELS_{upper}"))
-            .map(String::as_str),
+        env.get(&format!("IGNORE_MODELS_{upper}")).map(String::as_str),
+        env.get(&format!("WHITELIST_MODELS_{upper}")).map(String::as_str),
     );
-    Ok(ProviderConfig {
-        name: name.to_string(),
-        family,
-        base,
-        keys: Vec::new(),
-        static_models,
-        filter,
-    })
+    Ok(ProviderConfig { name: name.to_string(), family, base, keys: Vec::new(), static_models, filter })
 }
 
 #[cfg(test)]
@@ -412,10 +302,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -434,11 +321,7 @@ mod tests {
             ("NOBASE_API_KEY", "stray"),
         ]);
         let cfg = Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap();
-        let keys: Vec<&str> = cfg.providers["openai"]
-            .keys
-            .iter()
-            .map(|k| k.expose())
-            .collect();
+        let keys: Vec<&str> = cfg.providers["openai"].keys.iter().map(|k| k.expose()).collect();
         assert_eq!(keys, ["k0", "k2", "k10"]);
         assert_eq!(cfg.providers["nvidia_nim"].keys.len(), 1);
         assert!(cfg.providers["groq"].keys.is_empty());
@@ -447,10 +330,7 @@ mod tests {
         assert_eq!(local.static_models, ["m1", "m2"]);
         assert!(!cfg.providers.contains_key("nobase"));
         assert!(!cfg.providers.contains_key("proxy"));
-        assert_eq!(
-            cfg.proxy_api_key.as_ref().map(|k| k.expose()),
-            Some("proxy")
-        );
+        assert_eq!(cfg.proxy_api_key.as_ref().map(|k| k.expose()), Some("proxy"));
     }
 
     #[test]

@@ -11,20 +11,11 @@ pub struct ChunkedWriter<W: Write> {
 }
 
 impl<W: Write> ChunkedWriter<W> {
-    pub fn start(
-        mut out: W,
-        status: u16,
-        extra: &[(String, String)],
-        http11: bool,
-    ) -> io::Result<Self> {
+    pub fn start(mut out: W, status: u16, extra: &[(String, String)], http11: bool) -> io::Result<Self> {
         let version = if http11 { "HTTP/1.1" } else { "HTTP/1.0" };
         write!(out, "{version} {status} {}\r\n", reason(status))?;
         out.write_all(b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nServer: keyrelay\r\n")?;
-        out.write_all(if http11 {
-            b"Transfer-Encoding: chunked\r\n"
-        } else {
-            b"Connection: close\r\n"
-        })?;
+        out.write_all(if http11 { b"Transfer-Encoding: chunked\r\n" } else { b"Connection: close\r\n" })?;
         for (name, value) in extra {
             if is_header_safe(name) && is_header_safe(value) {
                 write!(out, "{name}: {value}\r\n")?;
@@ -32,10 +23,7 @@ impl<W: Write> ChunkedWriter<W> {
         }
         out.write_all(b"\r\n")?;
         out.flush()?;
-        Ok(ChunkedWriter {
-            out,
-            chunked: http11,
-        })
+        Ok(ChunkedWriter { out, chunked: http11 })
     }
 
     pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {

@@ -38,13 +38,8 @@ pub fn start(
     workers: usize,
     on_failure: Sender<AcceptFailed>,
 ) -> Result<Running, String> {
-    let server = Arc::new(
-        tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
-    );
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| format!("{addr} is not an IP address"))?;
+    let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
+    let local = server.server_addr().to_ip().ok_or_else(|| format!("{addr} is not an IP address"))?;
     let stopping = Arc::new(AtomicBool::new(false));
     let (queue_tx, queue_rx) = crossbeam_channel::bounded::<tiny_http::Request>(workers * 4);
     let (done_tx, workers_done) = crossbeam_channel::unbounded();
@@ -71,14 +66,7 @@ pub fn start(
             .spawn(move || accept_loop(&server, &stopping, queue_tx, &on_failure))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     };
-    Ok(Running {
-        addr: local,
-        server,
-        stopping,
-        accept,
-        workers,
-        workers_done,
-    })
+    Ok(Running { addr: local, server, stopping, accept, workers, workers_done })
 }
 
 impl Running {
@@ -120,12 +108,7 @@ fn accept_loop(
             Ok(request) => match queue.try_send(request) {
                 Ok(()) => {}
                 Err(TrySendError::Full(request)) => {
-                    let busy = ApiError::new(
-                        503,
-                        "api_error",
-                        "server_busy",
-                        "every worker is busy; retry shortly",
-                    );
+                    let busy = ApiError::new(503, "api_error", "server_busy", "every worker is busy; retry shortly");
                     let mut reply = Reply::openai_error(&busy);
                     reply.headers.push(("retry-after".into(), "1".into()));
                     write_reply(request, reply, "-");
@@ -144,20 +127,13 @@ fn accept_loop(
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn next_request_id() -> String {
-    format!(
-        "{:x}-{}",
-        std::process::id(),
-        REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{:x}-{}", std::process::id(), REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn serve_one(state: &Arc<AppState>, request: tiny_http::Request) {
     let started = Instant::now();
     let id = next_request_id();
-    let (method, url) = (
-        request.method().as_str().to_string(),
-        request.url().to_string(),
-    );
+    let (method, url) = (request.method().as_str().to_string(), request.url().to_string());
     let mut slot = Some(request);
     let outcome = catch_unwind(AssertUnwindSafe(|| handle(state, &mut slot, &id)));
     let status = match outcome {
@@ -175,24 +151,17 @@ fn serve_one(state: &Arc<AppState>, request: tiny_http::Request) {
         }
     };
     let path = url.split('?').next().unwrap_or("");
-    log::info!(
-        "{method} {path} {status} {:.1}ms id={id}",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    log::info!("{method} {path} {status} {:.1}ms id={id}", started.elapsed().as_secs_f64() * 1000.0);
 }
 
 /// Reads the body within the limit, dispatches, writes the answer. Returns the status sent.
 fn handle(state: &Arc<AppState>, slot: &mut Option<tiny_http::Request>, id: &str) -> u16 {
     let request = slot.as_mut().expect("the request is answered once");
     let limit = state.config().settings.max_request_body_bytes;
-    let incoming = match read_incoming(request, limit) {
+    let incoming = match read_incoming(request, limit, id) {
         Ok(incoming) => incoming,
         Err(error) => {
-            return write_reply(
-                slot.take().expect("unanswered"),
-                Reply::openai_error(&error),
-                id,
-            );
+            return write_reply(slot.take().expect("unanswered"), Reply::openai_error(&error), id);
         }
     };
     let http11 = request.http_version() == &tiny_http::HTTPVersion(1, 1);
@@ -206,32 +175,26 @@ fn handle(state: &Arc<AppState>, slot: &mut Option<tiny_http::Request>, id: &str
 
 /// The request with its body, or 413 when the body is over the limit (by its declared length,
 /// without reading it, or while reading).
-fn read_incoming(request: &mut tiny_http::Request, limit: u64) -> Result<Incoming, ApiError> {
+fn read_incoming(request: &mut tiny_http::Request, limit: u64, id: &str) -> Result<Incoming, ApiError> {
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return Err(ApiError::too_large(limit));
     }
     let mut body = Vec::new();
     if let Err(e) = request.as_reader().take(limit + 1).read_to_end(&mut body) {
-        return Err(ApiError::invalid_request(format!(
-            "could not read the request body: {e}"
-        )));
+        return Err(ApiError::invalid_request(format!("could not read the request body: {e}")));
     }
     if body.len() as u64 > limit {
         return Err(ApiError::too_large(limit));
     }
     let url = request.url();
     Ok(Incoming {
+        id: id.to_string(),
         method: request.method().as_str().to_ascii_uppercase(),
         path: url.split('?').next().unwrap_or("").to_string(),
         headers: request
             .headers()
             .iter()
-            .map(|h| {
-                (
-                    h.field.as_str().as_str().to_ascii_lowercase(),
-                    h.value.as_str().to_string(),
-                )
-            })
+            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
             .collect(),
         body,
     })
@@ -239,10 +202,7 @@ fn read_incoming(request: &mut tiny_http::Request, limit: u64) -> Result<Incomin
 
 const CORS: [(&str, &str); 3] = [
     ("access-control-allow-origin", "*"),
-    (
-        "access-control-allow-headers",
-        "authorization, content-type, x-api-key, anthropic-version",
-    ),
+    ("access-control-allow-headers", "authorization, content-type, x-api-key, anthropic-version"),
     ("access-control-allow-methods", "GET, POST, OPTIONS"),
 ];
 
@@ -256,16 +216,9 @@ fn write_reply(request: tiny_http::Request, reply: Reply, id: &str) -> u16 {
         Body::Empty | Body::Sse(_) => ("text/plain", Vec::new()),
     };
     let mut response = tiny_http::Response::from_data(data).with_status_code(reply.status);
-    let fixed = [
-        ("content-type", content_type),
-        ("server", "keyrelay"),
-        ("x-request-id", id),
-    ];
-    for (name, value) in fixed
-        .iter()
-        .chain(CORS.iter())
-        .copied()
-        .chain(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    let fixed = [("content-type", content_type), ("server", "keyrelay"), ("x-request-id", id)];
+    for (name, value) in
+        fixed.iter().chain(CORS.iter()).copied().chain(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     {
         if let Some(h) = header(name, value) {
             response.add_header(h);
@@ -287,10 +240,7 @@ fn write_stream(
     http11: bool,
     id: &str,
 ) -> u16 {
-    let mut extra: Vec<(String, String)> = CORS
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+    let mut extra: Vec<(String, String)> = CORS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
     extra.push(("x-request-id".into(), id.to_string()));
     extra.extend(headers);
     let mut out = match ChunkedWriter::start(request.into_writer(), status, &extra, http11) {

@@ -41,10 +41,7 @@ impl Secret {
     pub fn matches(&self, candidate: &str) -> bool {
         let a = Sha256::digest(self.0.as_bytes());
         let b = Sha256::digest(candidate.as_bytes());
-        a.iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+        a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
@@ -78,10 +75,7 @@ mod tests {
         let s = Secret::new("sk-test-abcdef123456");
         assert_eq!(s.masked(), "...3456");
         let id = s.id("openai");
-        assert!(
-            id.starts_with("openai:") && id.len() == "openai:".len() + 12,
-            "{id}"
-        );
+        assert!(id.starts_with("openai:") && id.len() == "openai:".len() + 12, "{id}");
         assert!(s.matches("sk-test-abcdef123456"));
         assert!(!s.matches("sk-test-abcdef123457"));
         assert!(!s.matches(""));
@@ -92,9 +86,6 @@ mod tests {
     #[test]
     fn redacts_echoed_keys() {
         let s = Secret::new("sk-live-9999");
-        assert_eq!(
-            redact("bad key sk-live-9999 given", &s),
-            "bad key ...9999 given"
-        );
+        assert_eq!(redact("bad key sk-live-9999 given", &s), "bad key ...9999 given");
     }
 }

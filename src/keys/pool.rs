@@ -54,21 +54,11 @@ impl KeyPool {
                     let id = secret.id(&p.name);
                     match old.keys.iter().position(|k| k.id == id) {
                         Some(i) => old.keys.swap_remove(i),
-                        None => KeyState {
-                            id,
-                            secret: secret.clone(),
-                            in_flight: 0,
-                        },
+                        None => KeyState { id, secret: secret.clone(), in_flight: 0 },
                     }
                 })
                 .collect();
-            providers.insert(
-                p.name.clone(),
-                ProviderKeys {
-                    keys,
-                    cursor: old.cursor,
-                },
-            );
+            providers.insert(p.name.clone(), ProviderKeys { keys, cursor: old.cursor });
         }
         self.providers = providers;
     }
@@ -87,10 +77,7 @@ impl KeyPool {
         p.cursor = (start + 1) % n;
         (0..n)
             .map(|i| &p.keys[(start + i) % n])
-            .map(|k| Candidate {
-                id: k.id.clone(),
-                secret: k.secret.clone(),
-            })
+            .map(|k| Candidate { id: k.id.clone(), secret: k.secret.clone() })
             .collect()
     }
 
@@ -116,11 +103,7 @@ impl KeyPool {
     }
 
     fn key_mut(&mut self, provider: &str, id: &str) -> Option<&mut KeyState> {
-        self.providers
-            .get_mut(provider)?
-            .keys
-            .iter_mut()
-            .find(|k| k.id == id)
+        self.providers.get_mut(provider)?.keys.iter_mut().find(|k| k.id == id)
     }
 }
 
@@ -131,23 +114,15 @@ mod tests {
     use std::path::Path;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_env(Path::new("."), &env, LauncherConfig::default()).unwrap()
     }
 
     #[test]
     fn rotation_starts_one_further_each_time() {
-        let mut pool = KeyPool::new(&config(&[
-            ("OPENAI_API_KEY_1", "a"),
-            ("OPENAI_API_KEY_2", "b"),
-            ("OPENAI_API_KEY_3", "c"),
-        ]));
-        let firsts: Vec<String> = (0..4)
-            .map(|_| pool.rotation("openai")[0].secret.expose().to_string())
-            .collect();
+        let mut pool =
+            KeyPool::new(&config(&[("OPENAI_API_KEY_1", "a"), ("OPENAI_API_KEY_2", "b"), ("OPENAI_API_KEY_3", "c")]));
+        let firsts: Vec<String> = (0..4).map(|_| pool.rotation("openai")[0].secret.expose().to_string()).collect();
         assert_eq!(firsts, ["a", "b", "c", "a"]);
         assert_eq!(pool.rotation("openai").len(), 3);
         assert!(pool.rotation("groq").is_empty());

@@ -40,51 +40,20 @@ pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("deepseek", "https://api.deepseek.com", Family::OpenAi),
     ("xai", "https://api.x.ai/v1", Family::OpenAi),
     ("together", "https://api.together.xyz/v1", Family::OpenAi),
-    (
-        "fireworks",
-        "https://api.fireworks.ai/inference/v1",
-        Family::OpenAi,
-    ),
+    ("fireworks", "https://api.fireworks.ai/inference/v1", Family::OpenAi),
     ("cerebras", "https://api.cerebras.ai/v1", Family::OpenAi),
-    (
-        "nvidia_nim",
-        "https://integrate.api.nvidia.com/v1",
-        Family::OpenAi,
-    ),
+    ("nvidia_nim", "https://integrate.api.nvidia.com/v1", Family::OpenAi),
     ("chutes", "https://llm.chutes.ai/v1", Family::OpenAi),
-    (
-        "cohere",
-        "https://api.cohere.ai/compatibility/v1",
-        Family::OpenAi,
-    ),
-    (
-        "qwen_code",
-        "https://dashscope.aliyuncs.com/compatible-mode/v1",
-        Family::OpenAi,
-    ),
+    ("cohere", "https://api.cohere.ai/compatibility/v1", Family::OpenAi),
+    ("qwen_code", "https://dashscope.aliyuncs.com/compatible-mode/v1", Family::OpenAi),
     ("iflow", "https://apis.iflow.cn/v1", Family::OpenAi),
-    (
-        "anthropic",
-        "https://api.anthropic.com/v1",
-        Family::Anthropic,
-    ),
-    (
-        "gemini",
-        "https://generativelanguage.googleapis.com/v1beta",
-        Family::Gemini,
-    ),
-    (
-        "gemini_cli",
-        "https://cloudcode-pa.googleapis.com/v1internal",
-        Family::CodeAssist,
-    ),
+    ("anthropic", "https://api.anthropic.com/v1", Family::Anthropic),
+    ("gemini", "https://generativelanguage.googleapis.com/v1beta", Family::Gemini),
+    ("gemini_cli", "https://cloudcode-pa.googleapis.com/v1internal", Family::CodeAssist),
 ];
 
 pub fn builtin(name: &str) -> Option<(&'static str, Family)> {
-    BUILTIN
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|&(_, base, family)| (base, family))
+    BUILTIN.iter().find(|(n, _, _)| *n == name).map(|&(_, base, family)| (base, family))
 }
 
 /// Splits `provider/model-id` at the first `/`; the model id may hold more slashes.
@@ -98,18 +67,13 @@ pub fn split_model(model: &str) -> Option<(&str, &str)> {
 pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> UpstreamRequest {
     match family {
         Family::OpenAi | Family::CodeAssist => {
-            req.headers
-                .push(("authorization".into(), format!("Bearer {}", key.expose())));
+            req.headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
         }
         Family::Anthropic => {
-            req.headers
-                .push(("x-api-key".into(), key.expose().to_string()));
-            req.headers
-                .push(("anthropic-version".into(), "2023-06-01".into()));
+            req.headers.push(("x-api-key".into(), key.expose().to_string()));
+            req.headers.push(("anthropic-version".into(), "2023-06-01".into()));
         }
-        Family::Gemini => req
-            .headers
-            .push(("x-goog-api-key".into(), key.expose().to_string())),
+        Family::Gemini => req.headers.push(("x-goog-api-key".into(), key.expose().to_string())),
     }
     req
 }

@@ -44,10 +44,7 @@ pub fn encode_embeddings(response: &mut Value, base64_wanted: bool) -> Result<()
             continue;
         };
         let floats = match embedding {
-            Value::Array(values) => values
-                .iter()
-                .map(|v| v.as_f64().map(|f| f as f32))
-                .collect::<Option<Vec<f32>>>(),
+            Value::Array(values) => values.iter().map(|v| v.as_f64().map(|f| f as f32)).collect::<Option<Vec<f32>>>(),
             Value::String(b64) => decode_f32_base64(b64),
             _ => None,
         }
@@ -68,32 +65,83 @@ pub fn encode_f32_base64(floats: &[f32]) -> String {
 }
 
 fn decode_f32_base64(text: &str) -> Option<Vec<f32>> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
     if bytes.len() % 4 != 0 {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// Model ids from `{"data": [{"id": ...}]}` (or a bare array of such objects).
 pub fn model_ids(body: &Value) -> Vec<String> {
     let list = body.get("data").unwrap_or(body);
     list.as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|m| m.get("id").and_then(Value::as_str))
-                .map(String::from)
-                .collect()
-        })
+        .map(|items| items.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(String::from).collect())
         .unwrap_or_default()
+}
+
+/// Rebuilds a `chat.completion` from a stream's chunks (first choice): for the request log and
+/// for the usage the stream reported.
+#[derive(Debug, Default)]
+pub struct StreamSummary {
+    first: Option<Value>,
+    content: String,
+    reasoning: String,
+    /// By tool-call index: id, name, joined arguments.
+    tool_calls: std::collections::BTreeMap<u64, (String, String, String)>,
+    finish_reason: Option<String>,
+    usage: Option<Value>,
+}
+
+impl StreamSummary {
+    pub fn add(&mut self, chunk: &Value) {
+        if self.first.is_none() {
+            self.first = Some(chunk.clone());
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(usage.clone());
+        }
+        let Some(choice) = chunk.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else { return };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+        let Some(delta) = choice.get("delta") else { return };
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        self.content.push_str(&text(delta.get("content")));
+        self.reasoning.push_str(&text(delta.get("reasoning_content").or(delta.get("reasoning"))));
+        for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let entry = self.tool_calls.entry(index).or_default();
+            entry.0.push_str(&text(call.get("id")));
+            let function = call.get("function");
+            entry.1.push_str(&text(function.and_then(|f| f.get("name"))));
+            entry.2.push_str(&text(function.and_then(|f| f.get("arguments"))));
+        }
+    }
+
+    pub fn usage(&self) -> Option<&Value> {
+        self.usage.as_ref()
+    }
+
+    pub fn completion(&self) -> Value {
+        let first = self.first.as_ref();
+        let field = |name: &str| first.and_then(|f| f.get(name)).cloned().unwrap_or(Value::Null);
+        let mut message = json!({"role": "assistant", "content": self.content});
+        if !self.reasoning.is_empty() {
+            message["reasoning_content"] = json!(self.reasoning);
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self
+                .tool_calls
+                .values()
+                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": if args.is_empty() { "{}" } else { args }}}))
+                .collect();
+            message["tool_calls"] = json!(calls);
+        }
+        json!({"id": field("id"), "object": "chat.completion", "created": field("created"), "model": field("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": self.usage})
+    }
 }
 
 // ---- classify_error ------------------------------------------------------------------------
@@ -127,13 +175,7 @@ impl ErrorClass {
 
 pub fn classify_error(status: u16, body: &Value) -> ErrorClass {
     let error = body.get("error").unwrap_or(body);
-    let text = |field: &str| {
-        error
-            .get(field)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
+    let text = |field: &str| error.get(field).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
     let (kind, code) = (text("type"), text("code"));
     if kind == "insufficient_quota" || code == "insufficient_quota" || status == 402 {
         return ErrorClass::Quota;
@@ -157,10 +199,7 @@ pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let detail = parsed
-        .get("detail")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let detail = parsed.get("detail").and_then(Value::as_str).map(String::from);
     let message = match (error, field("message").or(detail)) {
         (_, Some(m)) => m,
         (Value::String(s), None) => s.clone(),
@@ -174,11 +213,7 @@ pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
             }
         }
     };
-    let default_kind = if status >= 500 {
-        "api_error"
-    } else {
-        "invalid_request_error"
-    };
+    let default_kind = if status >= 500 { "api_error" } else { "invalid_request_error" };
     ApiError {
         status,
         kind: field("type").unwrap_or_else(|| default_kind.to_string()),
@@ -207,10 +242,7 @@ mod tests {
         assert_eq!(classify_error(429, &json!({})), ErrorClass::RateLimit);
         assert_eq!(classify_error(401, &json!({})), ErrorClass::Auth);
         assert_eq!(classify_error(529, &json!({})), ErrorClass::Transient);
-        assert_eq!(
-            classify_error(400, &json!({"error": {"code": "context_length_exceeded"}})),
-            ErrorClass::Request
-        );
+        assert_eq!(classify_error(400, &json!({"error": {"code": "context_length_exceeded"}})), ErrorClass::Request);
         assert_eq!(classify_error(404, &json!({})), ErrorClass::Request);
     }
 
@@ -222,10 +254,27 @@ mod tests {
         assert_eq!(e.code.as_deref(), Some("400"));
         assert_eq!(e.param.as_deref(), Some("model"));
         let e = upstream_error(502, b"<html>bad gateway</html>", &key);
-        assert_eq!(
-            (e.kind.as_str(), e.message.as_str()),
-            ("api_error", "<html>bad gateway</html>")
-        );
+        assert_eq!((e.kind.as_str(), e.message.as_str()), ("api_error", "<html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn stream_summary_joins_content_and_tool_calls_by_index() {
+        let mut s = StreamSummary::default();
+        let chunks = [
+            json!({"id": "c1", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": null}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"total_tokens": 9}}),
+        ];
+        chunks.iter().for_each(|c| s.add(c));
+        let done = s.completion();
+        assert_eq!(done["id"], "c1");
+        assert_eq!(done["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(done["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(done["choices"][0]["message"]["tool_calls"][0]["id"], "call_1");
+        assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(s.usage(), Some(&json!({"total_tokens": 9})));
     }
 
     #[test]

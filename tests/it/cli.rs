@@ -14,10 +14,7 @@ fn help_and_version_exit_0_bad_flags_exit_2() {
     assert_eq!(code, 0);
     assert!(out.contains("--allow-no-auth"), "{out}");
     let (code, out, _) = run_cli(dir.path(), &["--version"], "");
-    assert_eq!(
-        (code, out.trim()),
-        (0, concat!("keyrelay ", env!("CARGO_PKG_VERSION")))
-    );
+    assert_eq!((code, out.trim()), (0, concat!("keyrelay ", env!("CARGO_PKG_VERSION"))));
     let (code, out, err) = run_cli(dir.path(), &["serve", "--no-such-flag"], "");
     assert_eq!(code, 2);
     assert!(out.is_empty() && err.contains("--no-such-flag"), "{err}");
@@ -28,17 +25,10 @@ fn help_and_version_exit_0_bad_flags_exit_2() {
 #[test]
 fn a_public_bind_without_a_proxy_key_is_refused() {
     let dir = TempDir::new();
-    let (code, out, err) = run_cli(
-        dir.path(),
-        &["serve", "--host", "0.0.0.0", "--port", "0"],
-        "",
-    );
+    let (code, out, err) = run_cli(dir.path(), &["serve", "--host", "0.0.0.0", "--port", "0"], "");
     assert_eq!(code, 2);
     assert!(out.is_empty());
-    assert!(
-        err.contains("PROXY_API_KEY") && err.contains("--allow-no-auth"),
-        "{err}"
-    );
+    assert!(err.contains("PROXY_API_KEY") && err.contains("--allow-no-auth"), "{err}");
 }
 
 #[test]
@@ -60,84 +50,43 @@ fn sigterm_lets_a_request_in_flight_finish_then_exits_0() {
         let _ = release_rx.recv_timeout(crate::support::WAIT);
         MockReply::json(200, completion("finished after SIGTERM"))
     });
-    let proxy = Proxy::start(&format!(
-        "OPENAI_API_KEY=k\nOPENAI_API_BASE={}\n",
-        mock.base()
-    ));
+    let proxy = Proxy::start(&format!("OPENAI_API_KEY=k\nOPENAI_API_BASE={}\n", mock.base()));
     let client = proxy.client();
-    let request = std::thread::spawn(move || {
-        client.post(
-            "/v1/chat/completions",
-            r#"{"model":"openai/m","messages":[]}"#,
-        )
-    });
-    arrived_rx
-        .recv_timeout(crate::support::WAIT)
-        .expect("request reached the upstream");
+    let request =
+        std::thread::spawn(move || client.post("/v1/chat/completions", r#"{"model":"openai/m","messages":[]}"#));
+    arrived_rx.recv_timeout(crate::support::WAIT).expect("request reached the upstream");
     proxy.signal("TERM");
     proxy.wait_for_log("shutting down");
     release_tx.send(()).unwrap();
     let answer = request.join().unwrap();
     assert_eq!(answer.status, 200);
-    assert_eq!(
-        answer.json()["choices"][0]["message"]["content"],
-        "finished after SIGTERM"
-    );
-    assert!(proxy.stop().success());
+    assert_eq!(answer.json()["choices"][0]["message"]["content"], "finished after SIGTERM");
+    assert!(proxy.stop().0.success());
 }
 
 #[test]
 fn sighup_reloads_the_keys() {
     let mock = Mock::start(|_| MockReply::json(200, completion("ok")));
-    let proxy = Proxy::start(&format!(
-        "OPENAI_API_KEY=k\nOPENAI_API_BASE={}\n",
-        mock.base()
-    ));
+    let proxy = Proxy::start(&format!("OPENAI_API_KEY=k\nOPENAI_API_BASE={}\n", mock.base()));
     let before = proxy.client().get("/v1/providers");
     assert_eq!(before.json(), json!(["openai"]));
-    proxy.dir.write(
-        ".env",
-        &format!(
-            "OPENAI_API_KEY=k\nOPENAI_API_BASE={}\nGROQ_API_KEY=g\n",
-            mock.base()
-        ),
-    );
+    proxy.dir().write(".env", &format!("OPENAI_API_KEY=k\nOPENAI_API_BASE={}\nGROQ_API_KEY=g\n", mock.base()));
     proxy.signal("HUP");
     proxy.wait_for_log("configuration reloaded");
-    assert_eq!(
-        proxy.client().get("/v1/providers").json(),
-        json!(["groq", "openai"])
-    );
+    assert_eq!(proxy.client().get("/v1/providers").json(), json!(["groq", "openai"]));
 }
 
 #[test]
 fn models_lists_ids_one_per_line_or_as_json_lines() {
-    let mock =
-        Mock::start(|_| MockReply::json(200, json!({"data": [{"id": "up-1"}, {"id": "up-2"}]})));
+    let mock = Mock::start(|_| MockReply::json(200, json!({"data": [{"id": "up-1"}, {"id": "up-2"}]})));
     let dir = TempDir::new();
-    dir.write(
-        ".env",
-        &format!(
-            "OPENAI_API_KEY=k\nOPENAI_API_BASE={}\nOPENAI_MODELS='[\"mine\"]'\n",
-            mock.base()
-        ),
-    );
+    dir.write(".env", &format!("OPENAI_API_KEY=k\nOPENAI_API_BASE={}\nOPENAI_MODELS='[\"mine\"]'\n", mock.base()));
     let (code, out, _) = run_cli(dir.path(), &["models"], "");
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "openai/mine\nopenai/up-1\nopenai/up-2\n")
-    );
-    let (code, out, _) = run_cli(
-        dir.path(),
-        &["models", "--json", "--provider", "openai"],
-        "",
-    );
+    assert_eq!((code, out.as_str()), (0, "openai/mine\nopenai/up-1\nopenai/up-2\n"));
+    let (code, out, _) = run_cli(dir.path(), &["models", "--json", "--provider", "openai"], "");
     assert_eq!(code, 0);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(
-        first,
-        json!({"type": "model", "id": "openai/mine", "provider": "openai"})
-    );
+    assert_eq!(first, json!({"type": "model", "id": "openai/mine", "provider": "openai"}));
     let (code, _, err) = run_cli(dir.path(), &["models", "--provider", "nosuch"], "");
     assert_eq!(code, 2, "{err}");
 }

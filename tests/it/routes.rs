@@ -5,10 +5,7 @@ use crate::support::{Mock, MockReply, Proxy};
 use serde_json::{Value, json};
 
 fn env_for(mock: &Mock, extra: &str) -> String {
-    format!(
-        "OPENAI_API_KEY=sk-route-key-0001\nOPENAI_API_BASE={}\nPROXY_API_KEY=proxy-key\n{extra}",
-        mock.base()
-    )
+    format!("OPENAI_API_KEY=sk-route-key-0001\nOPENAI_API_BASE={}\nPROXY_API_KEY=proxy-key\n{extra}", mock.base())
 }
 
 fn upstream() -> Mock {
@@ -36,10 +33,7 @@ fn root_and_health_need_no_key() {
     let proxy = Proxy::start(&env_for(&mock, ""));
     let c = proxy.client();
     let health = c.get("/health");
-    assert_eq!(
-        (health.status, health.json()),
-        (200, json!({"status": "ok"}))
-    );
+    assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
     assert_eq!(health.header("content-type"), Some("application/json"));
     let root = c.get("/");
     assert_eq!(root.status, 200);
@@ -50,18 +44,15 @@ fn root_and_health_need_no_key() {
 fn chat_completion_is_relayed_with_the_bare_model_and_the_provider_key() {
     let mock = upstream();
     let proxy = Proxy::start(&env_for(&mock, ""));
-    let answer = proxy.client_with_key("proxy-key").post("/v1/chat/completions", r#"{"model":"openai/gpt-up","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#);
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(
-        answer.json()["choices"][0]["message"]["content"],
-        "hello there"
+    let answer = proxy.client_with_key("proxy-key").post(
+        "/v1/chat/completions",
+        r#"{"model":"openai/gpt-up","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#,
     );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["choices"][0]["message"]["content"], "hello there");
     let sent = &mock.requests()[0];
     assert_eq!(sent.url, "/v1/chat/completions");
-    assert_eq!(
-        sent.header("authorization"),
-        Some("Bearer sk-route-key-0001")
-    );
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-route-key-0001"));
     let body = sent.json();
     assert_eq!(body["model"], "gpt-up");
     assert_eq!(body["temperature"], 0.2);
@@ -85,33 +76,17 @@ fn embeddings_honour_float_and_base64() {
     let mock = upstream();
     let proxy = Proxy::start(&env_for(&mock, ""));
     let c = proxy.client_with_key("proxy-key");
-    let floats = c.post(
-        "/v1/embeddings",
-        r#"{"model":"openai/emb","input":["a","b"],"encoding_format":"float"}"#,
-    );
+    let floats = c.post("/v1/embeddings", r#"{"model":"openai/emb","input":["a","b"],"encoding_format":"float"}"#);
     assert_eq!(floats.status, 200, "{}", floats.text());
-    assert_eq!(
-        floats.json()["data"][1]["embedding"],
-        json!([2.0, 0.0, -1.5])
-    );
+    assert_eq!(floats.json()["data"][1]["embedding"], json!([2.0, 0.0, -1.5]));
     assert_eq!(floats.json()["usage"]["total_tokens"], 4);
 
-    let packed = c.post(
-        "/v1/embeddings",
-        r#"{"model":"openai/emb","input":"a","encoding_format":"base64"}"#,
-    );
+    let packed = c.post("/v1/embeddings", r#"{"model":"openai/emb","input":"a","encoding_format":"base64"}"#);
     assert_eq!(packed.status, 200, "{}", packed.text());
-    let b64 = packed.json()["data"][0]["embedding"]
-        .as_str()
-        .expect("base64 string")
-        .to_string();
+    let b64 = packed.json()["data"][0]["embedding"].as_str().expect("base64 string").to_string();
     assert_eq!(decode_f32(&b64), [0.5, -0.25, 1.0]);
     // The upstream is asked for floats whatever the client wants.
-    assert!(
-        mock.requests()
-            .iter()
-            .all(|r| r.json().get("encoding_format").is_none())
-    );
+    assert!(mock.requests().iter().all(|r| r.json().get("encoding_format").is_none()));
     assert_eq!(mock.requests()[0].json()["model"], "emb");
 }
 
@@ -119,86 +94,47 @@ fn decode_f32(b64: &str) -> Vec<f32> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bits = Vec::new();
     for c in b64.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .expect("base64 alphabet") as u8;
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64 alphabet") as u8;
         bits.extend((0..6).rev().map(|i| (v >> i) & 1));
     }
-    let bytes: Vec<u8> = bits
-        .chunks_exact(8)
-        .map(|b| b.iter().fold(0, |acc, bit| acc << 1 | bit))
-        .collect();
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    let bytes: Vec<u8> = bits.chunks_exact(8).map(|b| b.iter().fold(0, |acc, bit| acc << 1 | bit)).collect();
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 #[test]
 fn models_merge_static_and_upstream_lists_with_filters() {
     let mock = upstream();
-    let proxy = Proxy::start(&env_for(
-        &mock,
-        "OPENAI_MODELS='[\"static-one\",\"gpt-up\"]'\nIGNORE_MODELS_OPENAI=*-preview\n",
-    ));
+    let proxy =
+        Proxy::start(&env_for(&mock, "OPENAI_MODELS='[\"static-one\",\"gpt-up\"]'\nIGNORE_MODELS_OPENAI=*-preview\n"));
     let c = proxy.client_with_key("proxy-key");
     let list = c.get("/v1/models");
     assert_eq!(list.status, 200);
-    let ids: Vec<String> = list.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        list.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["openai/static-one", "openai/gpt-up"]);
     assert_eq!(list.json()["object"], "list");
     assert_eq!(list.json()["data"][0]["object"], "model");
 
     let card = c.get("/v1/models/openai/gpt-up");
-    assert_eq!(
-        (card.status, card.json()["id"].clone()),
-        (200, json!("openai/gpt-up"))
-    );
+    assert_eq!((card.status, card.json()["id"].clone()), (200, json!("openai/gpt-up")));
     let encoded = c.get("/v1/models/openai%2Fstatic-one");
     assert_eq!(encoded.status, 200, "{}", encoded.text());
     let hidden = c.get("/v1/models/openai/hidden-preview");
-    assert_eq!(
-        (hidden.status, hidden.error_code()),
-        (404, "model_not_found".into())
-    );
+    assert_eq!((hidden.status, hidden.error_code()), (404, "model_not_found".into()));
 
     // The upstream list is cached: three listings, one upstream call.
     c.get("/v1/models");
-    assert_eq!(
-        mock.requests()
-            .iter()
-            .filter(|r| r.url == "/v1/models")
-            .count(),
-        1
-    );
+    assert_eq!(mock.requests().iter().filter(|r| r.url == "/v1/models").count(), 1);
 }
 
 #[test]
 fn hidden_models_are_refused_on_requests_too() {
     let mock = upstream();
-    let proxy = Proxy::start(&env_for(
-        &mock,
-        "IGNORE_MODELS_OPENAI=*\nWHITELIST_MODELS_OPENAI=gpt-up\n",
-    ));
+    let proxy = Proxy::start(&env_for(&mock, "IGNORE_MODELS_OPENAI=*\nWHITELIST_MODELS_OPENAI=gpt-up\n"));
     let c = proxy.client_with_key("proxy-key");
-    let refused = c.post(
-        "/v1/chat/completions",
-        r#"{"model":"openai/other","messages":[]}"#,
-    );
-    assert_eq!(
-        (refused.status, refused.error_code()),
-        (404, "model_not_found".into())
-    );
-    let allowed = c.post(
-        "/v1/chat/completions",
-        r#"{"model":"openai/gpt-up","messages":[]}"#,
-    );
+    let refused = c.post("/v1/chat/completions", r#"{"model":"openai/other","messages":[]}"#);
+    assert_eq!((refused.status, refused.error_code()), (404, "model_not_found".into()));
+    let allowed = c.post("/v1/chat/completions", r#"{"model":"openai/gpt-up","messages":[]}"#);
     assert_eq!(allowed.status, 200);
     assert_eq!(mock.requests().len(), 1);
 }
@@ -206,10 +142,7 @@ fn hidden_models_are_refused_on_requests_too() {
 #[test]
 fn providers_lists_those_with_credentials() {
     let mock = upstream();
-    let proxy = Proxy::start(&env_for(
-        &mock,
-        &format!("GROQ_API_KEY=gk\nLOCAL_API_BASE={}\n", mock.base()),
-    ));
+    let proxy = Proxy::start(&env_for(&mock, &format!("GROQ_API_KEY=gk\nLOCAL_API_BASE={}\n", mock.base())));
     let answer = proxy.client_with_key("proxy-key").get("/v1/providers");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json(), json!(["groq", "openai"]));
@@ -218,14 +151,8 @@ fn providers_lists_those_with_credentials() {
 #[test]
 fn a_custom_provider_routes_to_its_base() {
     let mock = upstream();
-    let proxy = Proxy::start(&format!(
-        "MYLOCAL_API_BASE={}/\nMYLOCAL_API_KEY=local-key\n",
-        mock.base()
-    ));
-    let answer = proxy.client().post(
-        "/v1/chat/completions",
-        r#"{"model":"mylocal/llama-3","messages":[]}"#,
-    );
+    let proxy = Proxy::start(&format!("MYLOCAL_API_BASE={}/\nMYLOCAL_API_KEY=local-key\n", mock.base()));
+    let answer = proxy.client().post("/v1/chat/completions", r#"{"model":"mylocal/llama-3","messages":[]}"#);
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(mock.requests()[0].json()["model"], "llama-3");
     assert_eq!(mock.keys_seen(), ["local-key"]);
@@ -234,20 +161,11 @@ fn a_custom_provider_routes_to_its_base() {
 #[test]
 fn keys_are_used_in_turn() {
     let mock = upstream();
-    let proxy = Proxy::start(&format!(
-        "OPENAI_API_BASE={}\nOPENAI_API_KEY_1=key-one\nOPENAI_API_KEY_2=key-two\n",
-        mock.base()
-    ));
+    let proxy =
+        Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY_1=key-one\nOPENAI_API_KEY_2=key-two\n", mock.base()));
     let c = proxy.client();
     for _ in 0..4 {
-        assert_eq!(
-            c.post(
-                "/v1/chat/completions",
-                r#"{"model":"openai/m","messages":[]}"#
-            )
-            .status,
-            200
-        );
+        assert_eq!(c.post("/v1/chat/completions", r#"{"model":"openai/m","messages":[]}"#).status, 200);
     }
     let mut seen = mock.keys_seen();
     seen.sort();
@@ -264,14 +182,8 @@ fn streaming_chat_relays_events_and_ends_with_done() {
             crate::support::mock::Piece::Bytes(b"data: [DONE]\n\n".to_vec()),
         ])
     });
-    let proxy = Proxy::start(&format!(
-        "OPENAI_API_BASE={}\nOPENAI_API_KEY=k\n",
-        mock.base()
-    ));
-    let mut s = proxy.client().stream(
-        "/v1/chat/completions",
-        r#"{"model":"openai/m","messages":[],"stream":true}"#,
-    );
+    let proxy = Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=k\n", mock.base()));
+    let mut s = proxy.client().stream("/v1/chat/completions", r#"{"model":"openai/m","messages":[],"stream":true}"#);
     assert_eq!(s.status, 200);
     assert_eq!(s.header("content-type"), Some("text/event-stream"));
     let events = s.rest();
@@ -280,12 +192,75 @@ fn streaming_chat_relays_events_and_ends_with_done() {
         .filter_map(|e| e.strip_prefix("data: "))
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| {
-            serde_json::from_str::<Value>(d).ok()?["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
+            serde_json::from_str::<Value>(d).ok()?["choices"][0]["delta"]["content"].as_str().map(String::from)
         })
         .collect();
     assert_eq!(text, "Hello");
     assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
     assert_eq!(events.len(), 4);
+}
+
+#[test]
+fn request_logging_writes_one_folder_per_request_without_secrets() {
+    use crate::support::mock::Piece;
+    let mock = Mock::start(|req| {
+        if req.json()["stream"] == true {
+            MockReply::sse(vec![
+                Piece::Bytes(event(&content_chunk("streamed "))),
+                Piece::Bytes(event(&content_chunk("text"))),
+                Piece::Bytes(event(&finish_chunk())),
+                Piece::Bytes(b"data: [DONE]\n\n".to_vec()),
+            ])
+        } else {
+            MockReply::json(200, completion("plain text"))
+        }
+    });
+    let dir = crate::support::TempDir::new();
+    dir.write(".env", &env_for(&mock, ""));
+    let proxy = Proxy::start_in(dir, &["--enable-request-logging"]);
+    let c = proxy.client_with_key("proxy-key");
+    assert_eq!(c.post("/v1/chat/completions", r#"{"model":"openai/gpt-up","messages":[]}"#).status, 200);
+    let events = c.stream("/v1/chat/completions", r#"{"model":"openai/gpt-up","messages":[],"stream":true}"#).rest();
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    // A clean stop joins the workers, so every log is complete before it is read.
+    let (status, dir) = proxy.stop();
+    assert!(status.success());
+    let root = dir.path().join("logs").join("detailed_logs");
+    let mut folders: Vec<_> =
+        std::fs::read_dir(&root).expect("detailed_logs exists").map(|e| e.unwrap().path()).collect();
+    folders.sort();
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    let read = |folder: &std::path::Path, name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(folder.join(name)).unwrap_or_else(|_| panic!("{name} in {folder:?}")))
+            .unwrap()
+    };
+    let (plain, streamed) = if folders[0].join("streaming_chunks.jsonl").exists() {
+        (&folders[1], &folders[0])
+    } else {
+        (&folders[0], &folders[1])
+    };
+    assert_eq!(read(plain, "request.json")["body"]["model"], "openai/gpt-up");
+    assert_eq!(read(plain, "final_response.json")["choices"][0]["message"]["content"], "plain text");
+    let meta = read(plain, "metadata.json");
+    assert_eq!(
+        (meta["status"].clone(), meta["provider"].clone(), meta["key"].clone()),
+        (json!(200), json!("openai"), json!("...0001"))
+    );
+    assert_eq!(meta["usage"]["total_tokens"], 5);
+
+    let chunks = std::fs::read_to_string(streamed.join("streaming_chunks.jsonl")).unwrap();
+    assert_eq!(chunks.lines().count(), 4, "{chunks}");
+    assert_eq!(read(streamed, "final_response.json")["choices"][0]["message"]["content"], "streamed text");
+    let meta = read(streamed, "metadata.json");
+    assert_eq!((meta["streaming"].clone(), meta["stream_completed"].clone()), (json!(true), json!(true)));
+
+    for folder in &folders {
+        for file in std::fs::read_dir(folder).unwrap() {
+            let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            assert!(
+                !text.contains("sk-route-key-0001") && !text.contains("proxy-key"),
+                "a secret reached a request log"
+            );
+        }
+    }
 }

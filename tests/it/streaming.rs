@@ -5,14 +5,10 @@ use crate::support::mock::{Piece, content_chunk, event, finish_chunk};
 use crate::support::{Mock, MockReply, Proxy, WAIT};
 use serde_json::{Value, json};
 
-const STREAM_BODY: &str =
-    r#"{"model":"openai/m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+const STREAM_BODY: &str = r#"{"model":"openai/m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
 
 fn proxy_for(mock: &Mock) -> Proxy {
-    Proxy::start(&format!(
-        "OPENAI_API_BASE={}\nOPENAI_API_KEY=stream-key-1\n",
-        mock.base()
-    ))
+    Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=stream-key-1\n", mock.base()))
 }
 
 fn data(event: &str) -> Value {
@@ -65,15 +61,9 @@ fn sse_is_parsed_per_the_spec() {
         ])
     });
     let proxy = proxy_for(&mock);
-    let events = proxy
-        .client()
-        .stream("/v1/chat/completions", STREAM_BODY)
-        .rest();
+    let events = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
     assert_eq!(events.len(), 3, "{events:?}");
-    assert_eq!(
-        data(&events[0])["choices"][0]["delta"]["content"],
-        "héllo 🎉"
-    );
+    assert_eq!(data(&events[0])["choices"][0]["delta"]["content"], "héllo 🎉");
     assert!(events.iter().all(|e| !e.contains("OPENROUTER")));
     assert_eq!(events[2], "data: [DONE]");
 }
@@ -93,22 +83,13 @@ fn usage_stream(_: &crate::support::Recorded) -> MockReply {
 fn the_usage_chunk_reaches_only_clients_that_asked() {
     let mock = Mock::start(usage_stream);
     let proxy = proxy_for(&mock);
-    let plain = proxy
-        .client()
-        .stream("/v1/chat/completions", STREAM_BODY)
-        .rest();
+    let plain = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
     assert!(
-        plain
-            .iter()
-            .filter(|e| *e != "data: [DONE]")
-            .all(|e| !data(e)["choices"].as_array().unwrap().is_empty()),
+        plain.iter().filter(|e| *e != "data: [DONE]").all(|e| !data(e)["choices"].as_array().unwrap().is_empty()),
         "{plain:?}"
     );
     // keyrelay asks the upstream for usage either way (to count tokens).
-    assert_eq!(
-        mock.requests()[0].json()["stream_options"]["include_usage"],
-        true
-    );
+    assert_eq!(mock.requests()[0].json()["stream_options"]["include_usage"], true);
 
     let asked = r#"{"model":"openai/m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
     let events = proxy.client().stream("/v1/chat/completions", asked).rest();
@@ -120,13 +101,9 @@ fn the_usage_chunk_reaches_only_clients_that_asked() {
 
 #[test]
 fn an_upstream_that_closes_early_gets_an_in_band_error_then_done() {
-    let mock =
-        Mock::start(|_| MockReply::sse(vec![Piece::Bytes(event(&content_chunk("partial")))]));
+    let mock = Mock::start(|_| MockReply::sse(vec![Piece::Bytes(event(&content_chunk("partial")))]));
     let proxy = proxy_for(&mock);
-    let events = proxy
-        .client()
-        .stream("/v1/chat/completions", STREAM_BODY)
-        .rest();
+    let events = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(data(&events[1])["error"]["code"], "stream_interrupted");
     assert_eq!(events[2], "data: [DONE]");
@@ -135,16 +112,10 @@ fn an_upstream_that_closes_early_gets_an_in_band_error_then_done() {
 #[test]
 fn a_finished_stream_without_done_still_ends_with_done() {
     let mock = Mock::start(|_| {
-        MockReply::sse(vec![
-            Piece::Bytes(event(&content_chunk("a"))),
-            Piece::Bytes(event(&finish_chunk())),
-        ])
+        MockReply::sse(vec![Piece::Bytes(event(&content_chunk("a"))), Piece::Bytes(event(&finish_chunk()))])
     });
     let proxy = proxy_for(&mock);
-    let events = proxy
-        .client()
-        .stream("/v1/chat/completions", STREAM_BODY)
-        .rest();
+    let events = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(events[2], "data: [DONE]");
 }
@@ -160,15 +131,9 @@ fn an_upstream_error_event_is_relayed_and_the_stream_closed() {
         ])
     });
     let proxy = proxy_for(&mock);
-    let events = proxy
-        .client()
-        .stream("/v1/chat/completions", STREAM_BODY)
-        .rest();
+    let events = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
     assert_eq!(events.len(), 3, "{events:?}");
-    assert_eq!(
-        data(&events[1])["error"]["message"],
-        "overloaded mid-stream"
-    );
+    assert_eq!(data(&events[1])["error"]["message"], "overloaded mid-stream");
     assert_eq!(events[2], "data: [DONE]");
 }
 
@@ -180,25 +145,16 @@ fn a_client_that_disconnects_closes_the_upstream_call() {
     let mock = Mock::start(move |_| {
         let (hold, broken) = state.lock().unwrap().take().expect("one stream");
         // After the hold, keep writing: once keyrelay has closed its side, a write fails.
-        let mut pieces = vec![
-            Piece::Bytes(event(&content_chunk("first"))),
-            Piece::Hold(hold),
-        ];
+        let mut pieces = vec![Piece::Bytes(event(&content_chunk("first"))), Piece::Hold(hold)];
         pieces.extend((0..2000).map(|_| Piece::Bytes(event(&content_chunk(&"x".repeat(512))))));
-        MockReply::Stream {
-            status: 200,
-            pieces,
-            on_write_error: Some(broken),
-        }
+        MockReply::Stream { status: 200, pieces, on_write_error: Some(broken) }
     });
     let proxy = proxy_for(&mock);
     let mut s = proxy.client().stream("/v1/chat/completions", STREAM_BODY);
     assert!(s.next_event().is_some());
     drop(s);
     release_tx.send(()).unwrap();
-    broken_rx
-        .recv_timeout(WAIT)
-        .expect("the upstream connection was not closed after the client left");
+    broken_rx.recv_timeout(WAIT).expect("the upstream connection was not closed after the client left");
 }
 
 #[test]
@@ -219,16 +175,9 @@ fn a_stream_rotates_to_the_next_key_before_its_first_byte() {
         mock.base()
     ));
     for _ in 0..2 {
-        let events = proxy
-            .client()
-            .stream("/v1/chat/completions", STREAM_BODY)
-            .rest();
+        let events = proxy.client().stream("/v1/chat/completions", STREAM_BODY).rest();
         assert_eq!(data(&events[0])["choices"][0]["delta"]["content"], "ok");
     }
     let seen = mock.keys_seen();
-    assert_eq!(
-        seen.iter().filter(|k| *k == "good-key").count(),
-        2,
-        "{seen:?}"
-    );
+    assert_eq!(seen.iter().filter(|k| *k == "good-key").count(), 2, "{seen:?}");
 }

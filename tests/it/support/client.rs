@@ -20,8 +20,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 
     pub fn text(&self) -> String {
@@ -29,27 +28,18 @@ impl Answer {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// `error.code` of an OpenAI-shaped error.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error.code in {}", self.text()))
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code in {}", self.text())).to_string()
     }
 }
 
 impl Client {
     pub fn new(port: u16, key: Option<&str>) -> Client {
-        Client {
-            port,
-            key: key.map(String::from),
-        }
+        Client { port, key: key.map(String::from) }
     }
 
     fn connect(&self) -> TcpStream {
@@ -60,20 +50,11 @@ impl Client {
     }
 
     fn auth(&self) -> String {
-        self.key
-            .as_ref()
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default()
+        self.key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default()
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        self.raw(
-            format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
-                self.auth()
-            )
-            .as_bytes(),
-        )
+        self.raw(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n", self.auth()).as_bytes())
     }
 
     pub fn post(&self, path: &str, body: &str) -> Answer {
@@ -92,7 +73,13 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, path: &str) -> Answer {
-        self.raw(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n", self.auth()).as_bytes())
+        self.raw(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{}Content-Length: 0\r\nConnection: close\r\n\r\n",
+                self.auth()
+            )
+            .as_bytes(),
+        )
     }
 
     /// Sends raw bytes and reads one whole answer.
@@ -102,11 +89,7 @@ impl Client {
         let mut reader = BufReader::new(s);
         let (status, headers) = read_head(&mut reader);
         let body = read_body(&mut reader, &headers);
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        Answer { status, headers, body }
     }
 
     /// POSTs and returns the answer's head with a reader for its events.
@@ -117,18 +100,10 @@ impl Client {
             body.len()
         );
         let mut s = self.connect();
-        s.write_all(head.as_bytes())
-            .and_then(|_| s.write_all(body.as_bytes()))
-            .expect("send request");
+        s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes())).expect("send request");
         let mut reader = BufReader::new(s);
         let (status, headers) = read_head(&mut reader);
-        Stream {
-            status,
-            headers,
-            reader,
-            pending: Vec::new(),
-            ended: false,
-        }
+        Stream { status, headers, reader, pending: Vec::new(), ended: false }
     }
 }
 
@@ -164,10 +139,7 @@ impl Stream {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -195,12 +167,7 @@ fn read_head(reader: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
 }
 
 fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Vec<u8> {
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         let mut body = Vec::new();
         while let Some(chunk) = read_chunk(reader) {
@@ -222,8 +189,7 @@ fn read_chunk(reader: &mut impl BufRead) -> Option<Vec<u8>> {
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
     }
-    let size = usize::from_str_radix(line.trim(), 16)
-        .unwrap_or_else(|_| panic!("bad chunk size {line:?}"));
+    let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {line:?}"));
     if size == 0 {
         let mut end = String::new();
         let _ = reader.read_line(&mut end);

@@ -17,10 +17,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -29,8 +26,7 @@ impl Recorded {
 
     /// The key the proxy sent, from whichever header the family uses.
     pub fn key(&self) -> Option<String> {
-        self.header("authorization")
-            .map(|v| v.trim_start_matches("Bearer ").to_string())
+        self.header("authorization").map(|v| v.trim_start_matches("Bearer ").to_string())
     }
 }
 
@@ -65,19 +61,11 @@ impl MockReply {
     }
 
     pub fn raw(status: u16, body: &str) -> MockReply {
-        MockReply::Full {
-            status,
-            headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
-        }
+        MockReply::Full { status, headers: Vec::new(), body: body.as_bytes().to_vec() }
     }
 
     pub fn sse(pieces: Vec<Piece>) -> MockReply {
-        MockReply::Stream {
-            status: 200,
-            pieces,
-            on_write_error: None,
-        }
+        MockReply::Stream { status: 200, pieces, on_write_error: None }
     }
 }
 
@@ -102,21 +90,14 @@ impl Mock {
                 let mut workers = Vec::new();
                 while let Ok(request) = server.recv() {
                     let (handler, recorded) = (handler.clone(), recorded.clone());
-                    workers.push(std::thread::spawn(move || {
-                        answer(request, &*handler, &recorded)
-                    }));
+                    workers.push(std::thread::spawn(move || answer(request, &*handler, &recorded)));
                 }
                 for w in workers {
                     let _ = w.join();
                 }
             })
         };
-        Mock {
-            port,
-            server,
-            recorded,
-            accept: Some(accept),
-        }
+        Mock { port, server, recorded, accept: Some(accept) }
     }
 
     /// `http://127.0.0.1:PORT/v1`
@@ -152,42 +133,25 @@ fn answer(mut request: tiny_http::Request, handler: &Handler, recorded: &Mutex<V
         headers: request
             .headers()
             .iter()
-            .map(|h| {
-                (
-                    h.field.as_str().as_str().to_ascii_lowercase(),
-                    h.value.as_str().to_string(),
-                )
-            })
+            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
             .collect(),
         body,
     };
     recorded.lock().unwrap().push(rec.clone());
     match handler(&rec) {
-        MockReply::Full {
-            status,
-            headers,
-            body,
-        } => {
+        MockReply::Full { status, headers, body } => {
             let mut response = tiny_http::Response::from_data(body).with_status_code(status);
             for (n, v) in headers {
-                response
-                    .add_header(tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap());
+                response.add_header(tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()).unwrap());
             }
             let _ = request.respond(response);
         }
-        MockReply::Stream {
-            status,
-            pieces,
-            on_write_error,
-        } => {
+        MockReply::Stream { status, pieces, on_write_error } => {
             let mut out = request.into_writer();
             let head = format!(
                 "HTTP/1.1 {status} OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             );
-            let mut ok = out
-                .write_all(head.as_bytes())
-                .and_then(|_| out.flush())
-                .is_ok();
+            let mut ok = out.write_all(head.as_bytes()).and_then(|_| out.flush()).is_ok();
             for piece in pieces {
                 if !ok {
                     break;
@@ -200,10 +164,7 @@ fn answer(mut request: tiny_http::Request, handler: &Handler, recorded: &Mutex<V
                 }
             }
             if ok {
-                ok = out
-                    .write_all(b"0\r\n\r\n")
-                    .and_then(|_| out.flush())
-                    .is_ok();
+                ok = out.write_all(b"0\r\n\r\n").and_then(|_| out.flush()).is_ok();
             }
             if !ok {
                 if let Some(tx) = on_write_error {
@@ -279,12 +240,7 @@ impl RawMock {
                 }
             })
         };
-        RawMock {
-            port,
-            recorded,
-            stop,
-            accept: Some(accept),
-        }
+        RawMock { port, recorded, stop, accept: Some(accept) }
     }
 
     pub fn base(&self) -> String {
@@ -292,12 +248,7 @@ impl RawMock {
     }
 
     pub fn keys_seen(&self) -> Vec<String> {
-        self.recorded
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(Recorded::key)
-            .collect()
+        self.recorded.lock().unwrap().iter().filter_map(Recorded::key).collect()
     }
 }
 
@@ -329,17 +280,8 @@ fn read_raw_request(conn: &mut std::net::TcpStream) -> Option<Recorded> {
         let (n, v) = h.split_once(':')?;
         headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
-    let len = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let len = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
-    Some(Recorded {
-        method,
-        url,
-        headers,
-        body,
-    })
+    Some(Recorded { method, url, headers, body })
 }

@@ -46,17 +46,13 @@ impl Drop for TempDir {
 /// leaks into the process under test.
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("KEYRELAY_LOG", "info")
-        .arg("--dir")
-        .arg(dir)
-        .args(args);
+    cmd.env_clear().env("KEYRELAY_LOG", "info").arg("--dir").arg(dir).args(args);
     cmd
 }
 
 pub struct Proxy {
     pub port: u16,
-    pub dir: TempDir,
+    dir: Option<TempDir>,
     child: Option<Child>,
     lines: Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
@@ -91,20 +87,17 @@ impl Proxy {
                 }
             });
         }
-        let first = lines
-            .recv_timeout(super::WAIT)
-            .expect("keyrelay printed nothing on stderr");
+        let first = lines.recv_timeout(super::WAIT).expect("keyrelay printed nothing on stderr");
         let port = first
             .strip_prefix("keyrelay listening on http://127.0.0.1:")
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("unexpected first stderr line: {first}"));
-        Proxy {
-            port,
-            dir,
-            child: Some(child),
-            lines,
-            log,
-        }
+        Proxy { port, dir: Some(dir), child: Some(child), lines, log }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &TempDir {
+        self.dir.as_ref().expect("kept until drop")
     }
 
     pub fn client(&self) -> Client {
@@ -117,11 +110,7 @@ impl Proxy {
 
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill")
-            .args(["-s", name, &pid])
-            .status()
-            .expect("run kill")
-            .success();
+        let ok = Command::new("kill").args(["-s", name, &pid]).status().expect("run kill").success();
         assert!(ok, "kill -s {name} failed");
     }
 
@@ -143,17 +132,16 @@ impl Proxy {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// SIGTERM and wait for the exit.
-    pub fn stop(mut self) -> ExitStatus {
+    /// SIGTERM, wait for the exit, and hand back the data directory for inspection.
+    pub fn stop(mut self) -> (ExitStatus, TempDir) {
         self.signal("TERM");
         let mut child = self.child.take().expect("running");
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        rx.recv_timeout(super::WAIT)
-            .expect("keyrelay did not exit in time")
-            .expect("wait for keyrelay")
+        let status = rx.recv_timeout(super::WAIT).expect("keyrelay did not exit in time").expect("wait for keyrelay");
+        (status, self.dir.take().expect("kept until drop"))
     }
 }
 
@@ -174,12 +162,7 @@ pub fn run_cli(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) 
         .stderr(Stdio::piped())
         .spawn()
         .expect("run keyrelay");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().expect("wait for keyrelay");
     (
         out.status.code().unwrap_or(-1),
