@@ -69,11 +69,16 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
+        // keyrelay patch: the original queued the task whenever any thread was registered as
+        // waiting, even when earlier queued tasks had already claimed every waiting thread. A
+        // burst of new connections then left tasks in the queue with no thread to run them
+        // until a long-lived (keep-alive) connection ended, and those clients hung. Queue only
+        // while there are more waiting threads than queued tasks; otherwise start a thread.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) > queue.len() {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+        } else {
+            self.add_thread(Some(code));
         }
     }
 
