@@ -7,7 +7,9 @@
 # (2 wrk threads) it prints requests/s, p50 and p99 latency of both, then:
 #   - keyrelay/direct requests/s ratio: the share of the upstream's throughput left
 #     after going through the proxy;
-#   - added p50 latency: what one hop through keyrelay costs a single request;
+#   - added p50 latency: at 1 connection, what one hop through keyrelay costs a request; at
+#     32 connections it mostly reflects queueing and CPU contention on the shared cores, so
+#     it is noisy and can even be negative;
 #   - keyrelay's CPU use under load, and its RSS idle, after the load, and at peak (VmHWM).
 #
 # Everything runs on loopback on one machine: wrk, nginx and keyrelay share the same cores,
@@ -58,6 +60,7 @@ KEYRELAY=$PWD/target/release/keyrelay
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-bench.XXXXXX")
 NGINX_PID=
 KEYRELAY_PID=
+WRK_PID=
 
 stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
     local pid=$1
@@ -72,6 +75,7 @@ stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
 
 cleanup() {
     local status=$?
+    [ -z "$WRK_PID" ] || stop "$WRK_PID"
     [ -z "$KEYRELAY_PID" ] || stop "$KEYRELAY_PID"
     [ -z "$NGINX_PID" ] || stop "$NGINX_PID"
     rm -rf "$TMP"
@@ -89,7 +93,7 @@ MODELS='{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":
 free_port() { # a loopback port nobody answers on (nginx start is retried if it was taken since)
     local port
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((20000 + RANDOM % 12000)) # below Linux's ephemeral range (32768+)
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
     done
 }
@@ -193,11 +197,13 @@ check_answers() {
     code=$(curl -sS -o "$out" -w '%{http_code}' -H 'content-type: application/json' \
         -d '{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
         "$url/chat/completions")
-    [ "$code" = 200 ] && grep -q '"chat.completion"' "$out" ||
+    if [ "$code" != 200 ] || ! grep -q '"chat.completion"' "$out"; then
         die "keyrelay POST /v1/chat/completions answered $code: $(head -c 500 "$out")"
+    fi
     code=$(curl -sS -o "$out" -w '%{http_code}' "$url/models")
-    [ "$code" = 200 ] && grep -q 'gpt-4o-mini' "$out" ||
+    if [ "$code" != 200 ] || ! grep -q 'openai/gpt-4o-mini' "$out"; then
         die "keyrelay GET /v1/models answered $code: $(head -c 500 "$out")"
+    fi
 }
 
 # --- load ----------------------------------------------------------------------------------
@@ -214,7 +220,7 @@ to_ms() { # a wrk duration such as 71.00us, 1.20ms, 2.00s
     awk -v d="$1" 'BEGIN {
         n = d + 0; unit = d; sub(/^[0-9.]+/, "", unit)
         if (unit == "us") n /= 1000; else if (unit == "s") n *= 1000
-        else if (unit == "m") n *= 60000; else if (unit != "ms") { print "?"; exit 1 }
+        else if (unit == "m") n *= 60000; else if (unit != "ms") { print "?"; exit }
         printf "%.3f", n
     }'
 }
@@ -227,8 +233,11 @@ run_wrk() {
     [ "$conns" -eq 1 ] || threads=2
     out=$TMP/wrk-$target-$conns.txt
     say "bench: $target, $conns connection(s), ${SECONDS_PER_RUN}s"
-    wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "$url" >"$out" 2>&1 ||
-        { cat "$out" >&2; die "wrk failed against $target"; }
+    # In the background so that a signal to this script interrupts the wait (and cleanup stops wrk).
+    wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" --latency -s "$script" "$url" >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || { cat "$out" >&2; die "wrk failed against $target"; }
+    WRK_PID=
     if grep -q -e 'Non-2xx or 3xx responses' -e 'Socket errors' "$out"; then
         cat "$out" >&2
         die "$target at $conns connection(s): some requests failed (see wrk's output above)"
@@ -237,7 +246,10 @@ run_wrk() {
     RPS[$key]=$(awk '$1 == "Requests/sec:" { printf "%.0f", $2 }' "$out")
     P50[$key]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
     P99[$key]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    [ -n "${RPS[$key]}" ] && [ "${RPS[$key]}" -gt 0 ] || { cat "$out" >&2; die "no requests completed"; }
+    if [[ ! ${RPS[$key]} =~ ^[1-9][0-9]*$ || ! ${P50[$key]} =~ ^[0-9.]+$ || ! ${P99[$key]} =~ ^[0-9.]+$ ]]; then
+        cat "$out" >&2
+        die "$target at $conns connection(s): no requests completed, or wrk's output was not understood"
+    fi
 }
 
 start_nginx
@@ -278,7 +290,7 @@ echo
 for conns in "${CONNECTIONS[@]}"; do
     awk -v c="$conns" -v kr="${RPS[$conns keyrelay]}" -v d="${RPS[$conns direct]}" \
         -v kp="${P50[$conns keyrelay]}" -v dp="${P50[$conns direct]}" -v cpu="${CPU[$conns]}" \
-        'BEGIN { printf "%2d conn: keyrelay/direct req/s %.2f, added p50 %.3f ms; keyrelay CPU %s\n",
+        'BEGIN { printf "%2d conn: keyrelay/direct req/s %.2f, added p50 %+.3f ms; keyrelay CPU %s\n",
                  c, kr / d, kp - dp, cpu }'
 done
 echo
