@@ -29,6 +29,7 @@ pub struct TopLevel {
 #[argh(subcommand)]
 pub enum Command {
     Serve(ServeArgs),
+    Status(StatusArgs),
     Models(ModelsArgs),
 }
 
@@ -68,4 +69,21 @@ pub struct ModelsArgs {
     /// only this provider's models
     #[argh(option)]
     pub provider: Option<String>,
+}
+
+/// Show every key's state: ready, busy, cooldown or locked, with cooldowns and today's usage.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+pub struct StatusArgs {
+    /// print JSON Lines: one {"type":"key"} object per key, one {"type":"provider"} per provider, a {"type":"summary"} last
+    #[argh(switch)]
+    pub json: bool,
+
+    /// ask the keyrelay at this URL (default: the host and port of launcher_config.json when it answers, else read key_usage.json)
+    #[argh(option)]
+    pub url: Option<String>,
+
+    /// exit 1 when some provider has no key that could take a request now
+    #[argh(switch)]
+    pub check: bool,
 }

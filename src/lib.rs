@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod error;
@@ -45,8 +46,12 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let config = config::Config::load(&dir)?;
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),
+        Command::Status(args) => {
+            let _ = logging::init(logging::level(&config.log_level), None);
+            cmd::status::run(config, args)
+        }
         Command::Models(args) => {
-            let _ = logging::init(logging::level_from_env(), None);
+            let _ = logging::init(logging::level(&config.log_level), None);
             cmd::models::run(config, args)
         }
     }

@@ -1,6 +1,6 @@
 //! Logging to stderr (never stdout, which belongs to command output) and, for `serve`, to
-//! `logs/keyrelay.log`, rotated by size. ureq and rustls are kept out entirely: ureq logs
-//! headers unredacted at TRACE.
+//! `logs/keyrelay.log`, rotated by size. ureq, rustls and tiny_http are kept out entirely:
+//! ureq logs headers unredacted at TRACE.
 
 use simplelog::{
     ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger, TerminalMode, WriteLogger,
@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 const MAX_LOG_BYTES: u64 = 10 << 20;
 
-/// Level from `KEYRELAY_LOG` (error, warn, info, debug, trace; default info).
-pub fn level_from_env() -> LevelFilter {
-    match std::env::var("KEYRELAY_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+/// The level named by `KEYRELAY_LOG` (off, error, warn, info, debug, trace; default info).
+pub fn level(name: &str) -> LevelFilter {
+    match name.to_ascii_lowercase().as_str() {
         "off" => LevelFilter::Off,
         "error" => LevelFilter::Error,
         "warn" => LevelFilter::Warn,
@@ -28,6 +28,7 @@ pub fn init(level: LevelFilter, log_dir: Option<&Path>) -> io::Result<()> {
     let config = ConfigBuilder::new()
         .add_filter_ignore_str("ureq")
         .add_filter_ignore_str("rustls")
+        .add_filter_ignore_str("tiny_http")
         .set_time_format_rfc3339()
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)

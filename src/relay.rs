@@ -1,29 +1,51 @@
-//! The seam between a client request and the upstream: choose a key, call the upstream,
-//! report the outcome, and rotate to the next key when the failure is the key's. Streams are
-//! committed to a key once their first body bytes are in hand; before that they rotate like
-//! any other call.
+//! The resilience engine's request side: wait for a key, call the upstream, classify the
+//! outcome, report it to the pool, and rotate while the failure is the key's. Streams commit
+//! to a key once their first bytes are in hand; before that they rotate like any call.
+//! The pool's lock is taken only to decide and to record, never across I/O or a sleep.
 
+use crate::clock;
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
-use crate::providers::{self, openai::ErrorClass};
+use crate::keys::Secret;
+use crate::keys::pool::{Outcome, Pick};
+use crate::providers::{self, errors::ErrorClass};
+use crate::sse;
 use crate::state::{AppState, lock};
-use crate::upstream::{self, TransportError, UpstreamRequest};
+use crate::upstream::{self, UpstreamRequest, UpstreamResponse};
 use serde_json::Value;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// A key in use. Dropping it gives the key's slot back, on every path.
+/// A key in use for one request. Dropping it gives the key's slot back and wakes waiting
+/// requests, on every path (success, error, client gone, panic); an attempt never reported
+/// counts as cancelled.
 pub struct Lease {
     state: Arc<AppState>,
     provider: String,
+    model: String,
     pub key_id: String,
     pub masked: String,
+    reported: bool,
+}
+
+impl Lease {
+    pub fn report(&mut self, outcome: Outcome) {
+        self.reported = true;
+        let now = clock::now_ms();
+        lock(&self.state.pool).report(&self.provider, &self.key_id, &self.model, &outcome, now);
+        self.state.pool_changed.notify_all();
+        self.state.usage_changed();
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        lock(&self.state.pool).release(&self.provider, &self.key_id);
+        if !self.reported {
+            self.report(Outcome::Cancelled);
+        }
+        lock(&self.state.pool).release(&self.provider, &self.key_id, &self.model);
+        self.state.pool_changed.notify_all();
     }
 }
 
@@ -31,6 +53,7 @@ impl Drop for Lease {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub key: String,
+    pub class: ErrorClass,
     pub what: String,
 }
 
@@ -45,115 +68,277 @@ pub struct Relayed {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// For streams, still to be reported when the stream ends.
     pub lease: Lease,
     pub attempts: Vec<Attempt>,
 }
 
 /// The key used and the failed attempts, for the request log.
 pub fn meta(relayed: &Relayed) -> serde_json::Map<String, Value> {
-    let attempts: Vec<Value> =
-        relayed.attempts.iter().map(|a| serde_json::json!({"key": a.key, "error": a.what})).collect();
+    let attempts: Vec<Value> = relayed
+        .attempts
+        .iter()
+        .map(|a| serde_json::json!({"key": a.key, "class": a.class.describe(), "error": a.what}))
+        .collect();
     let mut meta = serde_json::Map::new();
     meta.insert("key".into(), Value::String(relayed.lease.masked.clone()));
     meta.insert("attempts".into(), Value::Array(attempts));
     meta
 }
 
-/// Sends `request` with the provider's keys in turn until one succeeds. A request error (the
-/// upstream rejects the request itself) comes back at once; key failures rotate; when every
-/// key failed the error names each key and why.
+/// One attempt's failure.
+struct Failure {
+    class: ErrorClass,
+    what: String,
+    retry_after: Option<u64>,
+    /// The upstream's own error, passed to the client for request errors.
+    error: Option<Box<ApiError>>,
+}
+
+impl Failure {
+    fn transient(what: String) -> Failure {
+        Failure { class: ErrorClass::Transient, what, retry_after: None, error: None }
+    }
+
+    fn outcome(&self) -> Outcome {
+        let reason = self.what.clone();
+        match self.class {
+            ErrorClass::RateLimit => Outcome::RateLimited { retry_after: self.retry_after, reason },
+            ErrorClass::Quota => Outcome::QuotaExhausted { retry_after: self.retry_after, reason },
+            ErrorClass::Auth => Outcome::AuthFailed { reason },
+            ErrorClass::Transient => Outcome::Transient { reason },
+            ErrorClass::Request => Outcome::RequestError,
+        }
+    }
+}
+
+/// Sends `request` for `model` until a key succeeds, the failures run out of keys, or the
+/// deadline passes (resilience.md section 4).
 pub fn relay(
     state: &Arc<AppState>,
     provider: &ProviderConfig,
+    model: &str,
     request: &UpstreamRequest,
     deadline: Instant,
 ) -> Result<Relayed, ApiError> {
-    let candidates = lock(&state.pool).rotation(&provider.name);
-    if candidates.is_empty() {
-        return Err(no_credentials(&provider.name));
-    }
-    let mut attempts = Vec::new();
-    for candidate in candidates {
-        if Instant::now() >= deadline {
-            return Err(deadline_passed(provider, &attempts));
-        }
-        if !lock(&state.pool).acquire(&provider.name, &candidate.id) {
-            continue;
-        }
-        let lease = Lease {
-            state: state.clone(),
-            provider: provider.name.clone(),
-            key_id: candidate.id.clone(),
-            masked: candidate.secret.masked(),
+    let mut excluded: Vec<String> = Vec::new();
+    let mut second_chances: Vec<String> = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    loop {
+        let mut lease = match wait_for_key(state, provider, model, &excluded, deadline) {
+            Ok(lease) => lease,
+            Err(stop) => return Err(final_error(state, provider, model, stop, &attempts)),
         };
-        let keyed = providers::with_key(provider.family, request.clone(), &candidate.secret);
-        let failure = match state.client.send(&keyed) {
-            Err(e) => transport_failure(&e),
-            Ok(mut response) if (200..300).contains(&response.status) => {
-                match take_body(&mut response.body, request.stream) {
-                    Ok(body) => {
-                        return Ok(Relayed {
-                            status: response.status,
-                            headers: response.headers,
-                            body,
-                            lease,
-                            attempts,
-                        });
-                    }
-                    Err(why) => why,
+        let mut result = attempt(state, provider, request, &lease);
+        if let Err(f) = &result {
+            if f.class == ErrorClass::Transient {
+                let backoff = Duration::from_millis(200 + clock::now_ms() % 200);
+                if Instant::now() + backoff < deadline {
+                    log::info!("{} key {} failed ({}); retrying it once", provider.name, lease.masked, f.what);
+                    std::thread::sleep(backoff);
+                    result = attempt(state, provider, request, &lease);
                 }
             }
-            Ok(mut response) => {
-                let body = upstream::read_all(&mut response.body).unwrap_or_default();
-                let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let class = providers::openai::classify_error(response.status, &parsed);
-                let error = providers::openai::upstream_error(response.status, &body, &candidate.secret);
-                if class == ErrorClass::Request {
-                    return Err(error);
+        }
+        let failure = match result {
+            Ok((response, body)) => {
+                if let Body::Whole(bytes) = &body {
+                    lease.report(success_of(bytes));
                 }
-                format!("{} ({}: {})", class.describe(), response.status, error.message)
+                return Ok(Relayed { status: response.status, headers: response.headers, body, lease, attempts });
             }
+            Err(f) => f,
         };
-        log::warn!("{} key {} failed: {failure}", provider.name, lease.masked);
-        attempts.push(Attempt { key: lease.masked.clone(), what: failure });
+        lease.report(failure.outcome());
+        if failure.class == ErrorClass::Request {
+            return Err(failure.error.map_or_else(|| ApiError::invalid_request(failure.what), |e| *e));
+        }
+        log::warn!("{} key {} failed: {}", provider.name, lease.masked, failure.what);
+        // A rate limit that ends before the deadline may be waited out once; any other
+        // failure takes the key out of this request's rotation.
+        let ends_in_time = failure.retry_after.is_some_and(|h| Instant::now() + Duration::from_millis(h) < deadline);
+        if failure.class == ErrorClass::RateLimit && ends_in_time && !second_chances.contains(&lease.key_id) {
+            second_chances.push(lease.key_id.clone());
+        } else {
+            excluded.push(lease.key_id.clone());
+        }
+        attempts.push(Attempt { key: lease.masked.clone(), class: failure.class, what: failure.what });
     }
-    Err(all_failed(provider, &attempts))
 }
 
-/// Reads what a successful answer must have before it is accepted: the whole JSON body, or
-/// the first bytes of a stream. A failure here is the upstream's, so the next key is tried.
-fn take_body(body: &mut Box<dyn Read + Send>, stream: bool) -> Result<Body, String> {
-    if stream {
-        let mut first = vec![0u8; 16 * 1024];
-        loop {
-            match body.read(&mut first) {
-                Ok(0) => return Err("stream closed before its first byte".into()),
-                Ok(n) => {
-                    first.truncate(n);
-                    let rest = std::mem::replace(body, Box::new(std::io::empty()));
-                    return Ok(Body::Stream { first, rest });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if upstream::is_timeout(&e) => {
-                    return Err("timed out waiting for the first byte of the stream".into());
-                }
-                Err(e) => return Err(format!("stream failed before its first byte: {e}")),
-            }
+/// Why no further attempt could start.
+enum Stop {
+    Busy,
+    CoolingUntil(u64),
+    NoneLeft,
+    Deadline,
+}
+
+/// Takes a key for (provider, model), waiting on the pool's condition variable while keys
+/// are busy or cooling down briefly; gives up at once when the answer is already known.
+fn wait_for_key(
+    state: &Arc<AppState>,
+    provider: &ProviderConfig,
+    model: &str,
+    excluded: &[String],
+    deadline: Instant,
+) -> Result<Lease, Stop> {
+    let mut pool = lock(&state.pool);
+    let mut busy = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(if busy { Stop::Busy } else { Stop::Deadline });
         }
+        let wait = match pool.acquire(&provider.name, model, clock::now_ms(), excluded) {
+            Pick::Key(candidate) => {
+                return Ok(Lease {
+                    state: state.clone(),
+                    provider: provider.name.clone(),
+                    model: model.to_string(),
+                    key_id: candidate.id,
+                    masked: candidate.secret.masked(),
+                    reported: false,
+                });
+            }
+            Pick::NoneLeft => return Err(Stop::NoneLeft),
+            Pick::Busy => {
+                busy = true;
+                deadline - now
+            }
+            Pick::CoolingUntil(until) => {
+                busy = false;
+                let wait = Duration::from_millis(until.saturating_sub(clock::now_ms()));
+                if now + wait >= deadline {
+                    return Err(Stop::CoolingUntil(until));
+                }
+                wait
+            }
+        };
+        pool = state.pool_changed.wait_timeout(pool, wait).unwrap_or_else(|e| e.into_inner()).0;
     }
-    let bytes = match upstream::read_all(body) {
-        Ok(bytes) => bytes,
-        Err(e) if upstream::is_timeout(&e) => return Err("timed out reading the response".into()),
-        Err(e) => return Err(format!("response body cut off: {e}")),
+}
+
+/// One call on one key: the key attached, the answer checked (the whole JSON body, or the
+/// first bytes of a stream). Every failure is classified.
+fn attempt(
+    state: &AppState,
+    provider: &ProviderConfig,
+    request: &UpstreamRequest,
+    lease: &Lease,
+) -> Result<(UpstreamResponse, Body), Failure> {
+    let secret = {
+        let config = state.config();
+        let key = config
+            .providers
+            .get(&provider.name)
+            .and_then(|p| p.keys.iter().find(|k| k.id(&p.name) == lease.key_id))
+            .cloned();
+        key.ok_or_else(|| Failure::transient("key removed by a reload".into()))?
     };
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-        return Err("upstream answered 2xx with a body that is not JSON".into());
+    let keyed = providers::with_key(provider.family, request.clone(), &secret);
+    let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
+    if (200..300).contains(&response.status) {
+        let body = take_body(&mut response.body, request.stream, &secret)?;
+        return Ok((response, body));
     }
-    Ok(Body::Whole(bytes))
+    let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
+    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let class = providers::errors::classify(response.status, &parsed);
+    let retry_after = providers::errors::retry_hint(&response.headers, &parsed, clock::now_ms());
+    let error = providers::openai::upstream_error(response.status, &bytes, &secret);
+    let what = format!("{} ({}: {})", class.describe(), response.status, error.message);
+    Err(Failure { class, what, retry_after, error: Some(Box::new(error)) })
 }
 
-fn transport_failure(e: &TransportError) -> String {
-    format!("upstream error ({e})")
+/// Reads what a successful answer must have before it is accepted: the whole JSON body, or a
+/// stream's first event (comments and pings before it do not commit the stream to the key).
+/// A failure here is the upstream's, so it is transient, unless the first event is an error
+/// that says otherwise.
+fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> Result<Body, Failure> {
+    if stream {
+        let first = read_first_event(body)?;
+        let rest = std::mem::replace(body, Box::new(std::io::empty()));
+        return Ok(Body::Stream { first, rest });
+    }
+    let bytes = upstream::read_all(body).map_err(|e| {
+        Failure::transient(if upstream::is_timeout(&e) {
+            "timed out reading the response".into()
+        } else {
+            format!("response body cut off: {e}")
+        })
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        // Some OpenAI-compatible upstreams answer 200 with an error object.
+        Ok(v)
+            if v.get("error").is_some_and(|e| !e.is_null())
+                && v.get("choices").is_none()
+                && v.get("data").is_none() =>
+        {
+            Err(error_in_body(&v, &bytes, secret))
+        }
+        Ok(_) => Ok(Body::Whole(bytes)),
+        Err(_) => Err(Failure::transient("upstream answered 2xx with a body that is not JSON".into())),
+    }
+}
+
+/// Reads until the stream's first event is complete; returns every byte read, for the
+/// stream relay to parse again. An error as the first event is a failure before the first
+/// byte reached the client, so it still rotates (or answers with a proper status).
+fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure> {
+    let mut seen = Vec::new();
+    let mut parser = sse::Parser::new();
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while events.is_empty() {
+        match body.read(&mut buf) {
+            Ok(0) => {
+                parser.finish(&mut events);
+                if events.is_empty() {
+                    return Err(Failure::transient("stream closed before its first event".into()));
+                }
+            }
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                parser.feed(&buf[..n], &mut events).map_err(|_| Failure::transient("stream line too long".into()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if upstream::is_timeout(&e) => {
+                return Err(Failure::transient("timed out waiting for the first event of the stream".into()));
+            }
+            Err(e) => return Err(Failure::transient(format!("stream failed before its first event: {e}"))),
+        }
+    }
+    let first = &events[0];
+    if let Ok(v) = serde_json::from_str::<Value>(&first.data) {
+        if v.get("error").is_some_and(|e| !e.is_null()) || first.name.as_deref() == Some("error") {
+            return Err(error_in_body(&v, first.data.as_bytes(), &Secret::new("")));
+        }
+    }
+    Ok(seen)
+}
+
+/// An error object that came with a 2xx status (in the body or as a stream's first event):
+/// classified by the status it names (`code`), else as an upstream failure.
+fn error_in_body(v: &Value, bytes: &[u8], secret: &Secret) -> Failure {
+    let error = v.get("error").unwrap_or(v);
+    let status = error.get("code").and_then(Value::as_u64).filter(|c| (400..600).contains(c)).map_or(502, |c| c as u16);
+    let class = providers::errors::classify(status, v);
+    let retry_after = providers::errors::retry_hint(&[], v, clock::now_ms());
+    let api_error = providers::openai::upstream_error(status, bytes, secret);
+    let what = format!("{} ({status} in a 2xx answer: {})", class.describe(), api_error.message);
+    Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
+}
+
+/// Success with the token usage the answer reports.
+pub fn success_of(body: &[u8]) -> Outcome {
+    let usage = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("usage").cloned()).unwrap_or(Value::Null);
+    usage_outcome(&usage)
+}
+
+pub fn usage_outcome(usage: &Value) -> Outcome {
+    let n = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    Outcome::Success { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens") }
 }
 
 pub fn no_credentials(provider: &str) -> ApiError {
@@ -166,25 +351,62 @@ pub fn no_credentials(provider: &str) -> ApiError {
 }
 
 fn list(attempts: &[Attempt]) -> String {
+    if attempts.is_empty() {
+        return "no attempt was made".into();
+    }
     attempts.iter().map(|a| format!("{} {}", a.key, a.what)).collect::<Vec<_>>().join("; ")
 }
 
-fn all_failed(provider: &ProviderConfig, attempts: &[Attempt]) -> ApiError {
-    let n = attempts.len();
-    let keys = if n == 1 { "key" } else { "keys" };
-    ApiError::new(
-        502,
-        "api_error",
-        "upstream_error",
-        format!("all {n} {keys} of {} failed: {}", provider.name, list(attempts)),
-    )
+/// Picks the status of interface.md 4.1 for a request that got no answer.
+fn final_error(state: &AppState, provider: &ProviderConfig, model: &str, stop: Stop, attempts: &[Attempt]) -> ApiError {
+    let name = &provider.name;
+    let retry_after = |until: u64| until.saturating_sub(clock::now_ms()).div_ceil(clock::SECOND).max(1);
+    match stop {
+        Stop::Busy => {
+            let mut e = ApiError::new(
+                503,
+                "api_error",
+                "keys_busy",
+                format!("every key of {name} stayed busy until GLOBAL_TIMEOUT"),
+            );
+            e.retry_after = Some(1);
+            e
+        }
+        Stop::Deadline => ApiError::new(
+            504,
+            "api_error",
+            "timeout",
+            format!("GLOBAL_TIMEOUT passed while rotating the keys of {name}: {}", list(attempts)),
+        ),
+        Stop::CoolingUntil(until) => cooling(name, retry_after(until), attempts),
+        Stop::NoneLeft => {
+            let all_limits = !attempts.is_empty()
+                && attempts.iter().all(|a| matches!(a.class, ErrorClass::RateLimit | ErrorClass::Quota));
+            let soonest = lock(&state.pool).soonest_free(name, model, clock::now_ms());
+            match (all_limits, soonest) {
+                (true, Some(until)) => cooling(name, retry_after(until), attempts),
+                _ => {
+                    let n = attempts.len();
+                    let keys = if n == 1 { "key" } else { "keys" };
+                    ApiError::new(
+                        502,
+                        "api_error",
+                        "upstream_error",
+                        format!("all {n} {keys} of {name} failed: {}", list(attempts)),
+                    )
+                }
+            }
+        }
+    }
 }
 
-fn deadline_passed(provider: &ProviderConfig, attempts: &[Attempt]) -> ApiError {
-    ApiError::new(
-        504,
-        "api_error",
-        "timeout",
-        format!("GLOBAL_TIMEOUT passed while rotating the keys of {}: {}", provider.name, list(attempts)),
-    )
+fn cooling(provider: &str, seconds: u64, attempts: &[Attempt]) -> ApiError {
+    let mut e = ApiError::new(
+        429,
+        "rate_limit_error",
+        "all_keys_cooling_down",
+        format!("every key of {provider} is cooling down; the soonest is free in {seconds} s ({})", list(attempts)),
+    );
+    e.retry_after = Some(seconds);
+    e
 }

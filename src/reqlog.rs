@@ -4,11 +4,12 @@
 //! and outcomes are written, never headers, so neither the proxy key nor a provider key can
 //! reach these files. Writing is best effort: a full disk costs the log, not the request.
 
+use crate::clock::{now_ms, rfc3339, utc_stamp};
 use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 pub struct RequestLog {
     dir: PathBuf,
@@ -20,7 +21,7 @@ pub struct RequestLog {
 impl RequestLog {
     /// Creates the request's folder and writes `request.json`.
     pub fn start(root: &Path, id: &str, body: &[u8]) -> Option<RequestLog> {
-        let dir = root.join(format!("{}_{id}", utc_stamp(SystemTime::now())));
+        let dir = root.join(format!("{}_{id}", utc_stamp(now_ms())));
         if let Err(e) = fs::create_dir_all(&dir) {
             log::warn!("request log {} not written: {e}", dir.display());
             return None;
@@ -28,10 +29,7 @@ impl RequestLog {
         let request: Value =
             serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
         let log = RequestLog { dir, id: id.to_string(), started: Instant::now(), chunks: None };
-        log.write(
-            "request.json",
-            &json!({"request_id": id, "timestamp_utc": rfc3339(SystemTime::now()), "body": request}),
-        );
+        log.write("request.json", &json!({"request_id": id, "timestamp_utc": rfc3339(now_ms()), "body": request}));
         Some(log)
     }
 
@@ -41,7 +39,7 @@ impl RequestLog {
             self.chunks = File::create(self.dir.join("streaming_chunks.jsonl")).ok();
         }
         let chunk: Value = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()));
-        let line = json!({"timestamp_utc": rfc3339(SystemTime::now()), "chunk": chunk});
+        let line = json!({"timestamp_utc": rfc3339(now_ms()), "chunk": chunk});
         if let Some(f) = self.chunks.as_mut() {
             let _ = writeln!(f, "{line}");
         }
@@ -63,47 +61,5 @@ impl RequestLog {
         if let Err(e) = fs::write(self.dir.join(name), bytes) {
             log::warn!("request log {name} not written: {e}");
         }
-    }
-}
-
-/// `yyyymmdd-hhmmss` in UTC.
-fn utc_stamp(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s) = civil(t);
-    let millis = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_millis());
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
-}
-
-/// Calendar date and time of day in UTC (Howard Hinnant's days-from-civil inverse).
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn utc_formats() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_570_196_042);
-        assert_eq!(utc_stamp(t), "20261125-012956");
-        assert_eq!(rfc3339(t), "2026-11-25T01:29:56.042Z");
-        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229-000000");
     }
 }

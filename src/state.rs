@@ -4,15 +4,23 @@
 use crate::config::Config;
 use crate::keys::pool::KeyPool;
 use crate::upstream::Client;
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 pub struct AppState {
     config: RwLock<Arc<Config>>,
     pub client: Client,
     pub pool: Mutex<KeyPool>,
+    /// Signalled whenever a key is released or an outcome recorded: requests waiting for a
+    /// free key wait on it (no polling).
+    pub pool_changed: Condvar,
+    /// A pending "the pool changed" note for the `key_usage.json` writer (capacity 1: notes
+    /// coalesce while one is pending).
+    usage_tx: Sender<()>,
+    pub usage_rx: Receiver<()>,
     /// Upstream model lists by provider, with when they were fetched.
     pub models: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     /// Where detailed request logs go, when they are on.
@@ -21,13 +29,22 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config) -> AppState {
+        let (usage_tx, usage_rx) = crossbeam_channel::bounded(1);
         AppState {
             client: Client::new(&config.settings),
-            pool: Mutex::new(KeyPool::new(&config)),
+            pool: Mutex::new(KeyPool::new(&config, crate::clock::now_ms())),
+            pool_changed: Condvar::new(),
+            usage_tx,
+            usage_rx,
             models: Mutex::new(HashMap::new()),
             request_logs: None,
             config: RwLock::new(Arc::new(config)),
         }
+    }
+
+    /// Tells the `key_usage.json` writer there is something to save; never blocks.
+    pub fn usage_changed(&self) {
+        let _ = self.usage_tx.try_send(());
     }
 
     /// The config in force now; a request keeps the one it started with.

@@ -4,8 +4,11 @@
 //! data (ureq's TRACE logging is filtered out in `logging`, it is not redacted).
 
 use crate::config::Settings;
+use std::collections::HashMap;
 use std::io::{self, Read};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use ureq::unversioned::resolver::ResolvedSocketAddrs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -82,8 +85,9 @@ impl Client {
             .max_idle_connections_per_host(64)
             .timeout_connect(Some(settings.timeout_connect))
             .build();
+        let connector = ureq::unversioned::transport::DefaultConnector::default();
         Client {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(config, connector, CachingResolver::default()),
             timeouts: Timeouts {
                 connect: settings.timeout_connect,
                 non_streaming: settings.timeout_read_non_streaming,
@@ -131,6 +135,43 @@ impl Client {
         } else {
             c.timeout_per_call(Some(self.timeouts.non_streaming)).build()
         }
+    }
+}
+
+/// How long a host's addresses are reused before they are looked up again.
+const DNS_CACHE: Duration = Duration::from_secs(60);
+
+/// ureq's resolver looks a host up on every request, before it even checks its connection
+/// pool, and with a timeout configured it does so on a new thread each time (ureq 3.5). This
+/// one remembers each host's addresses for `DNS_CACHE`, so a busy proxy resolves an upstream
+/// once a minute instead of once per request.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = format!("{}://{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()));
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&host)
+            .filter(|(at, _)| at.elapsed() < DNS_CACHE)
+            .map(|(_, a)| a.clone());
+        if let Some(addrs) = cached {
+            return Ok(addrs);
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(host, (Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 }
 

@@ -3,6 +3,7 @@
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::keys::pool::Outcome;
 use crate::providers::openai;
 use crate::relay::{self, Lease};
 use crate::sse;
@@ -31,7 +32,7 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         stream,
     };
     let deadline = Instant::now() + config.settings.global_timeout;
-    let relayed = relay::relay(state, provider, &request, deadline)?;
+    let relayed = relay::relay(state, provider, &model, &request, deadline)?;
     log::debug!(
         "chat {}/{model} key={} status={} attempts={}",
         provider.name,
@@ -54,6 +55,9 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
 /// re-framed as `data: ...\n\n`, the usage-only chunk kept only when the client asked for it,
 /// and the stream always closed with `data: [DONE]` (after an in-band error if it broke).
 struct PassThrough {
+    /// Held for the stream's whole life. First field, so it is dropped first: the key is free
+    /// before the upstream connection closes (a client that leaves frees it at once).
+    lease: Lease,
     first: Option<Vec<u8>>,
     upstream: Box<dyn Read + Send>,
     parser: sse::Parser,
@@ -62,8 +66,8 @@ struct PassThrough {
     saw_finish: bool,
     done: bool,
     idle_limit: Duration,
-    /// Held for the stream's whole life: dropping the stream frees the key.
-    _lease: Lease,
+    /// The last usage the upstream reported, for the key's counters.
+    usage: Value,
 }
 
 impl PassThrough {
@@ -83,7 +87,8 @@ impl PassThrough {
             saw_finish: false,
             done: false,
             idle_limit,
-            _lease: lease,
+            usage: Value::Null,
+            lease,
         }
     }
 
@@ -130,7 +135,7 @@ impl PassThrough {
 
     fn relay_event(&mut self, event: sse::Event) {
         if event.data.trim() == "[DONE]" {
-            return self.finish();
+            return self.complete();
         }
         let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
             log::warn!("dropped a stream event that is not JSON ({} bytes)", event.data.len());
@@ -138,7 +143,11 @@ impl PassThrough {
         };
         if chunk.get("error").is_some() || event.name.as_deref() == Some("error") {
             self.ready.push_back(sse::data_event(&event.data));
+            self.lease.report(Outcome::Transient { reason: "error event in the stream".into() });
             return self.finish();
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = usage.clone();
         }
         let choices = chunk.get("choices").and_then(Value::as_array);
         let usage_only = choices.is_none_or(|c| c.is_empty()) && chunk.get("usage").is_some_and(|u| !u.is_null());
@@ -154,14 +163,22 @@ impl PassThrough {
     /// The upstream closed without `[DONE]`: fine after a finish reason, an error before one.
     fn end_without_done(&mut self) {
         if self.saw_finish {
-            self.finish();
+            self.complete();
         } else {
             self.fail("stream_interrupted", "upstream closed the stream before it finished");
         }
     }
 
+    /// The stream ended as it should: the key succeeded.
+    fn complete(&mut self) {
+        self.lease.report(relay::usage_outcome(&self.usage));
+        self.finish();
+    }
+
+    /// The stream broke after its first byte: an in-band error, then `[DONE]`.
     fn fail(&mut self, code: &str, message: &str) {
         log::warn!("stream ended early: {message}");
+        self.lease.report(Outcome::Transient { reason: message.to_string() });
         let error = json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}});
         self.ready.push_back(sse::data_event(&error.to_string()));
         self.finish();

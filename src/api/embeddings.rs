@@ -31,7 +31,7 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         body: Some(openai::embeddings_body(body, &model)),
         stream: false,
     };
-    let relayed = relay::relay(state, provider, &request, Instant::now() + config.settings.global_timeout)?;
+    let relayed = relay::relay(state, provider, &model, &request, Instant::now() + config.settings.global_timeout)?;
     log::debug!(
         "embeddings {}/{model} key={} attempts={}",
         provider.name,

@@ -11,7 +11,7 @@ use crate::providers::openai::StreamSummary;
 use crate::providers::{self, Family};
 use crate::reqlog::RequestLog;
 use crate::sse;
-use crate::state::AppState;
+use crate::state::{AppState, lock};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -73,21 +73,9 @@ impl Reply {
     }
 }
 
-/// Routes a request, and with request logging on, records it.
+/// Routes a request. `/` and `/health` are public, every `/v1` route needs the proxy key,
+/// and an authorised request is recorded when request logging is on.
 pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
-    let log = match &state.request_logs {
-        Some(root) if req.method == "POST" => RequestLog::start(root, &req.id, &req.body),
-        _ => None,
-    };
-    let reply = route(state, req);
-    match log {
-        Some(log) => reqlog_reply(log, req, reply),
-        None => reply,
-    }
-}
-
-/// Every `/v1` route needs the proxy key; `/` and `/health` do not.
-fn route(state: &Arc<AppState>, req: &Incoming) -> Reply {
     let config = state.config();
     let method = req.method.as_str();
     match req.path.as_str() {
@@ -100,16 +88,34 @@ fn route(state: &Arc<AppState>, req: &Incoming) -> Reply {
         _ => {}
     }
     if method == "OPTIONS" {
+        // CORS preflight: browsers send it without credentials.
         return Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() };
     }
-    if !authorized(&config, req) {
+    if req.path.starts_with("/v1/") && !authorized(&config, req) {
         return Reply::openai_error(&ApiError::unauthorized());
     }
+    let log = match &state.request_logs {
+        Some(root) if method == "POST" => RequestLog::start(root, &req.id, &req.body),
+        _ => None,
+    };
+    let reply = route(state, &config, req);
+    match log {
+        Some(log) => reqlog_reply(log, req, reply),
+        None => reply,
+    }
+}
+
+fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
+    let method = req.method.as_str();
     let result = match (method, req.path.as_str()) {
-        ("POST", "/v1/chat/completions") => chat::handle(state, &config, req),
-        ("POST", "/v1/embeddings") => embeddings::handle(state, &config, req),
-        ("GET", "/v1/models") => Ok(models::list(state, &config)),
-        ("GET", path) if path.starts_with("/v1/models/") => models::card(state, &config, &path["/v1/models/".len()..]),
+        ("POST", "/v1/chat/completions") => chat::handle(state, config, req),
+        ("POST", "/v1/embeddings") => embeddings::handle(state, config, req),
+        ("GET", "/v1/models") => Ok(models::list(state, config)),
+        ("GET", path) if path.starts_with("/v1/models/") => models::card(state, config, &path["/v1/models/".len()..]),
+        ("GET", "/v1/quota-stats") => {
+            let statuses = lock(&state.pool).status(crate::clock::now_ms());
+            Ok(Reply::json(200, &crate::keys::report::build(&statuses)))
+        }
         ("GET", "/v1/providers") => {
             Ok(Reply::json(200, &json!(config.configured().map(|p| &p.name).collect::<Vec<_>>())))
         }
@@ -124,7 +130,7 @@ fn route(state: &Arc<AppState>, req: &Incoming) -> Reply {
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/v1/chat/completions" | "/v1/embeddings" => Some("POST"),
-        "/v1/models" | "/v1/providers" | "/" | "/health" => Some("GET"),
+        "/v1/models" | "/v1/providers" | "/v1/quota-stats" | "/" | "/health" => Some("GET"),
         p if p.starts_with("/v1/models/") => Some("GET"),
         _ => None,
     }

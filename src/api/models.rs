@@ -72,7 +72,7 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
     }
     let request = providers::models_request(&provider.base);
     let deadline = Instant::now() + state.config().settings.global_timeout;
-    let ids = match relay::relay(state, provider, &request, deadline) {
+    let ids = match relay::relay(state, provider, "(model list)", &request, deadline) {
         Ok(relayed) => match relayed.body {
             relay::Body::Whole(bytes) => openai::model_ids(&serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
             relay::Body::Stream { .. } => Vec::new(),

@@ -2,3 +2,4 @@
 
 pub mod models;
 pub mod serve;
+pub mod status;

@@ -4,8 +4,9 @@ use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::{self, AcceptFailed};
+use crate::keys::usage_file;
 use crate::logging;
-use crate::state::AppState;
+use crate::state::{AppState, lock};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::IpAddr;
@@ -32,7 +33,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     if args.workers == 0 {
         return Err(Error::Usage("--workers must be at least 1".into()));
     }
-    logging::init(logging::level_from_env(), Some(&config.data_dir.join("logs")))
+    logging::init(logging::level(&config.log_level), Some(&config.data_dir.join("logs")))
         .map_err(|source| Error::Io { what: "opening logs/keyrelay.log".into(), source })?;
 
     let data_dir = config.data_dir.clone();
@@ -41,7 +42,12 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     if request_logging {
         state.request_logs = Some(data_dir.join("logs").join("detailed_logs"));
     }
+    let usage_path = data_dir.join(usage_file::FILE_NAME);
+    if let Some(snapshot) = usage_file::read(&usage_path) {
+        lock(&state.pool).restore(snapshot, crate::clock::now_ms());
+    }
     let state = Arc::new(state);
+    let usage_writer = usage_file::Writer::start(state.clone(), usage_path);
     let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
     let (failure_tx, failures) = crossbeam_channel::unbounded::<AcceptFailed>();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -96,6 +102,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     if busy > 0 {
         log::warn!("{busy} requests were still running after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
     }
+    usage_writer.stop();
     signal_handle.close();
     let _ = signal_thread.join();
     drop(events);

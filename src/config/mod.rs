@@ -44,6 +44,21 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "whole-response timeout of non-streaming calls, seconds",
     },
     EnvVar { name: "TIMEOUT_READ_STREAMING", default: "300", doc: "longest silence allowed in a stream, seconds" },
+    EnvVar {
+        name: "MAX_CONCURRENT_REQUESTS_PER_KEY_<PROVIDER>",
+        default: "1",
+        doc: "requests one key may carry at once for the same model",
+    },
+    EnvVar {
+        name: "ROTATION_MODE_<PROVIDER>",
+        default: "balanced",
+        doc: "balanced (least used first) or sequential (stay on one key)",
+    },
+    EnvVar {
+        name: "DAILY_RESET_HOUR_UTC",
+        default: "3",
+        doc: "hour at which daily counters, ladders and lockouts reset",
+    },
     EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
     EnvVar { name: "MODELS_CACHE_SECONDS", default: "600", doc: "how long upstream model lists are cached" },
 ];
@@ -57,6 +72,17 @@ pub struct Settings {
     pub timeout_read_streaming: Duration,
     pub max_request_body_bytes: u64,
     pub models_cache: Duration,
+    /// 0..=23.
+    pub daily_reset_hour: u64,
+}
+
+/// How a provider spreads requests over its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Least used today first, ties at random.
+    Balanced,
+    /// Stay on the key used last while it is available.
+    Sequential,
 }
 
 /// `launcher_config.json`: defaults for `serve` (flags win).
@@ -131,11 +157,16 @@ pub struct ProviderConfig {
     /// `<PROVIDER>_MODELS`, listed first and served without an upstream list.
     pub static_models: Vec<String>,
     pub filter: ModelFilter,
+    /// `MAX_CONCURRENT_REQUESTS_PER_KEY_<P>`: requests per key for one model.
+    pub max_concurrent: u32,
+    pub rotation: Rotation,
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// `KEYRELAY_LOG`, as given (the logging module reads it).
+    pub log_level: String,
     pub proxy_api_key: Option<Secret>,
     /// Every routable provider, configured or not, by name.
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -164,9 +195,14 @@ impl Config {
             timeout_read_streaming: seconds(get, "TIMEOUT_READ_STREAMING", 300.0)?,
             max_request_body_bytes: number(get, "MAX_REQUEST_BODY_BYTES", 33_554_432)?,
             models_cache: seconds(get, "MODELS_CACHE_SECONDS", 600.0)?,
+            daily_reset_hour: match number(get, "DAILY_RESET_HOUR_UTC", 3)? {
+                h @ 0..=23 => h,
+                h => return Err(Error::Config(format!("DAILY_RESET_HOUR_UTC must be 0 to 23, got {h}"))),
+            },
         };
         Ok(Config {
             data_dir: data_dir.to_path_buf(),
+            log_level: get("KEYRELAY_LOG").unwrap_or("info").trim().to_string(),
             proxy_api_key: get("PROXY_API_KEY").map(|k| Secret::new(k.trim())),
             providers: discover_providers(env)?,
             settings,
@@ -294,7 +330,31 @@ fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, fami
         env.get(&format!("IGNORE_MODELS_{upper}")).map(String::as_str),
         env.get(&format!("WHITELIST_MODELS_{upper}")).map(String::as_str),
     );
-    Ok(ProviderConfig { name: name.to_string(), family, base, keys: Vec::new(), static_models, filter })
+    let max_concurrent = match env.get(&format!("MAX_CONCURRENT_REQUESTS_PER_KEY_{upper}")).map(|v| v.trim()) {
+        None | Some("") => 1,
+        Some(v) => v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            Error::Config(format!(
+                "MAX_CONCURRENT_REQUESTS_PER_KEY_{upper} must be a whole number of at least 1, got {v:?}"
+            ))
+        })?,
+    };
+    let rotation = match env.get(&format!("ROTATION_MODE_{upper}")).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("balanced") => Rotation::Balanced,
+        Some("sequential") => Rotation::Sequential,
+        Some(other) => {
+            return Err(Error::Config(format!("ROTATION_MODE_{upper} must be balanced or sequential, got {other:?}")));
+        }
+    };
+    Ok(ProviderConfig {
+        name: name.to_string(),
+        family,
+        base,
+        keys: Vec::new(),
+        static_models,
+        filter,
+        max_concurrent,
+        rotation,
+    })
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ impl<W: Write> ChunkedWriter<W> {
                 write!(out, "{name}: {value}\r\n")?;
             }
         }
+        // Not flushed: the head goes out together with the first event.
         out.write_all(b"\r\n")?;
-        out.flush()?;
         Ok(ChunkedWriter { out, chunked: http11 })
     }
 

@@ -2,6 +2,8 @@
 //! and the key pool (`pool`).
 
 pub mod pool;
+pub mod report;
+pub mod usage_file;
 
 use sha2::{Digest, Sha256};
 use std::fmt;

@@ -2,6 +2,7 @@
 //! format, nothing translates provider to provider. This module knows the built-in providers
 //! and builds `UpstreamRequest`s; it does no I/O.
 
+pub mod errors;
 pub mod openai;
 
 use crate::keys::Secret;

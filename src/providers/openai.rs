@@ -144,50 +144,7 @@ impl StreamSummary {
     }
 }
 
-// ---- classify_error ------------------------------------------------------------------------
-
-/// What an upstream failure says about the key that got it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Too many requests right now: try another key.
-    RateLimit,
-    /// The key's quota or credit is spent.
-    Quota,
-    /// The key is bad, revoked or not allowed.
-    Auth,
-    /// The upstream failed (5xx, overloaded): another key, or a retry, may work.
-    Transient,
-    /// The request itself is wrong: every key would fail the same way.
-    Request,
-}
-
-impl ErrorClass {
-    pub fn describe(self) -> &'static str {
-        match self {
-            ErrorClass::RateLimit => "rate limited",
-            ErrorClass::Quota => "quota exhausted",
-            ErrorClass::Auth => "auth failed",
-            ErrorClass::Transient => "upstream error",
-            ErrorClass::Request => "request rejected",
-        }
-    }
-}
-
-pub fn classify_error(status: u16, body: &Value) -> ErrorClass {
-    let error = body.get("error").unwrap_or(body);
-    let text = |field: &str| error.get(field).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
-    let (kind, code) = (text("type"), text("code"));
-    if kind == "insufficient_quota" || code == "insufficient_quota" || status == 402 {
-        return ErrorClass::Quota;
-    }
-    match status {
-        401 | 403 => ErrorClass::Auth,
-        429 => ErrorClass::RateLimit,
-        408 | 409 | 425 | 500..=599 => ErrorClass::Transient,
-        _ if kind.contains("rate_limit") || code.contains("rate_limit") => ErrorClass::RateLimit,
-        _ => ErrorClass::Request,
-    }
-}
+// ---- classify_error (the classes themselves are in `errors`) -------------------------------
 
 /// The upstream's error in the OpenAI shape, with the key it was sent masked out of the
 /// message. Codes may be numbers (OpenRouter); they become strings.
@@ -234,17 +191,6 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_by_code_before_status() {
-        let quota = json!({"error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "x"}});
-        assert_eq!(classify_error(429, &quota), ErrorClass::Quota);
-        assert_eq!(classify_error(429, &json!({})), ErrorClass::RateLimit);
-        assert_eq!(classify_error(401, &json!({})), ErrorClass::Auth);
-        assert_eq!(classify_error(529, &json!({})), ErrorClass::Transient);
-        assert_eq!(classify_error(400, &json!({"error": {"code": "context_length_exceeded"}})), ErrorClass::Request);
-        assert_eq!(classify_error(404, &json!({})), ErrorClass::Request);
-    }
 
     #[test]
     fn normalises_errors_and_masks_the_key() {

@@ -4,5 +4,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod man;
+mod resilience;
 mod routes;
 mod streaming;

@@ -46,7 +46,7 @@ impl Drop for TempDir {
 /// leaks into the process under test.
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("KEYRELAY_LOG", "info").arg("--dir").arg(dir).args(args);
+    cmd.env_clear().env("KEYRELAY_LOG", "debug").arg("--dir").arg(dir).args(args);
     cmd
 }
 
@@ -87,11 +87,15 @@ impl Proxy {
                 }
             });
         }
-        let first = lines.recv_timeout(super::WAIT).expect("keyrelay printed nothing on stderr");
-        let port = first
-            .strip_prefix("keyrelay listening on http://127.0.0.1:")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first stderr line: {first}"));
+        // Start-up problems (a corrupt key_usage.json, say) may be logged before the line.
+        let port = loop {
+            let line = lines
+                .recv_timeout(super::WAIT)
+                .unwrap_or_else(|_| panic!("keyrelay did not start: {:?}", log.lock().unwrap()));
+            if let Some(port) = line.strip_prefix("keyrelay listening on http://127.0.0.1:") {
+                break port.trim().parse().expect("a port number");
+            }
+        };
         Proxy { port, dir: Some(dir), child: Some(child), lines, log }
     }
 
@@ -142,6 +146,33 @@ impl Proxy {
         });
         let status = rx.recv_timeout(super::WAIT).expect("keyrelay did not exit in time").expect("wait for keyrelay");
         (status, self.dir.take().expect("kept until drop"))
+    }
+}
+
+impl Proxy {
+    /// SIGKILL: no shutdown work at all, as after a crash. Hands back the data directory.
+    pub fn kill(mut self) -> TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.dir.take().expect("kept until drop")
+    }
+
+    /// `keyrelay status --json --url <this server>`, one value per line.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let (code, out, err) = run_cli(self.dir().path(), &["status", "--json", "--url", &url], "");
+        assert_eq!(code, 0, "status failed: {err}");
+        out.lines().map(|l| serde_json::from_str(l).expect("status --json prints JSON lines")).collect()
+    }
+
+    /// The status line of the key whose masked form is `masked`.
+    pub fn key_status(&self, masked: &str) -> serde_json::Value {
+        self.status()
+            .into_iter()
+            .find(|l| l["type"] == "key" && l["masked"] == masked)
+            .unwrap_or_else(|| panic!("no key {masked} in status"))
     }
 }
 
