@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/it/man.rs lints man/keyrelay.1 with groff when it is there; install it where we can.
+command -v groff >/dev/null || { command -v apt-get >/dev/null &&
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq groff-base) >/dev/null 2>&1; } || true
+
 cargo test --locked
 
 # The SDK check needs the `openai` package; it lives in a venv under target/ so the system
