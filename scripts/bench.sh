@@ -156,9 +156,12 @@ start_nginx() {
 
 start_keyrelay() {
     mkdir -p "$TMP/data"
+    # One key may carry every connection at once: the default of one request per key and
+    # model would measure that limit (requests queueing for the key), not the proxy's cost.
     cat >"$TMP/data/.env" <<EOF
 OPENAI_API_KEY=$KEY
 OPENAI_API_BASE=http://127.0.0.1:$NGINX_PORT/v1
+MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI=1000
 EOF
     # keyrelay merges the real environment over .env: start it from an empty one so stray
     # *_API_KEY or proxy variables cannot change what is measured.
