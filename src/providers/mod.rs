@@ -6,7 +6,34 @@ pub mod errors;
 pub mod openai;
 
 use crate::keys::Secret;
+use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
+use serde_json::Value;
+
+/// One step of a stream translated to the OpenAI chat format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translated {
+    /// A `chat.completion.chunk` object. A usage-only chunk (`"choices": []` with `usage`) is
+    /// emitted once at the end when usage is known; the relay drops it unless the client
+    /// asked for it.
+    Chunk(Value),
+    /// An error inside the stream, as an OpenAI error object `{"error": {...}}`; nothing
+    /// follows it.
+    Error(Value),
+}
+
+/// Turns a provider's SSE events into OpenAI chat chunks, keeping whatever state the
+/// translation needs (message id, open content blocks, tool-call indices, usage). Rules for
+/// every translator (wire-formats.md section 8): `role`, tool-call `id`, `type` and
+/// `function.name` appear only in the first delta of their choice or tool call; every chunk
+/// carries the same `id`, `created` and `model`; the last choice chunk has a `finish_reason`.
+pub trait StreamTranslator: Send {
+    /// One upstream event in, zero or more translated steps out.
+    fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>);
+    /// The upstream body ended. Flush what is pending; if the stream never reached its proper
+    /// end, say so with a `Translated::Error`.
+    fn finish(&mut self, out: &mut Vec<Translated>);
+}
 
 /// The wire protocol a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
