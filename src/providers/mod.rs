@@ -4,6 +4,7 @@
 
 pub mod errors;
 pub mod openai;
+pub mod think;
 
 use crate::keys::Secret;
 use crate::sse;

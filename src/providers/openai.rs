@@ -5,23 +5,90 @@
 
 use crate::error::ApiError;
 use crate::keys::{Secret, redact};
+use crate::providers::think::ThinkSplitter;
+use crate::providers::{StreamTranslator, Translated};
+use crate::sse;
+use crate::upstream::{Method, UpstreamRequest};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
 // ---- build ---------------------------------------------------------------------------------
 
-/// The upstream chat body: the client's, with the bare model id, and usage requested on
+/// The upstream chat request: the client's body with the bare model id, usage requested on
 /// streams (so the proxy can count tokens; the usage chunk reaches the client only when it
-/// asked for it).
-pub fn chat_body(mut body: Map<String, Value>, upstream_model: &str, stream: bool) -> Vec<u8> {
-    body.insert("model".into(), Value::String(upstream_model.into()));
+/// asked for it), and the provider's quirks applied.
+pub fn build_chat(
+    provider: &str,
+    base: &str,
+    model: &str,
+    mut body: Map<String, Value>,
+    stream: bool,
+) -> UpstreamRequest {
+    body.insert("model".into(), Value::String(model.into()));
     if stream {
         let options = body.entry("stream_options").or_insert_with(|| json!({}));
         if let Some(o) = options.as_object_mut() {
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    serde_json::to_vec(&body).expect("a JSON map serialises")
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    match provider {
+        "openrouter" => openrouter(&mut body, &mut headers),
+        "nvidia_nim" if model.to_ascii_lowercase().contains("deepseek") => nim_deepseek_thinking(&mut body),
+        "qwen_code" | "iflow" => clean_tool_schemas(&mut body),
+        _ => {}
+    }
+    UpstreamRequest {
+        method: Method::Post,
+        url: format!("{base}/chat/completions"),
+        headers,
+        body: Some(serde_json::to_vec(&body).expect("a JSON map serialises")),
+        stream,
+    }
+}
+
+/// OpenRouter: attribution headers, and `reasoning_effort` as its `reasoning` object.
+fn openrouter(body: &mut Map<String, Value>, headers: &mut Vec<(String, String)>) {
+    headers.push(("x-title".into(), "keyrelay".into()));
+    headers.push(("http-referer".into(), "https://keyrelay.local".into()));
+    if let Some(effort) = body.remove("reasoning_effort") {
+        body.entry("reasoning").or_insert_with(|| json!({"effort": effort}));
+    }
+}
+
+/// NVIDIA NIM switches DeepSeek's thinking with `chat_template_kwargs.thinking`, not with
+/// `reasoning_effort` (wire-formats.md 7.1).
+fn nim_deepseek_thinking(body: &mut Map<String, Value>) {
+    let Some(effort) = body.remove("reasoning_effort") else { return };
+    let on = !matches!(effort.as_str(), Some("none" | "disable" | "off" | "minimal"));
+    let kwargs = body.entry("chat_template_kwargs").or_insert_with(|| json!({}));
+    if let Some(k) = kwargs.as_object_mut() {
+        k.insert("thinking".into(), Value::Bool(on));
+    }
+}
+
+/// Qwen's and iFlow's endpoints reject `strict` on functions and `additionalProperties` in
+/// their schemas.
+fn clean_tool_schemas(body: &mut Map<String, Value>) {
+    for tool in body.get_mut("tools").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(function) = tool.get_mut("function").and_then(Value::as_object_mut) {
+            function.remove("strict");
+            if let Some(parameters) = function.get_mut("parameters") {
+                remove_key_recursively(parameters, "additionalProperties");
+            }
+        }
+    }
+}
+
+fn remove_key_recursively(value: &mut Value, key: &str) {
+    match value {
+        Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|v| remove_key_recursively(v, key));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| remove_key_recursively(v, key)),
+        _ => {}
+    }
 }
 
 /// The upstream embeddings body: floats are always requested (every upstream speaks them);
@@ -70,6 +137,122 @@ fn decode_f32_base64(text: &str) -> Option<Vec<f32>> {
         return None;
     }
     Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// A whole chat.completion, normalised: OpenRouter's `reasoning` becomes `reasoning_content`,
+/// and a leading `<think>` block in the content moves there too. Untouched (the upstream's
+/// bytes) when neither applies.
+pub fn parse_chat(bytes: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains("<think>") && !text.contains("\"reasoning\"") {
+        return bytes;
+    }
+    let Ok(mut completion) = serde_json::from_slice::<Value>(&bytes) else { return bytes };
+    for choice in completion.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
+            rename_reasoning(message);
+            let split = message.get("content").and_then(Value::as_str).and_then(ThinkSplitter::split_whole);
+            if let Some((reasoning, answer)) = split {
+                message.insert("reasoning_content".into(), Value::String(reasoning));
+                message.insert("content".into(), Value::String(answer));
+            }
+        }
+    }
+    serde_json::to_vec(&completion).expect("a JSON value serialises")
+}
+
+/// OpenRouter names the field `reasoning`; everyone else (and keyrelay's own translations)
+/// `reasoning_content`.
+fn rename_reasoning(message: &mut Map<String, Value>) {
+    if let Some(Value::String(_)) = message.get("reasoning") {
+        let reasoning = message.remove("reasoning").expect("checked just above");
+        message.entry("reasoning_content").or_insert(reasoning);
+    }
+}
+
+// ---- translate_event -----------------------------------------------------------------------
+
+/// OpenAI-format stream events, relayed as they come: `[DONE]` ends the stream, an error
+/// object ends it with that error, OpenRouter's `reasoning` is renamed and a leading
+/// `<think>` block moves into `reasoning_content` (first choice).
+#[derive(Default)]
+pub struct PassThrough {
+    think: ThinkSplitter,
+    /// The last chunk, as the shape of a chunk made up to flush held-back text.
+    last: Option<Value>,
+    saw_finish: bool,
+    done: bool,
+}
+
+impl StreamTranslator for PassThrough {
+    fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>) {
+        if self.done {
+            return;
+        }
+        if event.data.trim() == "[DONE]" {
+            self.flush(out);
+            self.done = true;
+            return;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+            log::warn!("dropped a stream event that is not JSON ({} bytes)", event.data.len());
+            return;
+        };
+        if chunk.get("error").is_some_and(|e| !e.is_null()) || event.name.as_deref() == Some("error") {
+            out.push(Translated::Error(chunk));
+            self.done = true;
+            return;
+        }
+        if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
+            for choice in choices.iter_mut() {
+                self.saw_finish |= choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            }
+            if let Some(delta) = choices.first_mut().and_then(|c| c.get_mut("delta")).and_then(Value::as_object_mut) {
+                rename_reasoning(delta);
+                self.split_think(delta);
+            }
+        }
+        self.last = Some(chunk.clone());
+        out.push(Translated::Chunk(chunk));
+    }
+
+    fn finish(&mut self, out: &mut Vec<Translated>) {
+        if self.done {
+            return;
+        }
+        self.flush(out);
+        self.done = true;
+        if !self.saw_finish {
+            let message = "upstream closed the stream before it finished";
+            out.push(Translated::Error(json!({"error": {"message": message, "type": "api_error", "param": null, "code": "stream_interrupted"}})));
+        }
+    }
+}
+
+impl PassThrough {
+    fn split_think(&mut self, delta: &mut Map<String, Value>) {
+        let Some(Value::String(content)) = delta.get("content") else { return };
+        let (reasoning, answer) = self.think.push(content);
+        if !reasoning.is_empty() {
+            let joined = delta.get("reasoning_content").and_then(Value::as_str).unwrap_or("").to_string() + &reasoning;
+            delta.insert("reasoning_content".into(), Value::String(joined));
+        }
+        delta.insert("content".into(), Value::String(answer));
+    }
+
+    /// Text still held back (a `<think>` never closed, a partial tag) goes out in a last chunk.
+    fn flush(&mut self, out: &mut Vec<Translated>) {
+        let (reasoning, answer) = self.think.finish();
+        if reasoning.is_empty() && answer.is_empty() {
+            return;
+        }
+        let Some(mut chunk) = self.last.clone() else { return };
+        let delta =
+            if reasoning.is_empty() { json!({"content": answer}) } else { json!({"reasoning_content": reasoning}) };
+        chunk["choices"] = json!([{"index": 0, "delta": delta, "finish_reason": null}]);
+        chunk.as_object_mut().map(|c| c.remove("usage"));
+        out.push(Translated::Chunk(chunk));
+    }
 }
 
 /// Model ids from `{"data": [{"id": ...}]}` (or a bare array of such objects).

@@ -3,6 +3,8 @@
 //! to a key once their first bytes are in hand; before that they rotate like any call.
 //! The pool's lock is taken only to decide and to record, never across I/O or a sleep.
 
+pub mod stream;
+
 use crate::clock;
 use crate::config::ProviderConfig;
 use crate::error::ApiError;

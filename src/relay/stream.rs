@@ -1,0 +1,141 @@
+//! A stream committed to its key: reads the upstream body, parses its SSE events, has the
+//! provider's translator turn them into OpenAI chat chunks, and reports the outcome to the
+//! key's lease when the stream ends (success with its usage, or a transient failure when it
+//! broke or stalled). Dropping it (a client that left) frees the key at once.
+
+use super::{Lease, usage_outcome};
+use crate::keys::pool::Outcome;
+use crate::providers::{StreamTranslator, Translated};
+use crate::sse;
+use crate::upstream;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::time::Duration;
+
+pub struct UpstreamStream {
+    /// First field, so it is dropped first: the key is free before the upstream connection
+    /// closes.
+    lease: Lease,
+    first: Option<Vec<u8>>,
+    upstream: Box<dyn Read + Send>,
+    parser: sse::Parser,
+    translator: Box<dyn StreamTranslator>,
+    ready: VecDeque<Translated>,
+    /// The last usage seen, for the key's counters.
+    usage: Value,
+    ended: bool,
+    idle_limit: Duration,
+}
+
+impl UpstreamStream {
+    pub fn new(
+        lease: Lease,
+        first: Vec<u8>,
+        upstream: Box<dyn Read + Send>,
+        translator: Box<dyn StreamTranslator>,
+        idle_limit: Duration,
+    ) -> UpstreamStream {
+        UpstreamStream {
+            lease,
+            first: Some(first),
+            upstream,
+            parser: sse::Parser::new(),
+            translator,
+            ready: VecDeque::new(),
+            usage: Value::Null,
+            ended: false,
+            idle_limit,
+        }
+    }
+
+    /// The key this stream runs on, masked.
+    pub fn key(&self) -> &str {
+        &self.lease.masked
+    }
+
+    fn read_more(&mut self) {
+        let bytes = match self.first.take() {
+            Some(first) => first,
+            None => {
+                let mut buf = vec![0u8; 16 * 1024];
+                match self.upstream.read(&mut buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        buf
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                    Err(e) if upstream::is_timeout(&e) => {
+                        let secs = self.idle_limit.as_secs_f64();
+                        return self.broken(
+                            "stream_stalled",
+                            &format!("upstream sent nothing for {secs} s (TIMEOUT_READ_STREAMING)"),
+                        );
+                    }
+                    Err(e) => return self.broken("stream_interrupted", &format!("upstream stream broke: {e}")),
+                }
+            }
+        };
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        if bytes.is_empty() {
+            self.parser.finish(&mut events);
+            events.iter().for_each(|e| self.translator.event(e, &mut out));
+            self.translator.finish(&mut out);
+            self.ended = true;
+        } else if self.parser.feed(&bytes, &mut events).is_err() {
+            return self.broken("stream_interrupted", "upstream sent an SSE line longer than 64 MiB");
+        } else {
+            events.iter().for_each(|e| self.translator.event(e, &mut out));
+        }
+        self.accept(out);
+    }
+
+    /// Queues translated steps for the client and settles the key's outcome: an error ends
+    /// the stream as a transient failure; a clean end is a success with the usage seen.
+    fn accept(&mut self, out: Vec<Translated>) {
+        for item in out {
+            match &item {
+                Translated::Chunk(chunk) => {
+                    if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
+                        self.usage = usage.clone();
+                    }
+                }
+                Translated::Error(error) => {
+                    let reason = error["error"]["message"].as_str().unwrap_or("error in the stream").to_string();
+                    self.lease.report(Outcome::Transient { reason });
+                    self.ready.push_back(item);
+                    self.ended = true;
+                    return;
+                }
+            }
+            self.ready.push_back(item);
+        }
+        if self.ended {
+            self.lease.report(usage_outcome(&self.usage));
+        }
+    }
+
+    /// The upstream broke or stalled after the stream was committed: an in-band error.
+    fn broken(&mut self, code: &str, message: &str) {
+        log::warn!("stream on key {} ended early: {message}", self.lease.masked);
+        let error = json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}});
+        self.accept(vec![Translated::Error(error)]);
+    }
+}
+
+impl Iterator for UpstreamStream {
+    type Item = Translated;
+
+    fn next(&mut self) -> Option<Translated> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            self.read_more();
+        }
+    }
+}
