@@ -28,6 +28,8 @@ pub struct Lease {
     model: String,
     pub key_id: String,
     pub masked: String,
+    /// For the outgoing request's header only.
+    secret: Secret,
     reported: bool,
 }
 
@@ -200,6 +202,7 @@ fn wait_for_key(
                     model: model.to_string(),
                     key_id: candidate.id,
                     masked: candidate.secret.masked(),
+                    secret: candidate.secret,
                     reported: false,
                 });
             }
@@ -229,26 +232,18 @@ fn attempt(
     request: &UpstreamRequest,
     lease: &Lease,
 ) -> Result<(UpstreamResponse, Body), Failure> {
-    let secret = {
-        let config = state.config();
-        let key = config
-            .providers
-            .get(&provider.name)
-            .and_then(|p| p.keys.iter().find(|k| k.id(&p.name) == lease.key_id))
-            .cloned();
-        key.ok_or_else(|| Failure::transient("key removed by a reload".into()))?
-    };
-    let keyed = providers::with_key(provider.family, request.clone(), &secret);
+    let secret = &lease.secret;
+    let keyed = providers::with_key(provider.family, request.clone(), secret);
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     if (200..300).contains(&response.status) {
-        let body = take_body(&mut response.body, request.stream, &secret)?;
+        let body = take_body(&mut response.body, request.stream, secret)?;
         return Ok((response, body));
     }
     let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
     let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let class = providers::errors::classify(response.status, &parsed);
     let retry_after = providers::errors::retry_hint(&response.headers, &parsed, clock::now_ms());
-    let error = providers::openai::upstream_error(response.status, &bytes, &secret);
+    let error = providers::openai::upstream_error(response.status, &bytes, secret);
     let what = format!("{} ({}: {})", class.describe(), response.status, error.message);
     Err(Failure { class, what, retry_after, error: Some(Box::new(error)) })
 }
