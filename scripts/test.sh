@@ -10,12 +10,13 @@ command -v groff >/dev/null || { command -v apt-get >/dev/null &&
 
 cargo test --locked
 
-# The SDK check needs the `openai` package; it lives in a venv under target/ so the system
+# The SDK checks need the `openai` and `anthropic` packages; it lives in a venv under target/ so the system
 # Python stays untouched.
 venv=target/sdk-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check openai
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check openai anthropic
 cargo build --locked --quiet
 "$venv/bin/python" scripts/sdk_check.py target/debug/keyrelay
+"$venv/bin/python" scripts/sdk_native_check.py target/debug/keyrelay

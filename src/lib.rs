@@ -15,6 +15,7 @@ pub mod relay;
 pub mod reqlog;
 pub mod sse;
 pub mod state;
+pub mod tokens;
 pub mod upstream;
 
 use argh::FromArgs;

@@ -5,13 +5,14 @@
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::{Family, Translated, openai};
+use crate::providers::{Family, StreamTranslator, Translated, anthropic, gemini, openai};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<Reply, ApiError> {
@@ -70,32 +71,59 @@ fn build(
 ) -> Result<UpstreamRequest, ApiError> {
     match provider.family {
         Family::OpenAi => Ok(openai::build_chat(&provider.name, &provider.base, model, body, stream)),
-        other => Err(not_translated(provider, other)),
+        Family::Anthropic => anthropic::build_chat(&provider.base, model, &body, stream),
+        Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),
+        Family::CodeAssist => Err(not_translated(provider)),
     }
 }
 
-fn parse(provider: &ProviderConfig, _model: &str, _created: u64, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+/// A whole answer in the OpenAI format (the upstream's own bytes for the OpenAI family).
+fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let translated = match provider.family {
+        Family::OpenAi => return Ok(openai::parse_chat(bytes)),
+        Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
+        Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
+        Family::CodeAssist => return Err(not_translated(provider)),
+    };
+    translated.map(|v| v.to_string().into_bytes()).map_err(|why| {
+        let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
+        ApiError::new(502, "api_error", "upstream_error", message)
+    })
+}
+
+fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn StreamTranslator> {
     match provider.family {
-        Family::OpenAi => Ok(openai::parse_chat(bytes)),
-        other => Err(not_translated(provider, other)),
+        Family::Anthropic => anthropic::stream_translator(model, created),
+        Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
+        Family::OpenAi | Family::CodeAssist => Box::new(openai::PassThrough::default()),
     }
 }
 
-fn translator(_provider: &ProviderConfig, _model: &str, _created: u64) -> Box<dyn crate::providers::StreamTranslator> {
-    Box::new(openai::PassThrough::default())
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
-fn not_translated(provider: &ProviderConfig, family: Family) -> ApiError {
-    ApiError::new(
-        501,
-        "invalid_request_error",
-        "provider_not_supported",
-        format!(
-            "provider '{}' speaks the {} protocol, which keyrelay does not translate yet",
-            provider.name,
-            family.name()
-        ),
-    )
+/// An id for providers whose answers carry none of their own.
+fn completion_id() -> String {
+    unique_id("chatcmpl-")
+}
+
+/// `prefix` + 24 hex digits: unique within the process, and unlikely to repeat across
+/// restarts (time and pid seed it).
+pub(super) fn unique_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = crate::clock::now_ms() ^ (u64::from(std::process::id()) << 40);
+    format!("{prefix}{:012x}{:012x}", seed & 0xffff_ffff_ffff, n & 0xffff_ffff_ffff)
+}
+
+fn not_translated(provider: &ProviderConfig) -> ApiError {
+    let message = format!(
+        "provider '{}' speaks the {} protocol, which keyrelay does not translate yet",
+        provider.name,
+        provider.family.name()
+    );
+    ApiError::new(501, "invalid_request_error", "provider_not_supported", message)
 }
 
 /// An OpenAI-format stream as SSE events: `data: {chunk}` per chunk, the usage-only chunk

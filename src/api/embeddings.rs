@@ -1,9 +1,9 @@
 //! `POST /v1/embeddings`, with `encoding_format` honoured whatever the upstream returns.
 
 use super::{Incoming, Reply, parse_object, resolve};
-use crate::config::Config;
+use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::openai;
+use crate::providers::{Family, gemini, openai};
 use crate::relay;
 use crate::state::AppState;
 use crate::upstream::{Method, UpstreamRequest};
@@ -24,12 +24,19 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
                 .with_param("encoding_format"));
         }
     };
-    let request = UpstreamRequest {
-        method: Method::Post,
-        url: format!("{}/embeddings", provider.base),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(openai::embeddings_body(body, &model)),
-        stream: false,
+    let request = match provider.family {
+        Family::OpenAi => UpstreamRequest {
+            method: Method::Post,
+            url: format!("{}/embeddings", provider.base),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(openai::embeddings_body(body, &model)),
+            stream: false,
+        },
+        Family::Gemini => gemini::build_embeddings(&provider.base, &model, &body)?,
+        Family::Anthropic | Family::CodeAssist => {
+            let message = format!("provider '{}' has no embeddings API", provider.name);
+            return Err(ApiError::invalid_request(message).with_param("model"));
+        }
     };
     let relayed = relay::relay(state, provider, &model, &request, Instant::now() + config.settings.global_timeout)?;
     log::debug!(
@@ -40,18 +47,20 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     );
     let meta = relay::meta(&relayed);
     let relay::Body::Whole(bytes) = relayed.body else { unreachable!("a non-streaming call returns a whole body") };
-    let mut response: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
-    openai::encode_embeddings(&mut response, base64_wanted).map_err(|why| {
-        ApiError::new(
-            502,
-            "api_error",
-            "upstream_error",
-            format!("{} answered an unusable embeddings response: {why}", provider.name),
-        )
-    })?;
+    let upstream: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
+    let mut response = match provider.family {
+        Family::Gemini => gemini::parse_embeddings(&model, &upstream).map_err(|why| unusable(provider, &why))?,
+        _ => upstream,
+    };
+    openai::encode_embeddings(&mut response, base64_wanted).map_err(|why| unusable(provider, &why))?;
     let mut reply = Reply::json(200, &response);
     reply.meta = meta;
     Ok(reply)
+}
+
+fn unusable(provider: &ProviderConfig, why: &str) -> ApiError {
+    let message = format!("{} answered an unusable embeddings response: {why}", provider.name);
+    ApiError::new(502, "api_error", "upstream_error", message)
 }
 
 /// `input`: a non-empty string, or a non-empty array of strings, token ids or token-id arrays.

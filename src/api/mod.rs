@@ -3,7 +3,10 @@
 
 mod chat;
 mod embeddings;
+mod messages;
+pub mod messages_format;
 pub(crate) mod models;
+mod token_count;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
@@ -92,7 +95,7 @@ pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
         return Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() };
     }
     if req.path.starts_with("/v1/") && !authorized(&config, req) {
-        return Reply::openai_error(&ApiError::unauthorized());
+        return error_reply(req, &ApiError::unauthorized());
     }
     let log = match &state.request_logs {
         Some(root) if method == "POST" => RequestLog::start(root, &req.id, &req.body),
@@ -110,6 +113,9 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
     let result = match (method, req.path.as_str()) {
         ("POST", "/v1/chat/completions") => chat::handle(state, config, req),
         ("POST", "/v1/embeddings") => embeddings::handle(state, config, req),
+        ("POST", "/v1/messages") => messages::handle(state, config, req),
+        ("POST", "/v1/messages/count_tokens") => messages::count_tokens(req),
+        ("POST", "/v1/token-count") => token_count::handle(req),
         ("GET", "/v1/models") => Ok(models::list(state, config)),
         ("GET", path) if path.starts_with("/v1/models/") => models::card(state, config, &path["/v1/models/".len()..]),
         ("GET", "/v1/quota-stats") => {
@@ -124,16 +130,32 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
             None => ApiError::unknown_route(method, path),
         }),
     };
-    result.unwrap_or_else(|e| Reply::openai_error(&e))
+    result.unwrap_or_else(|e| error_reply(req, &e))
 }
 
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/v1/chat/completions" | "/v1/embeddings" => Some("POST"),
+        "/v1/chat/completions"
+        | "/v1/embeddings"
+        | "/v1/messages"
+        | "/v1/messages/count_tokens"
+        | "/v1/token-count" => Some("POST"),
         "/v1/models" | "/v1/providers" | "/v1/quota-stats" | "/" | "/health" => Some("GET"),
         p if p.starts_with("/v1/models/") => Some("GET"),
         _ => None,
     }
+}
+
+/// An error in the shape of the route's API: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
+fn error_reply(req: &Incoming, e: &ApiError) -> Reply {
+    if req.path == "/v1/messages" || req.path.starts_with("/v1/messages/") {
+        let mut reply = Reply::json(e.status, &e.to_anthropic_json());
+        if let Some(s) = e.retry_after {
+            reply.headers.push(("retry-after".into(), s.to_string()));
+        }
+        return reply;
+    }
+    Reply::openai_error(e)
 }
 
 /// Bearer token or `x-api-key`, compared in constant time. No `PROXY_API_KEY`: open (the
@@ -190,7 +212,7 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
     if provider.keys.is_empty() {
         return Err(crate::relay::no_credentials(name));
     }
-    if provider.family != Family::OpenAi {
+    if provider.family == Family::CodeAssist {
         return Err(ApiError::new(
             501,
             "invalid_request_error",

@@ -5,7 +5,7 @@
 use super::Reply;
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::{self, Family, openai};
+use crate::providers::{self, Family};
 use crate::relay;
 use crate::state::{AppState, lock};
 use serde_json::{Value, json};
@@ -60,7 +60,7 @@ fn provider_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
 }
 
 fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String> {
-    if provider.family != Family::OpenAi {
+    if provider.family == Family::CodeAssist {
         return Vec::new();
     }
     let ttl = state.config().settings.models_cache;
@@ -70,11 +70,13 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
             return ids.clone();
         }
     }
-    let request = providers::models_request(&provider.base);
+    let request = providers::models_request(provider.family, &provider.base);
     let deadline = Instant::now() + state.config().settings.global_timeout;
     let ids = match relay::relay(state, provider, "(model list)", &request, deadline) {
         Ok(relayed) => match relayed.body {
-            relay::Body::Whole(bytes) => openai::model_ids(&serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
+            relay::Body::Whole(bytes) => {
+                providers::model_ids(provider.family, &serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            }
             relay::Body::Stream { .. } => Vec::new(),
         },
         Err(e) => {

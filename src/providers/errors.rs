@@ -53,6 +53,8 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
         .map(str::to_ascii_lowercase)
         .collect();
     let says = |needle: &str| kind.contains(needle) || code.contains(needle);
+    // Anthropic's spend limit names itself in `error.details.error_code`.
+    let detail_code = error.get("details").and_then(|d| d.get("error_code")).and_then(Value::as_str).unwrap_or("");
 
     // Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
     if reasons.iter().any(|r| r == "api_key_invalid") || message.contains("api key not valid") {
@@ -61,6 +63,7 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
     if says("insufficient_quota")
         || says("billing")
         || code == "enforced_spend_limit_reached"
+        || detail_code == "enforced_spend_limit_reached"
         || message.contains("spend limit")
         || message.contains("exceeded your current quota")
         || status == 402
@@ -203,6 +206,8 @@ mod tests {
         let quota = json!({"error": {"type": "insufficient_quota", "code": "insufficient_quota"}});
         assert_eq!(classify(429, &quota), ErrorClass::Quota);
         assert_eq!(classify(429, &json!({"error": {"type": "rate_limit_error"}})), ErrorClass::RateLimit);
+        let spend = json!({"type": "error", "error": {"type": "rate_limit_error", "details": {"error_code": "enforced_spend_limit_reached"}}});
+        assert_eq!(classify(429, &spend), ErrorClass::Quota);
         assert_eq!(
             classify(429, &json!({"error": {"code": "RESOURCE_EXHAUSTED", "status": "RESOURCE_EXHAUSTED"}})),
             ErrorClass::RateLimit

@@ -2,7 +2,9 @@
 //! format, nothing translates provider to provider. This module knows the built-in providers
 //! and builds `UpstreamRequest`s; it does no I/O.
 
+pub mod anthropic;
 pub mod errors;
+pub mod gemini;
 pub mod openai;
 pub mod think;
 
@@ -41,9 +43,9 @@ pub trait StreamTranslator: Send {
 pub enum Family {
     /// OpenAI Chat Completions, embeddings and model list: passed through.
     OpenAi,
-    /// Anthropic Messages: needs translation, not served yet.
+    /// Anthropic Messages, translated.
     Anthropic,
-    /// Gemini generateContent: needs translation, not served yet.
+    /// Gemini generateContent, translated.
     Gemini,
     /// Gemini CLI's Code Assist API, OAuth only: not served yet.
     CodeAssist,
@@ -107,14 +109,29 @@ pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> Upstr
     req
 }
 
-/// `GET {base}/models`: the model list, the same path for every family served so far.
-pub fn models_request(base: &str) -> UpstreamRequest {
+/// The family's model list request: `GET {base}/models`, asking for one big page where the
+/// API pages (Anthropic's default page is 20 models, Gemini's 50).
+pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
+    let query = match family {
+        Family::Anthropic => "?limit=1000",
+        Family::Gemini => "?pageSize=1000",
+        Family::OpenAi | Family::CodeAssist => "",
+    };
     UpstreamRequest {
         method: Method::Get,
-        url: format!("{base}/models"),
+        url: format!("{base}/models{query}"),
         headers: Vec::new(),
         body: None,
         stream: false,
+    }
+}
+
+/// Model ids from the family's model list answer.
+pub fn model_ids(family: Family, body: &Value) -> Vec<String> {
+    match family {
+        Family::OpenAi | Family::CodeAssist => openai::model_ids(body),
+        Family::Anthropic => anthropic::model_ids(body),
+        Family::Gemini => gemini::model_ids(body),
     }
 }
 

@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod errors;
 mod man;
+mod native;
 mod resilience;
 mod routes;
 mod streaming;
