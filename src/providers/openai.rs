@@ -36,6 +36,7 @@ pub fn build_chat(
         "openrouter" => openrouter(&mut body, &mut headers),
         "nvidia_nim" if model.to_ascii_lowercase().contains("deepseek") => nim_deepseek_thinking(&mut body),
         "qwen_code" | "iflow" => clean_tool_schemas(&mut body),
+        "openai" if is_reasoning_model(model) => rename_max_tokens(&mut body),
         _ => {}
     }
     UpstreamRequest {
@@ -53,6 +54,20 @@ fn openrouter(body: &mut Map<String, Value>, headers: &mut Vec<(String, String)>
     headers.push(("http-referer".into(), "https://keyrelay.local".into()));
     if let Some(effort) = body.remove("reasoning_effort") {
         body.entry("reasoning").or_insert_with(|| json!({"effort": effort}));
+    }
+}
+
+/// OpenAI's reasoning models (o1, o3, o4, gpt-5) reject `max_tokens` and want
+/// `max_completion_tokens` (wire-formats.md G15); clients and translated requests often send
+/// the older name.
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    m.starts_with("gpt-5") || ["o1", "o3", "o4"].iter().any(|p| m == *p || m.starts_with(&format!("{p}-")))
+}
+
+fn rename_max_tokens(body: &mut Map<String, Value>) {
+    if let Some(n) = body.remove("max_tokens") {
+        body.entry("max_completion_tokens").or_insert(n);
     }
 }
 
@@ -374,6 +389,61 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quirks_per_provider() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        let sent = |r: UpstreamRequest| serde_json::from_slice::<Value>(&r.body.unwrap()).unwrap();
+        let o3 = sent(build_chat("openai", "b", "o3-mini", body(json!({"messages": [], "max_tokens": 9})), false));
+        assert_eq!((o3.get("max_tokens"), o3["max_completion_tokens"].clone()), (None, json!(9)));
+        let gpt4 = sent(build_chat("openai", "b", "gpt-4o", body(json!({"messages": [], "max_tokens": 9})), false));
+        assert_eq!(gpt4["max_tokens"], 9);
+        let nim = sent(build_chat(
+            "nvidia_nim",
+            "b",
+            "deepseek-ai/deepseek-v3.1",
+            body(json!({"messages": [], "reasoning_effort": "high"})),
+            false,
+        ));
+        assert_eq!((nim.get("reasoning_effort"), nim["chat_template_kwargs"]["thinking"].clone()), (None, json!(true)));
+        let tools = json!([{"type": "function", "function": {"name": "f", "strict": true, "parameters": {"type": "object", "additionalProperties": false, "properties": {"a": {"type": "object", "additionalProperties": false}}}}}]);
+        let qwen =
+            sent(build_chat("qwen_code", "b", "qwen3-coder", body(json!({"messages": [], "tools": tools})), true));
+        assert!(!qwen.to_string().contains("additionalProperties") && !qwen.to_string().contains("strict"), "{qwen}");
+        assert_eq!(qwen["stream_options"]["include_usage"], true);
+        let or = build_chat("openrouter", "b", "x", body(json!({"messages": [], "reasoning_effort": "low"})), false);
+        assert!(or.headers.iter().any(|(n, _)| n == "x-title"));
+        assert_eq!(sent(or)["reasoning"], json!({"effort": "low"}));
+    }
+
+    #[test]
+    fn think_blocks_and_openrouter_reasoning_move_to_reasoning_content() {
+        let whole = json!({"choices": [{"message": {"content": "<think>hmm</think>\nYes.", "reasoning": null}}]});
+        let out: Value = serde_json::from_slice(&parse_chat(whole.to_string().into_bytes())).unwrap();
+        assert_eq!(
+            (
+                out["choices"][0]["message"]["content"].clone(),
+                out["choices"][0]["message"]["reasoning_content"].clone()
+            ),
+            (json!("Yes."), json!("hmm"))
+        );
+        let mut t = PassThrough::default();
+        let mut out = Vec::new();
+        for piece in ["<thi", "nk>a", "b</th", "ink>c"] {
+            let chunk =
+                json!({"id": "x", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            t.event(&sse::Event { name: None, data: chunk.to_string() }, &mut out);
+        }
+        let field = |f: &str| -> String {
+            out.iter()
+                .filter_map(|o| match o {
+                    Translated::Chunk(c) => c["choices"][0]["delta"][f].as_str().map(String::from),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!((field("reasoning_content"), field("content")), ("ab".to_string(), "c".to_string()));
+    }
 
     #[test]
     fn normalises_errors_and_masks_the_key() {
