@@ -965,19 +965,11 @@ impl GeminiStream {
     }
 
     fn chunk(&self, choices: Vec<Value>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        })
+        super::chunk_envelope(&self.id, self.created, &self.model, choices)
     }
 
     fn fail(&mut self, out: &mut Vec<Translated>, code: &str, message: &str) {
-        out.push(Translated::Error(
-            json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}}),
-        ));
+        out.push(Translated::Error(super::stream_error(code, message)));
         self.done = true;
     }
 }

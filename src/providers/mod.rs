@@ -25,6 +25,17 @@ pub enum Translated {
     Error(Value),
 }
 
+/// A `chat.completion.chunk` with the stream's fixed id, created time and model.
+pub fn chunk_envelope(id: &str, created: u64, model: &str, choices: Vec<Value>) -> Value {
+    serde_json::json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices})
+}
+
+/// The in-band error that ends a stream which broke on keyrelay's side of the translation
+/// (`stream_interrupted`, `stream_stalled`, ...), as an OpenAI error object.
+pub fn stream_error(code: &str, message: &str) -> Value {
+    serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}})
+}
+
 /// Turns a provider's SSE events into OpenAI chat chunks, keeping whatever state the
 /// translation needs (message id, open content blocks, tool-call indices, usage). Rules for
 /// every translator (wire-formats.md section 8): `role`, tool-call `id`, `type` and

@@ -239,7 +239,7 @@ impl StreamTranslator for PassThrough {
         self.done = true;
         if !self.saw_finish {
             let message = "upstream closed the stream before it finished";
-            out.push(Translated::Error(json!({"error": {"message": message, "type": "api_error", "param": null, "code": "stream_interrupted"}})));
+            out.push(Translated::Error(super::stream_error("stream_interrupted", message)));
         }
     }
 }

@@ -5,10 +5,10 @@
 
 use super::{Lease, usage_outcome};
 use crate::keys::pool::Outcome;
-use crate::providers::{StreamTranslator, Translated};
+use crate::providers::{self, StreamTranslator, Translated};
 use crate::sse;
 use crate::upstream;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::time::Duration;
@@ -119,8 +119,7 @@ impl UpstreamStream {
     /// The upstream broke or stalled after the stream was committed: an in-band error.
     fn broken(&mut self, code: &str, message: &str) {
         log::warn!("stream on key {} ended early: {message}", self.lease.masked);
-        let error = json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}});
-        self.accept(vec![Translated::Error(error)]);
+        self.accept(vec![Translated::Error(providers::stream_error(code, message))]);
     }
 }
 
