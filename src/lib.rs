@@ -7,6 +7,8 @@ pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod golden;
 pub mod http;
 pub mod keys;
 pub mod logging;

@@ -836,6 +836,7 @@ fn anthropic_error(error: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::golden::{read_json, read_jsonl};
     use std::path::Path;
 
     fn request(extra: Value) -> Value {
@@ -1379,34 +1380,10 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/messages")
     }
 
-    fn read_json(path: &Path) -> Value {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn read_jsonl(path: &Path) -> Vec<Value> {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-            .collect()
-    }
-
-    fn cases() -> Vec<std::path::PathBuf> {
-        let mut cases: Vec<_> = std::fs::read_dir(root())
-            .expect("golden cases")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        cases.sort();
-        cases
-    }
-
     #[test]
     fn golden_cases() {
         let mut checked = 0;
-        for case in cases() {
+        for case in crate::golden::cases("messages") {
             let name = case.file_name().unwrap().to_string_lossy().to_string();
             let has = |file: &str| case.join(file).exists();
             for (input, expected) in [
@@ -1460,7 +1437,7 @@ mod tests {
     #[test]
     fn every_expected_event_file_follows_the_grammar() {
         let mut files = 0;
-        for case in cases() {
+        for case in crate::golden::cases("messages") {
             let path = case.join("expected_events.jsonl");
             if !path.exists() {
                 continue;

@@ -735,17 +735,10 @@ fn openai_error(error: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::golden::{body_of, cases, object, read_json, replay, step_json};
     use crate::providers::errors::{ErrorClass, classify};
 
     const BASE: &str = "https://api.anthropic.com/v1";
-
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().expect("a JSON object").clone()
-    }
-
-    fn body_of(request: &UpstreamRequest) -> Value {
-        serde_json::from_slice(request.body.as_deref().expect("a body")).expect("JSON")
-    }
 
     fn build(value: Value) -> Result<Value, ApiError> {
         build_chat(BASE, "claude-sonnet-4-5", &object(value), false).map(|r| body_of(&r))
@@ -757,17 +750,7 @@ mod tests {
 
     /// Feeds SSE bytes in pieces of `piece` bytes, then ends the stream.
     fn translate(input: &[u8], piece: usize) -> Vec<Translated> {
-        let mut parser = sse::Parser::new();
-        let mut translator = stream_translator(MODEL, CREATED);
-        let (mut events, mut out) = (Vec::new(), Vec::new());
-        for bytes in input.chunks(piece.max(1)) {
-            parser.feed(bytes, &mut events).expect("no overlong lines");
-            events.drain(..).for_each(|e| translator.event(&e, &mut out));
-        }
-        parser.finish(&mut events);
-        events.drain(..).for_each(|e| translator.event(&e, &mut out));
-        translator.finish(&mut out);
-        out
+        replay(stream_translator(MODEL, CREATED), input, piece)
     }
 
     fn sse_of(events: &[(&str, Value)]) -> Vec<u8> {
@@ -1014,18 +997,6 @@ mod tests {
     const MODEL: &str = "claude-sonnet-4-5";
     const CREATED: u64 = 1_760_000_000;
 
-    fn read_json(path: &std::path::Path) -> Value {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn step_json(step: &Translated) -> &Value {
-        match step {
-            Translated::Chunk(chunk) => chunk,
-            Translated::Error(error) => error,
-        }
-    }
-
     /// `UPDATE_EXPECT=1` rewrites the expected files instead of comparing (review the diff!).
     fn update_expect() -> bool {
         std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1")
@@ -1033,14 +1004,7 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers/anthropic");
-        let mut cases: Vec<_> = std::fs::read_dir(&root)
-            .expect("golden cases")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        cases.sort();
+        let cases = cases("providers/anthropic");
         let mut checked = 0;
         for case in &cases {
             let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -1062,7 +1026,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 24, "only {checked} golden pairs found under {}", root.display());
+        assert!(checked >= 24, "only {checked} golden pairs found under tests/data/providers/anthropic");
     }
 
     fn golden_request(case: &std::path::Path, name: &str) {

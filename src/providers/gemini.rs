@@ -993,16 +993,9 @@ fn openai_error(error: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::golden::{body_of, object, read_json, replay, step_json};
 
     const BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
-
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().expect("a JSON object").clone()
-    }
-
-    fn body_of(request: &UpstreamRequest) -> Value {
-        serde_json::from_slice(request.body.as_deref().expect("a body")).expect("JSON")
-    }
 
     fn build(value: Value) -> Result<Value, ApiError> {
         build_chat(BASE, "gemini-2.5-flash", &object(value), false).map(|r| body_of(&r))
@@ -1010,17 +1003,7 @@ mod tests {
 
     /// Feeds SSE bytes in pieces of `piece` bytes, then ends the stream.
     fn translate(input: &[u8], piece: usize) -> Vec<Translated> {
-        let mut parser = sse::Parser::new();
-        let mut translator = stream_translator("gemini-2.5-flash", "chatcmpl-gm1", 1_760_000_000);
-        let (mut events, mut out) = (Vec::new(), Vec::new());
-        for bytes in input.chunks(piece.max(1)) {
-            parser.feed(bytes, &mut events).expect("no overlong lines");
-            events.drain(..).for_each(|e| translator.event(&e, &mut out));
-        }
-        parser.finish(&mut events);
-        events.drain(..).for_each(|e| translator.event(&e, &mut out));
-        translator.finish(&mut out);
-        out
+        replay(stream_translator("gemini-2.5-flash", "chatcmpl-gm1", 1_760_000_000), input, piece)
     }
 
     #[test]
@@ -1287,28 +1270,9 @@ mod tests {
     const ID: &str = "chatcmpl-gm1";
     const CREATED: u64 = 1_760_000_000;
 
-    fn read_json(path: &std::path::Path) -> Value {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn step_json(step: &Translated) -> &Value {
-        match step {
-            Translated::Chunk(chunk) => chunk,
-            Translated::Error(error) => error,
-        }
-    }
-
     #[test]
     fn golden_cases() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers/gemini");
-        let mut cases: Vec<_> = std::fs::read_dir(&root)
-            .expect("golden cases")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        cases.sort();
+        let cases = crate::golden::cases("providers/gemini");
         let mut checked = 0;
         for case in &cases {
             let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -1331,7 +1295,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 25, "only {checked} golden pairs found under {}", root.display());
+        assert!(checked >= 25, "only {checked} golden pairs found under tests/data/providers/gemini");
     }
 
     fn golden_request(case: &std::path::Path, name: &str, embeddings: bool) {
