@@ -11,13 +11,7 @@ embeddings, models and error paths through the proxy. Prints `ok  <name>` or
 
 from __future__ import annotations
 
-import collections
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,13 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 import openai
+from sdk_harness import IO_TIMEOUT, Keyrelay, Tally, describe, drop_proxy_settings
 
 PROVIDER_KEY = "sk-mock-key-1234"
 PROXY_KEY = "proxy-secret"
 UPSTREAM_MODEL = "gpt-mock"
 MODEL = f"openai/{UPSTREAM_MODEL}"
-STARTUP_TIMEOUT = 10.0
-IO_TIMEOUT = 10.0
 
 # What the mock upstream answers. The streamed text arrives in several deltas; the tool call's
 # arguments in several fragments that only make valid JSON once joined.
@@ -244,87 +237,6 @@ def start_mock() -> tuple[ThreadingHTTPServer, Upstream]:
 # ---- keyrelay process ------------------------------------------------------------------------
 
 
-PROXY_VARS = re.compile(r"^(HTTPS?|ALL|NO)_PROXY$", re.I)
-PROVIDER_VARS = re.compile(r"_API_KEY(_\d+)?$|_API_BASE$", re.I)
-
-
-def drop_proxy_settings() -> None:
-    """Everything here talks to 127.0.0.1 directly: the SDK's HTTP client would otherwise send
-    its requests through a proxy named in the environment."""
-    for name in [n for n in os.environ if PROXY_VARS.search(n)]:
-        del os.environ[name]
-
-
-def keyrelay_env() -> dict[str, str]:
-    """The environment without real provider keys and bases (the process environment wins over
-    `.env`, so they would replace the mock's)."""
-    env = {k: v for k, v in os.environ.items() if not PROVIDER_VARS.search(k)}
-    env.pop("KEYRELAY_DIR", None)
-    return env
-
-
-class Keyrelay:
-    """A running `keyrelay serve --port 0`; its stderr is drained by a thread for good, so the
-    pipe never fills however much it logs."""
-
-    LISTENING = re.compile(r"keyrelay listening on http://127\.0\.0\.1:(\d+)\s*$")
-
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [binary, "--dir", str(data_dir), "serve", "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=keyrelay_env(),
-            text=True,
-            errors="replace",
-        )
-        self._drainer = threading.Thread(target=self._drain, name="keyrelay-stderr", daemon=True)
-        self._drainer.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr_tail.append(line.rstrip("\n"))
-            self._lines.put(line)
-        self._lines.put(None)  # end of stderr: the process exited
-
-    def wait_port(self) -> int:
-        """The port from the first stderr line, which keyrelay prints once it is listening."""
-        try:
-            first = self._lines.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            raise RuntimeError(f"no 'keyrelay listening' line within {STARTUP_TIMEOUT:.0f} s")
-        if first is None:
-            code = self.proc.wait(timeout=IO_TIMEOUT)
-            raise RuntimeError(f"keyrelay exited with status {code} before listening")
-        match = self.LISTENING.search(first)
-        if not match:
-            raise RuntimeError(f"unexpected first stderr line: {first.rstrip()!r}")
-        return int(match.group(1))
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in time. Safe to call twice. Returns the
-        exit status, None when it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=IO_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=IO_TIMEOUT)
-                return None
-        self._drainer.join(timeout=IO_TIMEOUT)
-        return self.proc.returncode
-
-    def expect_clean_stop(self) -> None:
-        code = self.stop()
-        assert code is not None, f"still running {IO_TIMEOUT:.0f} s after SIGTERM, killed"
-        assert code == 0, f"exit status {code} after SIGTERM"
-
-
 def write_env(data_dir: Path, mock_port: int) -> None:
     (data_dir / ".env").write_text(
         f"OPENAI_API_KEY={PROVIDER_KEY}\n"
@@ -495,38 +407,6 @@ class Checks:
             ("model without provider -> BadRequestError", self.model_without_provider),
             ("upstream only saw the provider key", self.upstream_never_saw_proxy_key),
         ]
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, AssertionError) and str(e):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
-
-
-class Tally:
-    """Prints one line per check and counts them."""
-
-    def __init__(self) -> None:
-        self.passed = 0
-        self.failed = 0
-
-    def ok(self, name: str) -> None:
-        self.passed += 1
-        print(f"ok  {name}", flush=True)
-
-    def fail(self, name: str, reason: str) -> None:
-        self.failed += 1
-        print(f"FAIL {name}: {reason}", flush=True)
-
-    def run(self, name: str, check: Callable[[], None]) -> None:
-        try:
-            check()
-        except Exception as e:
-            self.fail(name, describe(e))
-            if os.environ.get("SDK_CHECK_VERBOSE"):
-                traceback.print_exc()
-        else:
-            self.ok(name)
 
 
 def run_checks(port: int, upstream: Upstream, tally: Tally) -> None:

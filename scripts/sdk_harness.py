@@ -1,0 +1,138 @@
+"""What the SDK check scripts share: running keyrelay as a process against a temporary data
+directory with a clean environment, and counting checks. Imported by sdk_check.py and
+sdk_native_check.py (Python puts the script's own folder on sys.path)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+STARTUP_TIMEOUT = 10.0
+IO_TIMEOUT = 10.0
+
+PROXY_VARS = re.compile(r"^(HTTPS?|ALL|NO)_PROXY$", re.I)
+PROVIDER_VARS = re.compile(r"_API_KEY(_\d+)?$|_API_BASE$", re.I)
+
+
+def drop_proxy_settings() -> None:
+    """Everything here talks to 127.0.0.1 directly: the SDKs' HTTP clients would otherwise send
+    their requests through a proxy named in the environment."""
+    for name in [n for n in os.environ if PROXY_VARS.search(n)]:
+        del os.environ[name]
+
+
+def keyrelay_env() -> dict[str, str]:
+    """The environment without real provider keys and bases (the process environment wins over
+    `.env`, so they would replace the mocks')."""
+    env = {k: v for k, v in os.environ.items() if not PROVIDER_VARS.search(k)}
+    env.pop("KEYRELAY_DIR", None)
+    return env
+
+
+class Keyrelay:
+    """A running `keyrelay serve --port 0`; its stderr is drained by a thread for good, so the
+    pipe never fills however much it logs."""
+
+    LISTENING = re.compile(r"keyrelay listening on http://127\.0\.0\.1:(\d+)\s*$")
+
+    def __init__(self, binary: str, data_dir: Path) -> None:
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._listening = threading.Event()  # once set, lines are no longer queued
+        self.proc = subprocess.Popen(
+            [binary, "--dir", str(data_dir), "serve", "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=keyrelay_env(),
+            text=True,
+            errors="replace",
+        )
+        self._drainer = threading.Thread(target=self._drain, name="keyrelay-stderr", daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line.rstrip("\n"))
+            if not self._listening.is_set():
+                self._lines.put(line)
+        self._lines.put(None)  # end of stderr: the process exited
+
+    def wait_port(self) -> int:
+        """The port from the `keyrelay listening on ...` line; earlier lines (warnings) are
+        skipped."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise RuntimeError(f"no 'keyrelay listening' line within {STARTUP_TIMEOUT:.0f} s")
+            if line is None:
+                code = self.proc.wait(timeout=IO_TIMEOUT)
+                raise RuntimeError(f"keyrelay exited with status {code} before listening")
+            match = self.LISTENING.search(line)
+            if match:
+                self._listening.set()
+                return int(match.group(1))
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time. Safe to call twice. Returns the
+        exit status, None when it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=IO_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=IO_TIMEOUT)
+                return None
+        self._drainer.join(timeout=IO_TIMEOUT)
+        return self.proc.returncode
+
+    def expect_clean_stop(self) -> None:
+        code = self.stop()
+        assert code is not None, f"still running {IO_TIMEOUT:.0f} s after SIGTERM, killed"
+        assert code == 0, f"exit status {code} after SIGTERM"
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, AssertionError) and str(e):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+class Tally:
+    """Prints one line per check and counts them."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, name: str) -> None:
+        self.passed += 1
+        print(f"ok  {name}", flush=True)
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed += 1
+        print(f"FAIL {name}: {reason}", flush=True)
+
+    def run(self, name: str, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except Exception as e:
+            self.fail(name, describe(e))
+            if os.environ.get("SDK_CHECK_VERBOSE"):
+                traceback.print_exc()
+        else:
+            self.ok(name)
