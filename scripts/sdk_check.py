@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Callable
 
 import openai
-from sdk_harness import IO_TIMEOUT, Keyrelay, Tally, describe, drop_proxy_settings
+from sdk_harness import (
+    IO_TIMEOUT,
+    Tally,
+    describe,
+    drop_proxy_settings,
+    openai_chunk,
+    openai_text_chunks,
+    openai_tool_chunks,
+    run_against_keyrelay,
+)
 
 PROVIDER_KEY = "sk-mock-key-1234"
 PROXY_KEY = "proxy-secret"
@@ -66,47 +75,6 @@ WEATHER_TOOL = {
 
 def embedding_for(index: int) -> list[float]:
     return [v + index for v in EMBEDDING_BASE]
-
-
-def chunk(choices: list, usage: dict | None = None) -> dict:
-    body = {
-        "id": "chatcmpl-mock",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": UPSTREAM_MODEL,
-        "choices": choices,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
-
-
-def delta_choice(delta: dict, finish_reason: str | None = None) -> dict:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-
-
-def text_stream_chunks() -> list[dict]:
-    chunks = [chunk([delta_choice({"role": "assistant", "content": ""})])]
-    chunks += [chunk([delta_choice({"content": part})]) for part in STREAM_TEXT_PARTS]
-    chunks.append(chunk([delta_choice({}, "stop")]))
-    return chunks
-
-
-def tool_stream_chunks() -> list[dict]:
-    # As OpenAI sends them: id, type and name in the first fragment only, then argument pieces
-    # keyed by the tool call's index.
-    first = {
-        "index": 0,
-        "id": TOOL_CALL_ID,
-        "type": "function",
-        "function": {"name": TOOL_NAME, "arguments": ""},
-    }
-    chunks = [chunk([delta_choice({"role": "assistant", "content": None, "tool_calls": [first]})])]
-    for fragment in TOOL_ARG_FRAGMENTS:
-        piece = {"index": 0, "function": {"arguments": fragment}}
-        chunks.append(chunk([delta_choice({"tool_calls": [piece]})]))
-    chunks.append(chunk([delta_choice({}, "tool_calls")]))
-    return chunks
 
 
 class Upstream:
@@ -204,9 +172,13 @@ class MockHandler(BaseHTTPRequestHandler):
                 "usage": USAGE,
             }
             return self.send_json(200, completion)
-        chunks = tool_stream_chunks() if body.get("tools") else text_stream_chunks()
+        chunks = (
+            openai_tool_chunks(UPSTREAM_MODEL, TOOL_CALL_ID, TOOL_NAME, TOOL_ARG_FRAGMENTS)
+            if body.get("tools")
+            else openai_text_chunks(UPSTREAM_MODEL, STREAM_TEXT_PARTS)
+        )
         if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append(chunk([], USAGE))
+            chunks.append(openai_chunk(UPSTREAM_MODEL, [], USAGE))
         self.send_sse(chunks)
 
     def embeddings(self, body: dict) -> None:
@@ -418,27 +390,6 @@ def run_checks(port: int, upstream: Upstream, tally: Tally) -> None:
             tally.run(name, check)
 
 
-def run_against_keyrelay(binary: str, data_dir: Path, upstream: Upstream, tally: Tally) -> None:
-    keyrelay: Keyrelay | None = None
-    try:
-        try:
-            keyrelay = Keyrelay(binary, data_dir)
-            port = keyrelay.wait_port()
-        except Exception as e:
-            tally.fail("keyrelay start-up", describe(e))
-            return
-        tally.ok("keyrelay start-up")
-        run_checks(port, upstream, tally)
-        # Scripts and supervisors rely on a clean exit after SIGTERM.
-        tally.run("keyrelay exits 0 on SIGTERM", keyrelay.expect_clean_stop)
-    finally:
-        if keyrelay is not None:
-            keyrelay.stop()
-            if tally.failed:
-                print("--- keyrelay stderr (last lines) ---", file=sys.stderr)
-                print("\n".join(keyrelay.stderr_tail), file=sys.stderr, flush=True)
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"usage: {argv[0]} PATH/TO/keyrelay", file=sys.stderr)
@@ -450,7 +401,7 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="keyrelay-sdk-") as tmp:
             write_env(Path(tmp), server.server_address[1])
             try:
-                run_against_keyrelay(argv[1], Path(tmp), upstream, tally)
+                run_against_keyrelay(argv[1], Path(tmp), tally, lambda port: run_checks(port, upstream, tally))
             except Exception as e:  # a broken harness must still end with the summary line
                 tally.fail("harness", describe(e))
                 traceback.print_exc()

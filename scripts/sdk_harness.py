@@ -1,5 +1,6 @@
 """What the SDK check scripts share: running keyrelay as a process against a temporary data
-directory with a clean environment, and counting checks. Imported by sdk_check.py and
+directory with a clean environment, counting checks, and the chunks an OpenAI-compatible mock
+streams. Imported by sdk_check.py and
 sdk_native_check.py (Python puts the script's own folder on sys.path)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -136,3 +138,66 @@ class Tally:
                 traceback.print_exc()
         else:
             self.ok(name)
+
+
+def run_against_keyrelay(binary: str, data_dir: Path, tally: Tally, run_checks: Callable[[int], None]) -> None:
+    """Starts keyrelay on `data_dir`, runs `run_checks(port)`, checks the clean exit after
+    SIGTERM, and on any failure prints the end of keyrelay's stderr."""
+    keyrelay: Keyrelay | None = None
+    try:
+        try:
+            keyrelay = Keyrelay(binary, data_dir)
+            port = keyrelay.wait_port()
+        except Exception as e:
+            tally.fail("keyrelay start-up", describe(e))
+            return
+        tally.ok("keyrelay start-up")
+        run_checks(port)
+        # Scripts and supervisors rely on a clean exit after SIGTERM.
+        tally.run("keyrelay exits 0 on SIGTERM", keyrelay.expect_clean_stop)
+    finally:
+        if keyrelay is not None:
+            keyrelay.stop()
+            if tally.failed:
+                print("--- keyrelay stderr (last lines) ---", file=sys.stderr)
+                print("\n".join(keyrelay.stderr_tail), file=sys.stderr, flush=True)
+
+
+# ---- OpenAI-format stream chunks, as a mock upstream sends them -------------------------------
+
+
+def openai_chunk(model: str, choices: list, usage: dict | None = None) -> dict:
+    body = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def delta_choice(delta: dict, finish_reason: str | None = None) -> dict:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+def openai_text_chunks(model: str, parts: list[str]) -> list[dict]:
+    chunks = [openai_chunk(model, [delta_choice({"role": "assistant", "content": ""})])]
+    chunks += [openai_chunk(model, [delta_choice({"content": part})]) for part in parts]
+    chunks.append(openai_chunk(model, [delta_choice({}, "stop")]))
+    return chunks
+
+
+def openai_tool_chunks(model: str, call_id: str, name: str, fragments: list[str]) -> list[dict]:
+    """As OpenAI sends them: id, type and name in the first fragment only, then argument pieces
+    keyed by the tool call's index."""
+    first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    delta = {"role": "assistant", "content": None, "tool_calls": [first]}
+    chunks = [openai_chunk(model, [delta_choice(delta)])]
+    for fragment in fragments:
+        piece = {"index": 0, "function": {"arguments": fragment}}
+        chunks.append(openai_chunk(model, [delta_choice({"tool_calls": [piece]})]))
+    chunks.append(openai_chunk(model, [delta_choice({}, "tool_calls")]))
+    return chunks

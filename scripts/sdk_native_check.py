@@ -36,7 +36,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import anthropic
 import openai
-from sdk_harness import IO_TIMEOUT, Keyrelay, Tally, describe, drop_proxy_settings
+from sdk_harness import (
+    IO_TIMEOUT,
+    Tally,
+    describe,
+    drop_proxy_settings,
+    openai_chunk,
+    openai_text_chunks,
+    openai_tool_chunks,
+    run_against_keyrelay,
+)
 
 PROXY_KEY = "proxy-secret"
 OPENAI_KEY = "sk-mock-key-1234"
@@ -218,48 +227,6 @@ def start_mock(handler: type[MockHandler], name: str) -> tuple[ThreadingHTTPServ
 # ---- OpenAI-compatible mock ------------------------------------------------------------------
 
 
-def openai_chunk(choices: list, usage: dict | None = None) -> dict:
-    body = {
-        "id": "chatcmpl-mock",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": OPENAI_MODEL,
-        "choices": choices,
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return body
-
-
-def delta_choice(delta: dict, finish_reason: str | None = None) -> dict:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-
-
-def openai_text_chunks() -> list[dict]:
-    chunks = [openai_chunk([delta_choice({"role": "assistant", "content": ""})])]
-    chunks += [openai_chunk([delta_choice({"content": part})]) for part in OPENAI_TEXT_PARTS]
-    chunks.append(openai_chunk([delta_choice({}, "stop")]))
-    return chunks
-
-
-def openai_tool_chunks() -> list[dict]:
-    # As OpenAI sends them: id, type and name in the first fragment only, then argument pieces
-    # keyed by the tool call's index.
-    first = {
-        "index": 0,
-        "id": OPENAI_TOOL_CALL_ID,
-        "type": "function",
-        "function": {"name": TOOL_NAME, "arguments": ""},
-    }
-    delta = {"role": "assistant", "content": None, "tool_calls": [first]}
-    chunks = [openai_chunk([delta_choice(delta)])]
-    for fragment in OPENAI_TOOL_FRAGMENTS:
-        piece = {"index": 0, "function": {"arguments": fragment}}
-        chunks.append(openai_chunk([delta_choice({"tool_calls": [piece]})]))
-    chunks.append(openai_chunk([delta_choice({}, "tool_calls")]))
-    return chunks
-
-
 def openai_completion(with_tool: bool) -> dict:
     if with_tool:
         call = {
@@ -312,9 +279,13 @@ class OpenAiMock(MockHandler):
         with_tool = bool(body.get("tools"))
         if not body.get("stream"):
             return self.send_json(200, openai_completion(with_tool))
-        chunks = openai_tool_chunks() if with_tool else openai_text_chunks()
+        chunks = (
+            openai_tool_chunks(OPENAI_MODEL, OPENAI_TOOL_CALL_ID, TOOL_NAME, OPENAI_TOOL_FRAGMENTS)
+            if with_tool
+            else openai_text_chunks(OPENAI_MODEL, OPENAI_TEXT_PARTS)
+        )
         if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append(openai_chunk([], OPENAI_USAGE))
+            chunks.append(openai_chunk(OPENAI_MODEL, [], OPENAI_USAGE))
         events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks]
         self.send_events(events + [b"data: [DONE]\n\n"])
 
@@ -1044,28 +1015,6 @@ def run_checks(port: int, recorders: dict[str, Recorder], tally: Tally) -> None:
             tally.run(name, check)
 
 
-def run_against_keyrelay(
-    binary: str, data_dir: Path, recorders: dict[str, Recorder], tally: Tally
-) -> None:
-    keyrelay: Keyrelay | None = None
-    try:
-        try:
-            keyrelay = Keyrelay(binary, data_dir)
-            port = keyrelay.wait_port()
-        except Exception as e:
-            tally.fail("keyrelay start-up", describe(e))
-            return
-        tally.ok("keyrelay start-up")
-        run_checks(port, recorders, tally)
-        tally.run("keyrelay exits 0 on SIGTERM", keyrelay.expect_clean_stop)
-    finally:
-        if keyrelay is not None:
-            keyrelay.stop()
-            if tally.failed:
-                print("--- keyrelay stderr (last lines) ---", file=sys.stderr)
-                print("\n".join(keyrelay.stderr_tail), file=sys.stderr, flush=True)
-
-
 MOCKS: dict[str, type[MockHandler]] = {
     "anthropic": AnthropicMock,
     "gemini": GeminiMock,
@@ -1088,7 +1037,7 @@ def main(argv: list[str]) -> int:
         ports = {name: server.server_address[1] for name, server in zip(MOCKS, servers)}
         with tempfile.TemporaryDirectory(prefix="keyrelay-sdk-native-") as tmp:
             write_env(Path(tmp), ports)
-            run_against_keyrelay(argv[1], Path(tmp), recorders, tally)
+            run_against_keyrelay(argv[1], Path(tmp), tally, lambda port: run_checks(port, recorders, tally))
     except Exception as e:  # a broken harness must still end with the summary line
         tally.fail("harness", describe(e))
         traceback.print_exc()

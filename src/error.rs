@@ -134,14 +134,14 @@ impl ApiError {
 
     /// `{"type": "error", "error": {"type", "message"}}` with Anthropic's type names.
     pub fn to_anthropic_json(&self) -> Value {
-        let kind = match (self.status, self.kind.as_str()) {
-            (401, _) => "authentication_error",
-            (403, _) => "permission_error",
-            (404, _) => "not_found_error",
-            (413, _) => "request_too_large",
-            (429, _) => "rate_limit_error",
-            (503, _) => "overloaded_error",
-            (s, _) if s >= 500 => "api_error",
+        let kind = match self.status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            500.. => "api_error",
             _ => "invalid_request_error",
         };
         json!({"type": "error", "error": {"type": kind, "message": self.message}})

@@ -145,9 +145,10 @@ pub fn relay(
             }
         }
         let failure = match result {
-            Ok((response, body)) => {
-                if let Body::Whole(bytes) = &body {
-                    lease.report(success_of(bytes));
+            Ok((response, body, usage)) => {
+                // A stream's outcome is reported when the stream ends.
+                if matches!(body, Body::Whole(_)) {
+                    lease.report(usage_outcome(&usage));
                 }
                 return Ok(Relayed { status: response.status, headers: response.headers, body, lease, attempts });
             }
@@ -231,13 +232,13 @@ fn attempt(
     provider: &ProviderConfig,
     request: &UpstreamRequest,
     lease: &Lease,
-) -> Result<(UpstreamResponse, Body), Failure> {
+) -> Result<(UpstreamResponse, Body, Value), Failure> {
     let secret = &lease.secret;
     let keyed = providers::with_key(provider.family, request.clone(), secret);
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     if (200..300).contains(&response.status) {
-        let body = take_body(&mut response.body, request.stream, secret)?;
-        return Ok((response, body));
+        let (body, usage) = take_body(&mut response.body, request.stream, secret)?;
+        return Ok((response, body, usage));
     }
     let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
     let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -252,11 +253,12 @@ fn attempt(
 /// stream's first event (comments and pings before it do not commit the stream to the key).
 /// A failure here is the upstream's, so it is transient, unless the first event is an error
 /// that says otherwise.
-fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> Result<Body, Failure> {
+/// Also returns the whole body's `usage` (null for streams), read from the one parse.
+fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> Result<(Body, Value), Failure> {
     if stream {
         let first = read_first_event(body)?;
         let rest = std::mem::replace(body, Box::new(std::io::empty()));
-        return Ok(Body::Stream { first, rest });
+        return Ok((Body::Stream { first, rest }, Value::Null));
     }
     let bytes = upstream::read_all(body).map_err(|e| {
         Failure::transient(if upstream::is_timeout(&e) {
@@ -274,7 +276,10 @@ fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> 
         {
             Err(error_in_body(&v, &bytes, secret))
         }
-        Ok(_) => Ok(Body::Whole(bytes)),
+        Ok(mut v) => {
+            let usage = v.get_mut("usage").map(Value::take).unwrap_or(Value::Null);
+            Ok((Body::Whole(bytes), usage))
+        }
         Err(_) => Err(Failure::transient("upstream answered 2xx with a body that is not JSON".into())),
     }
 }
@@ -325,12 +330,6 @@ fn error_in_body(v: &Value, bytes: &[u8], secret: &Secret) -> Failure {
     let api_error = providers::openai::upstream_error(status, bytes, secret);
     let what = format!("{} ({status} in a 2xx answer: {})", class.describe(), api_error.message);
     Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
-}
-
-/// Success with the token usage the answer reports.
-pub fn success_of(body: &[u8]) -> Outcome {
-    let usage = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("usage").cloned()).unwrap_or(Value::Null);
-    usage_outcome(&usage)
 }
 
 pub fn usage_outcome(usage: &Value) -> Outcome {
