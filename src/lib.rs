@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod providers;
+pub mod redact;
 pub mod relay;
 pub mod reqlog;
 pub mod sse;
