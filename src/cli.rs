@@ -49,7 +49,7 @@ pub struct ServeArgs {
     #[argh(switch)]
     pub enable_request_logging: bool,
 
-    /// number of worker threads, each serving one request at a time (default 64)
+    /// how many requests are handled at once, streams included (default 64)
     #[argh(option, default = "64")]
     pub workers: usize,
 

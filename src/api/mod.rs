@@ -76,29 +76,45 @@ impl Reply {
     }
 }
 
-/// Routes a request. `/` and `/health` are public, every `/v1` route needs the proxy key,
-/// and an authorised request is recorded when request logging is on.
-pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
-    let config = state.config();
+/// Decides what can be decided from the head alone, before any body byte is read: public
+/// routes, CORS preflight, the proxy key, unknown routes and wrong methods. `None` means the
+/// request is admitted: read its body (within the limit) and `dispatch` it.
+pub fn admit(state: &AppState, req: &Incoming) -> Option<Reply> {
     let method = req.method.as_str();
     match req.path.as_str() {
         "/" if method == "GET" || method == "HEAD" => {
-            return Reply::json(200, &json!({"status": "keyrelay is running", "version": env!("CARGO_PKG_VERSION")}));
+            return Some(Reply::json(
+                200,
+                &json!({"status": "keyrelay is running", "version": env!("CARGO_PKG_VERSION")}),
+            ));
         }
         "/health" if method == "GET" || method == "HEAD" => {
-            return Reply::json(200, &json!({"status": "ok"}));
+            return Some(Reply::json(200, &json!({"status": "ok"})));
         }
         _ => {}
     }
     if method == "OPTIONS" {
         // CORS preflight: browsers send it without credentials.
-        return Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() };
+        return Some(Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() });
     }
-    if req.path.starts_with("/v1/") && !authorized(&config, req) {
-        return error_reply(req, &ApiError::unauthorized());
+    if req.path.starts_with("/v1/") && !authorized(&state.config(), req) {
+        return Some(error_reply(req, &ApiError::unauthorized()));
     }
+    let refused = match allowed_methods(&req.path) {
+        None => ApiError::unknown_route(method, &req.path),
+        Some(allowed) if !allowed.split(", ").any(|m| m == method) => {
+            ApiError::method_not_allowed(method, &req.path, allowed)
+        }
+        Some(_) => return None,
+    };
+    Some(error_reply(req, &refused))
+}
+
+/// Answers an admitted request (see `admit`), and records it when request logging is on.
+pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
+    let config = state.config();
     let log = match &state.request_logs {
-        Some(root) if method == "POST" => RequestLog::start(root, &req.id, &req.body),
+        Some(root) if req.method == "POST" => RequestLog::start(root, &req.id, &req.body),
         _ => None,
     };
     let reply = route(state, &config, req);
@@ -140,14 +156,15 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/v1/messages"
         | "/v1/messages/count_tokens"
         | "/v1/token-count" => Some("POST"),
-        "/v1/models" | "/v1/providers" | "/v1/quota-stats" | "/" | "/health" => Some("GET"),
+        "/v1/models" | "/v1/providers" | "/v1/quota-stats" => Some("GET"),
+        "/" | "/health" => Some("GET, HEAD"),
         p if p.starts_with("/v1/models/") => Some("GET"),
         _ => None,
     }
 }
 
 /// An error in the shape of the route's API: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
-fn error_reply(req: &Incoming, e: &ApiError) -> Reply {
+pub fn error_reply(req: &Incoming, e: &ApiError) -> Reply {
     if req.path == "/v1/messages" || req.path.starts_with("/v1/messages/") {
         let mut reply = Reply::json(e.status, &e.to_anthropic_json());
         if let Some(s) = e.retry_after {

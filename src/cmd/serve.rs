@@ -3,7 +3,7 @@
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::{self, AcceptFailed};
+use crate::http;
 use crate::keys::usage_file;
 use crate::logging;
 use crate::state::{AppState, lock};
@@ -16,11 +16,6 @@ use std::time::Duration;
 
 /// How long in-flight requests may run on after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-enum Event {
-    Signal(i32),
-    AcceptFailed(String),
-}
 
 pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     let host = args.host.clone().unwrap_or_else(|| config.launcher.host.clone());
@@ -48,37 +43,29 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     let state = Arc::new(state);
     let usage_writer = usage_file::Writer::start(state.clone(), usage_path);
-    let (events_tx, events) = crossbeam_channel::unbounded::<Event>();
-    let (failure_tx, failures) = crossbeam_channel::unbounded::<AcceptFailed>();
+    let (events_tx, events) = crossbeam_channel::unbounded::<i32>();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|source| Error::Io { what: "installing signal handlers".into(), source })?;
     let signal_handle = signals.handle();
     let signal_thread = {
-        let events_tx = events_tx.clone();
         std::thread::spawn(move || {
             for signal in signals.forever() {
-                if events_tx.send(Event::Signal(signal)).is_err() {
+                if events_tx.send(signal).is_err() {
                     break;
                 }
             }
         })
     };
-    let failure_thread = std::thread::spawn(move || {
-        if let Ok(AcceptFailed(why)) = failures.recv() {
-            let _ = events_tx.send(Event::AcceptFailed(why));
-        }
-    });
 
     let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let running = http::start(state.clone(), &addr, args.workers, failure_tx).map_err(Error::Config)?;
+    let running = http::start(state.clone(), &addr, args.workers).map_err(Error::Config)?;
     // The first stderr line, which scripts and tests wait for.
     eprintln!("keyrelay listening on http://{}", running.addr);
     log::info!("listening on http://{} with {} workers, data dir {}", running.addr, args.workers, data_dir.display());
 
-    let mut exit = ExitCode::SUCCESS;
-    for event in events.iter() {
-        match event {
-            Event::Signal(SIGHUP) => match Config::load(&data_dir) {
+    for signal in events.iter() {
+        match signal {
+            SIGHUP => match Config::load(&data_dir) {
                 Ok(config) => {
                     state.reload(config);
                     log::info!("SIGHUP: configuration reloaded");
@@ -87,13 +74,8 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
                     log::error!("SIGHUP: configuration not reloaded, keeping the old one: {e}")
                 }
             },
-            Event::Signal(_) => {
+            _ => {
                 log::info!("shutting down: finishing requests under way (up to {} s)", SHUTDOWN_GRACE.as_secs());
-                break;
-            }
-            Event::AcceptFailed(why) => {
-                log::error!("the listener failed ({why}); exiting so a supervisor can restart the proxy");
-                exit = ExitCode::from(2);
                 break;
             }
         }
@@ -105,10 +87,8 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     usage_writer.stop();
     signal_handle.close();
     let _ = signal_thread.join();
-    drop(events);
-    let _ = failure_thread.join();
     log::info!("stopped");
-    Ok(exit)
+    Ok(ExitCode::SUCCESS)
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -61,6 +61,36 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
     EnvVar { name: "MODELS_CACHE_SECONDS", default: "600", doc: "how long upstream model lists are cached" },
+    EnvVar {
+        name: "MAX_CONNECTIONS",
+        default: "1024",
+        doc: "open client connections; beyond it a new connection gets a fast 503 and is closed",
+    },
+    EnvVar {
+        name: "CLIENT_HEAD_TIMEOUT",
+        default: "10",
+        doc: "seconds a client has to send a whole request head, from its first byte (or from connecting)",
+    },
+    EnvVar {
+        name: "CLIENT_BODY_TIMEOUT",
+        default: "10",
+        doc: "seconds in which a request body must bring CLIENT_BODY_MIN_BYTES more, or end",
+    },
+    EnvVar {
+        name: "CLIENT_BODY_MIN_BYTES",
+        default: "16384",
+        doc: "bytes of request body each CLIENT_BODY_TIMEOUT interval must bring",
+    },
+    EnvVar {
+        name: "CLIENT_IDLE_TIMEOUT",
+        default: "30",
+        doc: "seconds an idle keep-alive connection stays open",
+    },
+    EnvVar {
+        name: "CLIENT_WRITE_TIMEOUT",
+        default: "30",
+        doc: "seconds a write to a client may make no progress before the connection is dropped",
+    },
 ];
 
 /// Durations and limits, read from the merged environment.
@@ -72,8 +102,21 @@ pub struct Settings {
     pub timeout_read_streaming: Duration,
     pub max_request_body_bytes: u64,
     pub models_cache: Duration,
+    pub client: ClientLimits,
     /// 0..=23.
     pub daily_reset_hour: u64,
+}
+
+/// What the server allows one client connection: how many connections, and how long each
+/// phase of a request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    pub max_connections: usize,
+    pub head_timeout: Duration,
+    pub body_timeout: Duration,
+    pub body_min_bytes: u64,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 /// How a provider spreads requests over its keys.
@@ -195,6 +238,17 @@ impl Config {
             timeout_read_streaming: seconds(get, "TIMEOUT_READ_STREAMING", 300.0)?,
             max_request_body_bytes: number(get, "MAX_REQUEST_BODY_BYTES", 33_554_432)?,
             models_cache: seconds(get, "MODELS_CACHE_SECONDS", 600.0)?,
+            client: ClientLimits {
+                max_connections: match number(get, "MAX_CONNECTIONS", 1024)? {
+                    0 => return Err(Error::Config("MAX_CONNECTIONS must be at least 1".into())),
+                    n => n as usize,
+                },
+                head_timeout: positive_seconds(get, "CLIENT_HEAD_TIMEOUT", 10.0)?,
+                body_timeout: positive_seconds(get, "CLIENT_BODY_TIMEOUT", 10.0)?,
+                body_min_bytes: number(get, "CLIENT_BODY_MIN_BYTES", 16_384)?,
+                idle_timeout: positive_seconds(get, "CLIENT_IDLE_TIMEOUT", 30.0)?,
+                write_timeout: positive_seconds(get, "CLIENT_WRITE_TIMEOUT", 30.0)?,
+            },
             daily_reset_hour: match number(get, "DAILY_RESET_HOUR_UTC", 3)? {
                 h @ 0..=23 => h,
                 h => return Err(Error::Config(format!("DAILY_RESET_HOUR_UTC must be 0 to 23, got {h}"))),
@@ -255,6 +309,14 @@ fn seconds<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: f64) 
     match raw.trim().parse::<f64>() {
         Ok(v) if (0.0..1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
         _ => Err(Error::Config(format!("{name} must be a number of seconds, got {raw:?}"))),
+    }
+}
+
+/// Like `seconds`, but zero is refused: a socket timeout of zero would mean "never".
+fn positive_seconds<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: f64) -> Result<Duration> {
+    match seconds(get, name, default)? {
+        d if d.is_zero() => Err(Error::Config(format!("{name} must be more than 0 seconds"))),
+        d => Ok(d),
     }
 }
 

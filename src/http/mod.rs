@@ -1,125 +1,247 @@
-//! The HTTP server: the only module that imports `tiny_http`. One accept thread hands requests
-//! to a bounded queue served by a fixed set of workers; a full queue is answered 503 at once.
-//! Streams bypass `tiny_http::Response` (which buffers) and are written with chunked framing
-//! by `ChunkedWriter`, one flush per event.
+//! The HTTP/1.1 server, on `std::net` and `httparse`: one accept thread, and one thread per
+//! open connection (at most `MAX_CONNECTIONS`) that reads each request and handles it itself,
+//! streams included, so an ordinary request is never handed from thread to thread.
+//!
+//! Safe by construction against hostile clients (ARCHITECTURE.md has the reasons and the
+//! figures that chose this over tiny_http):
+//! - every phase has a deadline: the request head, each interval of body progress, the idle
+//!   wait between requests, every write;
+//! - the head is bounded in size and field count, and framed by RFC 9112 with no leniency
+//!   (`head`), so no body byte is ever read as a request;
+//! - authentication and routing are decided from the head alone, and a body is read only for a
+//!   known route and an authorised client, within `MAX_REQUEST_BODY_BYTES`;
+//! - an answer sent before its body was read closes the connection;
+//! - a connection over the limit gets a canned 503 from a non-blocking write, so the accept
+//!   thread never waits on a client; accept errors (EMFILE included) are waited out, never fatal.
 
-mod chunked;
+mod conn;
+mod head;
+mod response;
 
 use crate::api::{self, Body, Incoming, Reply};
+use crate::config::ClientLimits;
 use crate::error::ApiError;
-use crate::state::AppState;
-use chunked::ChunkedWriter;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::io::Read;
-use std::net::SocketAddr;
+use crate::state::{AppState, lock};
+use conn::{Conn, ReadError};
+use head::{Framing, Head, HeadError};
+use response::{HeadBuilder, StreamWriter};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A running server. `shutdown` stops it; dropping it without that leaves threads running.
+/// How long a request whose body is read waits for one of the `--workers` slots before it is
+/// answered 503 `server_busy`.
+const WORKER_WAIT: Duration = Duration::from_secs(5);
+/// Accept errors (out of file descriptors, say) are retried after a pause that doubles from
+/// the first to the last of these while they go on.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+
+/// A running server. `shutdown` stops it.
 pub struct Running {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    stopping: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     accept: JoinHandle<()>,
-    workers: Vec<JoinHandle<()>>,
-    workers_done: Receiver<()>,
 }
 
-/// Sent when the accept loop ends on its own, which only a broken listener causes.
-pub struct AcceptFailed(pub String);
-
-/// Binds `addr` and starts the accept thread and `workers` workers.
-pub fn start(
+/// What the accept thread and every connection thread share.
+struct Shared {
     state: Arc<AppState>,
-    addr: &str,
-    workers: usize,
-    on_failure: Sender<AcceptFailed>,
-) -> Result<Running, String> {
-    let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?);
-    let local = server.server_addr().to_ip().ok_or_else(|| format!("{addr} is not an IP address"))?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (queue_tx, queue_rx) = crossbeam_channel::bounded::<tiny_http::Request>(workers * 4);
-    let (done_tx, workers_done) = crossbeam_channel::unbounded();
+    limits: ClientLimits,
+    stopping: AtomicBool,
+    workers: Slots,
+    connections: Mutex<Registry>,
+    /// Signalled when a connection closes (shutdown waits for the last one).
+    closed: Condvar,
+}
 
-    let workers = (0..workers)
-        .map(|i| {
-            let (state, queue_rx, done_tx) = (state.clone(), queue_rx.clone(), done_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || {
-                    for request in queue_rx {
-                        serve_one(&state, request);
-                    }
-                    let _ = done_tx.send(());
-                })
-                .map_err(|e| format!("cannot start worker threads: {e}"))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    open: HashMap<u64, Tracked>,
+}
 
+/// An open connection, so shutdown can close the idle ones at once.
+struct Tracked {
+    stream: Arc<TcpStream>,
+    busy: Arc<AtomicBool>,
+}
+
+/// Binds `addr` and starts accepting. `workers` requests are handled at once.
+pub fn start(state: Arc<AppState>, addr: &str, workers: usize) -> Result<Running, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let limits = state.config().settings.client;
+    let shared = Arc::new(Shared {
+        state,
+        limits,
+        stopping: AtomicBool::new(false),
+        workers: Slots::new(workers),
+        connections: Mutex::new(Registry::default()),
+        closed: Condvar::new(),
+    });
     let accept = {
-        let (server, stopping) = (server.clone(), stopping.clone());
+        let shared = shared.clone();
         std::thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(&server, &stopping, queue_tx, &on_failure))
+            .spawn(move || accept_loop(&listener, &shared))
             .map_err(|e| format!("cannot start the accept thread: {e}"))?
     };
-    Ok(Running { addr: local, server, stopping, accept, workers, workers_done })
+    Ok(Running { addr: local, shared, accept })
 }
 
 impl Running {
-    /// Stops accepting, lets queued and in-flight requests finish for up to `grace`, and joins
-    /// every thread that finished. Returns how many workers were still busy at the end.
+    /// Stops accepting, closes idle connections, lets requests under way finish for up to
+    /// `grace`, and joins the accept thread. Returns how many connections were still busy at
+    /// the end (their threads end with the process).
     pub fn shutdown(self, grace: Duration) -> usize {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
-        let _ = self.accept.join();
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if wake(self.addr) {
+            let _ = self.accept.join();
+        } else {
+            log::warn!("could not wake the accept thread; it ends with the process");
+        }
         let deadline = Instant::now() + grace;
-        let mut finished = 0;
-        while finished < self.workers.len() {
-            match self.workers_done.recv_deadline(deadline) {
-                Ok(()) => finished += 1,
-                Err(_) => break,
+        let mut registry = lock(&self.shared.connections);
+        loop {
+            for tracked in registry.open.values().filter(|t| !t.busy.load(Ordering::SeqCst)) {
+                let _ = tracked.stream.shutdown(Shutdown::Both);
             }
-        }
-        let busy = self.workers.len() - finished;
-        if busy == 0 {
-            for worker in self.workers {
-                let _ = worker.join();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if registry.open.is_empty() || left.is_zero() {
+                return registry.open.len();
             }
+            // Re-checked every 100 ms: a busy connection that finishes its request closes itself,
+            // but one that turned idle in between needs closing by us.
+            let wait = left.min(Duration::from_millis(100));
+            registry = self.shared.closed.wait_timeout(registry, wait).unwrap_or_else(|e| e.into_inner()).0;
         }
-        busy
     }
 }
 
-/// tiny_http's accept thread stops for good on its first `accept()` error (EMFILE, say), after
-/// which every connection is refused: so any error here that is not our own stop is reported
-/// as fatal, and the process exits for its supervisor to restart it.
-fn accept_loop(
-    server: &tiny_http::Server,
-    stopping: &AtomicBool,
-    queue: Sender<tiny_http::Request>,
-    on_failure: &Sender<AcceptFailed>,
-) {
+/// Unblocks `accept()` by connecting to the listener (it checks `stopping` on every return).
+fn wake(addr: SocketAddr) -> bool {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    (0..3).any(|_| TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), Duration::from_secs(1)).is_ok())
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut failures: u64 = 0;
     loop {
-        match server.recv() {
-            Ok(request) => match queue.try_send(request) {
-                Ok(()) => {}
-                Err(TrySendError::Full(request)) => {
-                    let busy = ApiError::new(503, "api_error", "server_busy", "every worker is busy; retry shortly");
-                    let mut reply = Reply::openai_error(&busy);
-                    reply.headers.push(("retry-after".into(), "1".into()));
-                    write_reply(request, reply, "-");
+        let accepted = listener.accept();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                if failures > 0 {
+                    log::warn!("accepting connections again after {failures} failed accept() calls");
+                    (failures, backoff) = (0, ACCEPT_BACKOFF.0);
                 }
-                Err(TrySendError::Disconnected(_)) => return,
-            },
-            Err(_) if stopping.load(Ordering::SeqCst) => return,
+                admit_connection(shared, stream);
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
             Err(e) => {
-                let _ = on_failure.send(AcceptFailed(e.to_string()));
+                // Out of file descriptors (EMFILE) or memory: the connection stays in the
+                // backlog; wait for resources to come back, and say so once per episode.
+                if failures == 0 {
+                    log::error!("accept() failed ({e}); retrying with a back-off until it works again");
+                }
+                failures += 1;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Starts a thread for a new connection, or refuses it at once when `MAX_CONNECTIONS` are open.
+fn admit_connection(shared: &Arc<Shared>, stream: TcpStream) {
+    let stream = Arc::new(stream);
+    let busy = Arc::new(AtomicBool::new(false));
+    let id = {
+        let mut registry = lock(&shared.connections);
+        if registry.open.len() >= shared.limits.max_connections {
+            drop(registry);
+            refuse(&stream);
+            return;
+        }
+        registry.next_id += 1;
+        let id = registry.next_id;
+        registry.open.insert(id, Tracked { stream: stream.clone(), busy: busy.clone() });
+        id
+    };
+    let thread_shared = shared.clone();
+    let thread_stream = stream.clone();
+    let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || {
+        serve_connection(&thread_shared, thread_stream, &busy);
+        forget(&thread_shared, id);
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start a connection thread ({e}); refusing the connection");
+        forget(shared, id);
+        refuse(&stream);
+    }
+}
+
+fn forget(shared: &Shared, id: u64) {
+    lock(&shared.connections).open.remove(&id);
+    shared.closed.notify_all();
+}
+
+/// The answer to a connection over `MAX_CONNECTIONS`: one non-blocking write of a canned 503,
+/// so a client that does not read cannot hold the accept thread.
+fn refuse(stream: &TcpStream) {
+    const BODY: &str = r#"{"error":{"message":"too many open connections (MAX_CONNECTIONS); retry shortly","type":"api_error","param":null,"code":"server_busy"}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nserver: keyrelay\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&*stream).write(answer.as_bytes());
+        // Read what already arrived, so closing is less likely to reset the connection before
+        // the client has read the answer.
+        let _ = (&*stream).read(&mut [0u8; 4096]);
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// What happens to a connection after an exchange.
+#[derive(PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+    /// The request body was not read to its end: drain briefly, then close.
+    Linger,
+}
+
+fn serve_connection(shared: &Shared, stream: Arc<TcpStream>, busy: &AtomicBool) {
+    let Ok(mut conn) = Conn::new(stream, shared.limits) else { return };
+    let mut wait = shared.limits.head_timeout;
+    loop {
+        let head = match conn.read_head(wait) {
+            Ok(head) => head,
+            Err(e) => {
+                answer_read_error(&mut conn, 1, e);
                 return;
             }
+        };
+        busy.store(true, Ordering::SeqCst);
+        let next = exchange(shared, &mut conn, head);
+        busy.store(false, Ordering::SeqCst);
+        match next {
+            Next::KeepAlive if !shared.stopping.load(Ordering::SeqCst) => wait = shared.limits.idle_timeout,
+            Next::Linger => return conn.linger_close(),
+            _ => return,
         }
     }
 }
@@ -130,134 +252,165 @@ fn next_request_id() -> String {
     format!("{:x}-{}", std::process::id(), REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn serve_one(state: &Arc<AppState>, request: tiny_http::Request) {
+/// One request and its answer. Authentication and routing come first, from the head; the body
+/// is read only when both pass.
+fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
     let started = Instant::now();
-    let id = next_request_id();
-    let (method, url) = (request.method().as_str().to_string(), request.url().to_string());
-    let mut slot = Some(request);
-    let outcome = catch_unwind(AssertUnwindSafe(|| handle(state, &mut slot, &id)));
-    let status = match outcome {
-        Ok(status) => status,
-        Err(_) => {
-            log::error!("request {id} {method} {url} panicked");
-            match slot.take() {
-                Some(request) => write_reply(
-                    request,
-                    Reply::openai_error(&ApiError::internal("internal error; see the server log")),
-                    &id,
-                ),
-                None => 500,
-            }
-        }
+    let state = &shared.state;
+    let keep_alive = head.keep_alive && !shared.stopping.load(Ordering::SeqCst);
+    let mut req = Incoming {
+        id: next_request_id(),
+        method: head.method.clone(),
+        path: head.path().to_string(),
+        headers: head.headers.clone(),
+        body: Vec::new(),
     };
-    let path = url.split('?').next().unwrap_or("");
-    log::info!("{method} {path} {status} {:.1}ms id={id}", started.elapsed().as_secs_f64() * 1000.0);
-}
-
-/// Reads the body within the limit, dispatches, writes the answer. Returns the status sent.
-fn handle(state: &Arc<AppState>, slot: &mut Option<tiny_http::Request>, id: &str) -> u16 {
-    let request = slot.as_mut().expect("the request is answered once");
+    let after = if keep_alive { Next::KeepAlive } else { Next::Close };
+    if let Some(reply) = api::admit(state, &req) {
+        return answer(conn, &head, &req, started, reply, if head.has_body() { Next::Linger } else { after });
+    }
     let limit = state.config().settings.max_request_body_bytes;
-    let incoming = match read_incoming(request, limit, id) {
-        Ok(incoming) => incoming,
-        Err(error) => {
-            return write_reply(slot.take().expect("unanswered"), Reply::openai_error(&error), id);
+    if matches!(head.framing, Framing::Length(n) if n > limit) {
+        return answer(conn, &head, &req, started, api::error_reply(&req, &ApiError::too_large(limit)), Next::Linger);
+    }
+    if head.expect_continue && head.has_body() && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+        return Next::Close;
+    }
+    req.body = match conn.read_body(head.framing, limit) {
+        Ok(body) => body,
+        Err(ReadError::BodyTooLarge) => {
+            return answer(conn, &head, &req, started, api::error_reply(&req, &ApiError::too_large(limit)), Next::Linger);
+        }
+        Err(e) => {
+            log_exchange(&req, 400, started);
+            return answer_read_error(conn, head.minor_version, e);
         }
     };
-    let http11 = request.http_version() == &tiny_http::HTTPVersion(1, 1);
-    let reply = api::dispatch(state, &incoming);
-    let request = slot.take().expect("unanswered");
-    match reply.body {
-        Body::Sse(events) => write_stream(request, reply.status, reply.headers, events, http11, id),
-        _ => write_reply(request, reply, id),
-    }
-}
-
-/// The request with its body, or 413 when the body is over the limit (by its declared length,
-/// without reading it, or while reading).
-fn read_incoming(request: &mut tiny_http::Request, limit: u64, id: &str) -> Result<Incoming, ApiError> {
-    if request.body_length().is_some_and(|n| n as u64 > limit) {
-        return Err(ApiError::too_large(limit));
-    }
-    let mut body = Vec::new();
-    if let Err(e) = request.as_reader().take(limit + 1).read_to_end(&mut body) {
-        return Err(ApiError::invalid_request(format!("could not read the request body: {e}")));
-    }
-    if body.len() as u64 > limit {
-        return Err(ApiError::too_large(limit));
-    }
-    let url = request.url();
-    Ok(Incoming {
-        id: id.to_string(),
-        method: request.method().as_str().to_ascii_uppercase(),
-        path: url.split('?').next().unwrap_or("").to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
-            .collect(),
-        body,
-    })
-}
-
-const CORS: [(&str, &str); 3] = [
-    ("access-control-allow-origin", "*"),
-    ("access-control-allow-headers", "authorization, content-type, x-api-key, anthropic-version"),
-    ("access-control-allow-methods", "GET, POST, OPTIONS"),
-];
-
-fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-fn write_reply(request: tiny_http::Request, reply: Reply, id: &str) -> u16 {
-    let (content_type, data) = match reply.body {
-        Body::Json(bytes) => ("application/json", bytes),
-        Body::Empty | Body::Sse(_) => ("text/plain", Vec::new()),
+    let Some(_slot) = shared.workers.acquire(WORKER_WAIT) else {
+        let mut busy = ApiError::new(503, "api_error", "server_busy", "every worker is busy; retry shortly");
+        busy.retry_after = Some(1);
+        return answer(conn, &head, &req, started, api::error_reply(&req, &busy), after);
     };
-    let mut response = tiny_http::Response::from_data(data).with_status_code(reply.status);
-    let fixed = [("content-type", content_type), ("server", "keyrelay"), ("x-request-id", id)];
-    for (name, value) in
-        fixed.iter().chain(CORS.iter()).copied().chain(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-    {
-        if let Some(h) = header(name, value) {
-            response.add_header(h);
+    let reply = match catch_unwind(AssertUnwindSafe(|| api::dispatch(state, &req))) {
+        Ok(reply) => reply,
+        Err(_) => {
+            log::error!("request {} {} {} panicked", req.id, req.method, req.path);
+            api::error_reply(&req, &ApiError::internal("internal error; see the server log"))
+        }
+    };
+    answer(conn, &head, &req, started, reply, after)
+}
+
+/// Writes `reply`, logs the exchange, and says what the connection does next.
+fn answer(conn: &mut Conn, head: &Head, req: &Incoming, started: Instant, reply: Reply, next: Next) -> Next {
+    let status = reply.status;
+    let next = send(conn, head, &req.id, reply, next);
+    log_exchange(req, status, started);
+    next
+}
+
+/// Writes `reply`; returns what the connection does next (`Close` if writing failed).
+fn send(conn: &mut Conn, head: &Head, id: &str, reply: Reply, next: Next) -> Next {
+    let close = next != Next::KeepAlive;
+    let mut out = HeadBuilder::new(head.minor_version, reply.status, id, close);
+    for (name, value) in &reply.headers {
+        out.header(name, value);
+    }
+    let written = match reply.body {
+        Body::Json(bytes) => conn.write_all(&out.with_body("application/json", &bytes, head.method == "HEAD")),
+        Body::Empty => conn.write_all(&out.with_body("text/plain", b"", false)),
+        Body::Sse(events) => {
+            let chunked = head.minor_version == 1;
+            return match write_stream(conn, out.for_stream(chunked), chunked, events) {
+                Ok(()) if chunked => next,
+                _ => Next::Close,
+            };
+        }
+    };
+    match written {
+        Ok(()) => next,
+        Err(e) => {
+            log::debug!("could not write the answer: {e}");
+            Next::Close
         }
     }
-    if let Err(e) = request.respond(response) {
-        log::debug!("could not write the response: {e}");
-    }
-    reply.status
 }
 
 /// Writes a stream event by event. A write error means the client left: the event source is
 /// dropped at once, which closes the upstream call and frees its key.
-fn write_stream(
-    request: tiny_http::Request,
-    status: u16,
-    headers: Vec<(String, String)>,
-    events: api::EventStream,
-    http11: bool,
-    id: &str,
-) -> u16 {
-    let mut extra: Vec<(String, String)> = CORS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    extra.push(("x-request-id".into(), id.to_string()));
-    extra.extend(headers);
-    let mut out = match ChunkedWriter::start(request.into_writer(), status, &extra, http11) {
-        Ok(out) => out,
-        Err(e) => {
-            log::debug!("client left before the stream started: {e}");
-            return status;
-        }
-    };
+fn write_stream(conn: &mut Conn, head: Vec<u8>, chunked: bool, events: api::EventStream) -> io::Result<()> {
+    let mut out = StreamWriter::new(&*conn.stream, head, chunked);
     for event in events {
-        if let Err(e) = out.chunk(&event) {
+        if let Err(e) = out.event(&event) {
             log::info!("client disconnected mid-stream ({e}); upstream call closed");
-            return status;
+            return Err(e);
         }
     }
-    if let Err(e) = out.finish() {
-        log::debug!("client left at the end of the stream: {e}");
+    out.finish()
+}
+
+/// The answer to a request that could not be read; the connection closes after it.
+fn answer_read_error(conn: &mut Conn, minor_version: u8, error: ReadError) -> Next {
+    let (status, code, message) = match error {
+        ReadError::Closed | ReadError::Timeout { started: false } => return Next::Close,
+        ReadError::Io(e) => {
+            log::debug!("client connection failed: {e}");
+            return Next::Close;
+        }
+        ReadError::Timeout { started: true } => (408, "request_timeout", "the request did not arrive in time"),
+        ReadError::Head(HeadError::TooLarge) => {
+            (431, "request_header_fields_too_large", "the request head is too large or has too many fields")
+        }
+        ReadError::Head(HeadError::Expectation) => (417, "expectation_failed", "only Expect: 100-continue is supported"),
+        ReadError::Head(HeadError::BodyTooLarge) | ReadError::BodyTooLarge => {
+            (413, "request_too_large", "the request body is too large")
+        }
+        ReadError::Head(HeadError::Bad(why)) | ReadError::BadBody(why) => (400, "invalid_request", why),
+    };
+    let error = ApiError::new(status, "invalid_request_error", code, message);
+    let reply = Reply::openai_error(&error);
+    let Body::Json(body) = reply.body else { return Next::Close };
+    let bytes = HeadBuilder::new(minor_version, status, "-", true).with_body("application/json", &body, false);
+    let _ = conn.write_all(&bytes);
+    Next::Close
+}
+
+fn log_exchange(req: &Incoming, status: u16, started: Instant) {
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    log::info!("{} {} {status} {ms:.1}ms id={}", req.method, req.path, req.id);
+}
+
+/// A counting semaphore: how many requests are handled at once.
+struct Slots {
+    free: Mutex<usize>,
+    released: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots { free: Mutex::new(n), released: Condvar::new() }
     }
-    status
+
+    fn acquire(&self, wait: Duration) -> Option<Slot<'_>> {
+        let deadline = Instant::now() + wait;
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            free = self.released.wait_timeout(free, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *free -= 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.released.notify_one();
+    }
 }
