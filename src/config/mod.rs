@@ -81,11 +81,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "16384",
         doc: "bytes of request body each CLIENT_BODY_TIMEOUT interval must bring",
     },
-    EnvVar {
-        name: "CLIENT_IDLE_TIMEOUT",
-        default: "30",
-        doc: "seconds an idle keep-alive connection stays open",
-    },
+    EnvVar { name: "CLIENT_IDLE_TIMEOUT", default: "30", doc: "seconds an idle keep-alive connection stays open" },
     EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",

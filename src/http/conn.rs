@@ -29,7 +29,9 @@ pub enum ReadError {
     /// The client closed the connection (cleanly, between requests).
     Closed,
     /// A deadline passed: 408 if anything of a request had arrived.
-    Timeout { started: bool },
+    Timeout {
+        started: bool,
+    },
     Head(HeadError),
     /// The body broke its framing: 400.
     BadBody(&'static str),

@@ -176,7 +176,8 @@ mod tests {
         assert!(h.keep_alive && !h.expect_continue && !h.has_body());
         let h = head("POST /v1/x?y=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!((h.path(), h.framing, h.keep_alive), ("/v1/x", Framing::Length(12), false));
-        let h = head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let h =
+            head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue);
         let h = head("GET / HTTP/1.0\r\n\r\n").unwrap();

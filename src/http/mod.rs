@@ -231,7 +231,9 @@ fn serve_connection(shared: &Shared, stream: Arc<TcpStream>, busy: &AtomicBool) 
         let head = match conn.read_head(wait) {
             Ok(head) => head,
             Err(e) => {
-                answer_read_error(&mut conn, 1, e);
+                if answer_read_error(&mut conn, 1, e) == Next::Linger {
+                    conn.linger_close();
+                }
                 return;
             }
         };
@@ -279,7 +281,14 @@ fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
     req.body = match conn.read_body(head.framing, limit) {
         Ok(body) => body,
         Err(ReadError::BodyTooLarge) => {
-            return answer(conn, &head, &req, started, api::error_reply(&req, &ApiError::too_large(limit)), Next::Linger);
+            return answer(
+                conn,
+                &head,
+                &req,
+                started,
+                api::error_reply(&req, &ApiError::too_large(limit)),
+                Next::Linger,
+            );
         }
         Err(e) => {
             log_exchange(&req, 400, started);
@@ -349,7 +358,8 @@ fn write_stream(conn: &mut Conn, head: Vec<u8>, chunked: bool, events: api::Even
     out.finish()
 }
 
-/// The answer to a request that could not be read; the connection closes after it.
+/// The answer to a request that could not be read. The connection then closes, after a
+/// linger when the client may still be sending (so it reads the answer, not a reset).
 fn answer_read_error(conn: &mut Conn, minor_version: u8, error: ReadError) -> Next {
     let (status, code, message) = match error {
         ReadError::Closed | ReadError::Timeout { started: false } => return Next::Close,
@@ -361,7 +371,9 @@ fn answer_read_error(conn: &mut Conn, minor_version: u8, error: ReadError) -> Ne
         ReadError::Head(HeadError::TooLarge) => {
             (431, "request_header_fields_too_large", "the request head is too large or has too many fields")
         }
-        ReadError::Head(HeadError::Expectation) => (417, "expectation_failed", "only Expect: 100-continue is supported"),
+        ReadError::Head(HeadError::Expectation) => {
+            (417, "expectation_failed", "only Expect: 100-continue is supported")
+        }
         ReadError::Head(HeadError::BodyTooLarge) | ReadError::BodyTooLarge => {
             (413, "request_too_large", "the request body is too large")
         }
@@ -371,8 +383,10 @@ fn answer_read_error(conn: &mut Conn, minor_version: u8, error: ReadError) -> Ne
     let reply = Reply::openai_error(&error);
     let Body::Json(body) = reply.body else { return Next::Close };
     let bytes = HeadBuilder::new(minor_version, status, "-", true).with_body("application/json", &body, false);
-    let _ = conn.write_all(&bytes);
-    Next::Close
+    match conn.write_all(&bytes) {
+        Ok(()) => Next::Linger,
+        Err(_) => Next::Close,
+    }
 }
 
 fn log_exchange(req: &Incoming, status: u16, started: Instant) {

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod front_door;
 mod man;
 mod native;
 mod resilience;

@@ -50,6 +50,21 @@ fn command(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `command` run under `ulimit -n nofile`, through the shell (its builtin sets the limit, then
+/// `exec` hands the same process over to keyrelay).
+fn limited_command(dir: &Path, args: &[&str], nofile: u32) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.env_clear()
+        .env("KEYRELAY_LOG", "debug")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("--dir")
+        .arg(dir)
+        .args(args);
+    cmd
+}
+
 pub struct Proxy {
     pub port: u16,
     dir: Option<TempDir>,
@@ -67,14 +82,25 @@ impl Proxy {
     }
 
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Proxy {
+        Proxy::launch(dir, extra, None)
+    }
+
+    /// Serves with `env` as `.env`, allowed at most `nofile` open file descriptors.
+    pub fn start_with_fd_limit(env: &str, nofile: u32) -> Proxy {
+        let dir = TempDir::new();
+        dir.write(".env", env);
+        Proxy::launch(dir, &[], Some(nofile))
+    }
+
+    fn launch(dir: TempDir, extra: &[&str], nofile: Option<u32>) -> Proxy {
         let mut args = vec!["serve", "--port", "0"];
         args.extend_from_slice(extra);
-        let mut child = command(dir.path(), &args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start keyrelay");
+        let mut cmd = match nofile {
+            Some(n) => limited_command(dir.path(), &args, n),
+            None => command(dir.path(), &args),
+        };
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start keyrelay");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = crossbeam_channel::unbounded();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -110,6 +136,17 @@ impl Proxy {
 
     pub fn client_with_key(&self, key: &str) -> Client {
         Client::new(self.port, Some(key))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// How many threads the process has now (Linux `/proc`).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let line = status.lines().find(|l| l.starts_with("Threads:")).expect("a Threads: line");
+        line["Threads:".len()..].trim().parse().expect("a thread count")
     }
 
     pub fn signal(&self, name: &str) {
