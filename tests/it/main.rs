@@ -8,4 +8,5 @@ mod man;
 mod native;
 mod resilience;
 mod routes;
+mod secrets;
 mod streaming;
