@@ -48,6 +48,8 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let dir =
         top.dir.or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
     let config = config::Config::load(&dir)?;
+    // Before anything can log or call out: every later line and upstream answer is redacted.
+    redact::install(&config);
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),
         Command::Status(args) => {

@@ -41,7 +41,7 @@ impl RequestLog {
         let chunk: Value = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()));
         let line = json!({"timestamp_utc": rfc3339(now_ms()), "chunk": chunk});
         if let Some(f) = self.chunks.as_mut() {
-            let _ = writeln!(f, "{line}");
+            let _ = writeln!(f, "{}", crate::redact::text(&line.to_string()));
         }
     }
 
@@ -58,7 +58,7 @@ impl RequestLog {
 
     fn write(&self, name: &str, value: &Value) {
         let bytes = serde_json::to_vec_pretty(value).expect("a JSON value serialises");
-        if let Err(e) = fs::write(self.dir.join(name), bytes) {
+        if let Err(e) = fs::write(self.dir.join(name), crate::redact::bytes(&bytes)) {
             log::warn!("request log {name} not written: {e}");
         }
     }

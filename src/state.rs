@@ -54,7 +54,9 @@ impl AppState {
 
     /// Swaps in a reloaded config (SIGHUP): new keys join the pool, removed ones leave it,
     /// requests under way finish with what they had. Timeouts keep their start-up values.
+    /// The redactor learns the new secrets first, so no answer under the new keys escapes it.
     pub fn reload(&self, config: Config) {
+        crate::redact::install(&config);
         lock(&self.pool).sync(&config);
         lock(&self.models).clear();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);

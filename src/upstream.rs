@@ -2,8 +2,14 @@
 //! the configured timeouts and hands back status, headers and a body reader. It never follows
 //! redirects, never turns a status into an error (the caller classifies), and never logs wire
 //! data (ureq's TRACE logging is filtered out in `logging`, it is not redacted).
+//!
+//! It is also the one choke point for what upstreams say: every response body is read through
+//! `redact::RedactingReader`, and every header value and transport error message is redacted,
+//! so everything downstream (answers, stream events, error messages, cooldown reasons, logs)
+//! only ever sees upstream text with the configured secrets removed.
 
 use crate::config::Settings;
+use crate::redact::{self, RedactingReader};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::{Mutex, PoisonError};
@@ -116,12 +122,13 @@ impl Client {
         };
         let response = result.map_err(transport_error)?;
         let status = response.status().as_u16();
+        let redactor = redact::current();
         let headers = response
             .headers()
             .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_string())))
+            .filter_map(|(n, v)| Some((n.as_str().to_ascii_lowercase(), redactor.text(v.to_str().ok()?).into_owned())))
             .collect();
-        let body = Box::new(response.into_body().into_reader());
+        let body = Box::new(RedactingReader::new(response.into_body().into_reader(), redactor));
         Ok(UpstreamResponse { status, headers, body })
     }
 
@@ -175,12 +182,14 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
     }
 }
 
+/// The failure, its text redacted: ureq's messages can quote what the upstream sent.
 fn transport_error(e: ureq::Error) -> TransportError {
+    let clean = |m: String| redact::text(&m).into_owned();
     match e {
         ureq::Error::Timeout(t) => TransportError::Timeout(format!("{t:?}")),
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportError::Connect(e.to_string()),
-        ureq::Error::Io(io) if is_connect_refusal(&io) => TransportError::Connect(io.to_string()),
-        other => TransportError::Other(other.to_string()),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportError::Connect(clean(e.to_string())),
+        ureq::Error::Io(io) if is_connect_refusal(&io) => TransportError::Connect(clean(io.to_string())),
+        other => TransportError::Other(clean(other.to_string())),
     }
 }
 

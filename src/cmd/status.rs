@@ -25,10 +25,10 @@ pub fn run(config: Config, args: StatusArgs) -> Result<ExitCode> {
     let mut out = stdout.lock();
     if args.json {
         for line in report::lines(&report) {
-            writeln!(out, "{line}").context("writing to stdout")?;
+            writeln!(out, "{}", crate::redact::text(&line.to_string())).context("writing to stdout")?;
         }
     } else {
-        out.write_all(report::table(&report).as_bytes()).context("writing to stdout")?;
+        out.write_all(crate::redact::text(&report::table(&report)).as_bytes()).context("writing to stdout")?;
     }
     out.flush().context("writing to stdout")?;
     if args.check {

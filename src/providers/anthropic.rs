@@ -980,8 +980,7 @@ mod tests {
         assert_eq!(classify(401, &body("authentication_error")), ErrorClass::Auth);
         assert_eq!(classify(429, &body("rate_limit_error")), ErrorClass::RateLimit);
         assert_eq!(classify(400, &body("invalid_request_error")), ErrorClass::Request);
-        let key = crate::keys::Secret::new("sk-ant-secret");
-        let e = crate::providers::openai::upstream_error(529, body("overloaded_error").to_string().as_bytes(), &key);
+        let e = crate::providers::openai::upstream_error(529, body("overloaded_error").to_string().as_bytes());
         assert_eq!((e.kind.as_str(), e.message.as_str()), ("overloaded_error", "m"));
     }
 

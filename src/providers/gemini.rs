@@ -41,6 +41,7 @@ pub fn build_chat(
     body: &Map<String, Value>,
     stream: bool,
 ) -> Result<UpstreamRequest, ApiError> {
+    let path = model_path(model)?;
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -68,7 +69,7 @@ pub fn build_chat(
     let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
     Ok(UpstreamRequest {
         method: Method::Post,
-        url: format!("{base}/{}:{action}", model_path(model)),
+        url: format!("{base}/{path}:{action}"),
         headers: vec![("content-type".into(), "application/json".into())],
         body: Some(serde_json::to_vec(&request).expect("a JSON map serialises")),
         stream,
@@ -79,6 +80,7 @@ pub fn build_chat(
 /// input, `dimensions` as `outputDimensionality`. Token-id inputs are refused: Gemini embeds
 /// text only. `encoding_format` is the caller's business (`openai::encode_embeddings`).
 pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> Result<UpstreamRequest, ApiError> {
+    let path = model_path(model)?;
     let texts: Vec<&str> = match body.get("input") {
         Some(Value::String(text)) => vec![text.as_str()],
         Some(Value::Array(items)) if !items.is_empty() => {
@@ -96,7 +98,6 @@ pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> R
                 .ok_or_else(|| bad("dimensions", "'dimensions' must be a positive integer"))?,
         ),
     };
-    let path = model_path(model);
     let requests: Vec<Value> = texts
         .into_iter()
         .map(|text| {
@@ -121,13 +122,14 @@ fn bad(param: &str, message: impl Into<String>) -> ApiError {
 }
 
 /// `models/<id>`; an id that already names its collection (`models/...`, `tunedModels/...`)
-/// is used as it is.
-fn model_path(model: &str) -> String {
-    if model.starts_with("models/") || model.starts_with("tunedModels/") {
-        model.to_string()
-    } else {
-        format!("models/{model}")
-    }
+/// keeps it. The id itself must be one plain path segment (`providers::path_segment`): it is
+/// followed by `:<method>` in the URL, so `x:countTokens#` would call another method.
+fn model_path(model: &str) -> Result<String, ApiError> {
+    let (collection, id) = match model.split_once('/') {
+        Some((c @ ("models" | "tunedModels"), id)) => (c, id),
+        _ => ("models", model),
+    };
+    Ok(format!("{collection}/{}", crate::providers::path_segment(id)?))
 }
 
 /// System and developer text, and the conversation as Gemini contents: roles `user` and
@@ -1018,6 +1020,17 @@ mod tests {
         assert!(r.stream);
         let r = build_chat(BASE, "tunedModels/mine", &body, false).unwrap();
         assert_eq!(r.url, format!("{BASE}/tunedModels/mine:generateContent"));
+    }
+
+    #[test]
+    fn model_ids_that_would_change_the_url_are_refused() {
+        let body = object(json!({"messages": [{"role": "user", "content": "hi"}], "input": "x"}));
+        for bad in ["gemini-2.5-flash:countTokens#", "../x", "..", "a%2Fb", "models/a/b", "tunedModels/", "x?y"] {
+            let e = build_chat(BASE, bad, &body, false).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("model")), "{bad}");
+            let e = build_embeddings(BASE, bad, &body).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("model")), "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod gemini;
 pub mod openai;
 pub mod think;
 
+use crate::error::ApiError;
 use crate::keys::Secret;
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
@@ -104,6 +105,23 @@ pub fn split_model(model: &str) -> Option<(&str, &str)> {
     (!provider.is_empty() && !id.is_empty()).then_some((provider, id))
 }
 
+/// A model id as one upstream URL path segment, for the families that name the model in the
+/// URL (Gemini). Only `A-Z a-z 0-9 . _ -` pass, which every real model id uses; they are
+/// unreserved in URLs, so the segment is its own percent-encoding. Anything else (`/ ? # : %`,
+/// spaces, controls), an empty id, `.` and `..` could reach another resource or method of the
+/// upstream API with a pool key: a 400 on `model`, before any upstream call.
+pub fn path_segment(id: &str) -> Result<&str, ApiError> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if id.is_empty() || id == "." || id == ".." || !id.bytes().all(unreserved) {
+        let shown: String = id.chars().flat_map(char::escape_default).take(200).collect();
+        return Err(ApiError::invalid_request(format!(
+            "model id '{shown}' cannot be sent upstream: use letters, digits, '.', '_' and '-' only"
+        ))
+        .with_param("model"));
+    }
+    Ok(id)
+}
+
 /// Attaches the key the way the family expects it. The body is built once per
 /// client request and re-sent unchanged to each key tried.
 pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> UpstreamRequest {
@@ -160,5 +178,19 @@ mod tests {
         assert_eq!(split_model("gpt-4o"), None);
         assert_eq!(split_model("/gpt-4o"), None);
         assert_eq!(split_model("openai/"), None);
+    }
+
+    #[test]
+    fn path_segments_are_plain_ids_only() {
+        for good in ["gemini-2.5-flash", "gemini-2.0-flash-exp", "text-embedding-004", "my_model.v2"] {
+            assert_eq!(path_segment(good).unwrap(), good);
+        }
+        for bad in ["", ".", "..", "a/b", "a%2Fb", "gemini-2.5-flash:countTokens#", "x?y", "a b", "a\nb", "é"] {
+            let e = path_segment(bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_deref(), e.param.as_deref()),
+                (400, Some("invalid_request"), Some("model"))
+            );
+        }
     }
 }

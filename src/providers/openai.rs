@@ -4,7 +4,6 @@
 //! classify_error.
 
 use crate::error::ApiError;
-use crate::keys::{Secret, redact};
 use crate::providers::think::ThinkSplitter;
 use crate::providers::{StreamTranslator, Translated};
 use crate::sse;
@@ -344,9 +343,10 @@ impl StreamSummary {
 
 // ---- classify_error (the classes themselves are in `errors`) -------------------------------
 
-/// The upstream's error in the OpenAI shape, with the key it was sent masked out of the
-/// message. Codes may be numbers (OpenRouter); they become strings.
-pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
+/// The upstream's error in the OpenAI shape. The body came through the redacting reader; the
+/// message is redacted once more since it reaches clients, logs and `key_usage.json`. Codes
+/// may be numbers (OpenRouter); they become strings.
+pub fn upstream_error(status: u16, body: &[u8]) -> ApiError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = parsed.get("error").unwrap_or(&parsed);
     let field = |name: &str| match error.get(name) {
@@ -374,7 +374,7 @@ pub fn upstream_error(status: u16, body: &[u8], key: &Secret) -> ApiError {
         kind: field("type").unwrap_or_else(|| default_kind.to_string()),
         code: field("code").or_else(|| field("status")),
         param: field("param"),
-        message: redact(&message, key),
+        message: crate::redact::text(&message).into_owned(),
         retry_after: None,
     }
 }
@@ -446,13 +446,15 @@ mod tests {
     }
 
     #[test]
-    fn normalises_errors_and_masks_the_key() {
-        let key = Secret::new("sk-secret-1234");
-        let e = upstream_error(400, br#"{"error":{"message":"bad key sk-secret-1234","type":"invalid_request_error","code":400,"param":"model"}}"#, &key);
-        assert_eq!(e.message, "bad key ...1234");
+    fn normalises_errors() {
+        let e = upstream_error(
+            400,
+            br#"{"error":{"message":"bad model","type":"invalid_request_error","code":400,"param":"model"}}"#,
+        );
+        assert_eq!(e.message, "bad model");
         assert_eq!(e.code.as_deref(), Some("400"));
         assert_eq!(e.param.as_deref(), Some("model"));
-        let e = upstream_error(502, b"<html>bad gateway</html>", &key);
+        let e = upstream_error(502, b"<html>bad gateway</html>");
         assert_eq!((e.kind.as_str(), e.message.as_str()), ("api_error", "<html>bad gateway</html>"));
     }
 

@@ -144,7 +144,7 @@ pub fn relay(
                 }
             }
         }
-        let failure = match result {
+        let mut failure = match result {
             Ok((response, body, usage)) => {
                 // A stream's outcome is reported when the stream ends.
                 if matches!(body, Body::Whole(_)) {
@@ -154,6 +154,9 @@ pub fn relay(
             }
             Err(f) => f,
         };
+        // Built from redacted upstream text already; redacted again because it becomes the
+        // cooldown reason (`key_usage.json`, `status`) and part of the client's error message.
+        failure.what = crate::redact::text(&failure.what).into_owned();
         lease.report(failure.outcome());
         if failure.class == ErrorClass::Request {
             return Err(failure.error.map_or_else(|| ApiError::invalid_request(failure.what), |e| *e));
@@ -237,14 +240,14 @@ fn attempt(
     let keyed = providers::with_key(provider.family, request.clone(), secret);
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     if (200..300).contains(&response.status) {
-        let (body, usage) = take_body(&mut response.body, request.stream, secret)?;
+        let (body, usage) = take_body(&mut response.body, request.stream)?;
         return Ok((response, body, usage));
     }
     let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
     let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let class = providers::errors::classify(response.status, &parsed);
     let retry_after = providers::errors::retry_hint(&response.headers, &parsed, clock::now_ms());
-    let error = providers::openai::upstream_error(response.status, &bytes, secret);
+    let error = providers::openai::upstream_error(response.status, &bytes);
     let what = format!("{} ({}: {})", class.describe(), response.status, error.message);
     Err(Failure { class, what, retry_after, error: Some(Box::new(error)) })
 }
@@ -254,7 +257,7 @@ fn attempt(
 /// A failure here is the upstream's, so it is transient, unless the first event is an error
 /// that says otherwise.
 /// Also returns the whole body's `usage` (null for streams), read from the one parse.
-fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> Result<(Body, Value), Failure> {
+fn take_body(body: &mut Box<dyn Read + Send>, stream: bool) -> Result<(Body, Value), Failure> {
     if stream {
         let first = read_first_event(body)?;
         let rest = std::mem::replace(body, Box::new(std::io::empty()));
@@ -274,7 +277,7 @@ fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, secret: &Secret) -> 
                 && v.get("choices").is_none()
                 && v.get("data").is_none() =>
         {
-            Err(error_in_body(&v, &bytes, secret))
+            Err(error_in_body(&v, &bytes))
         }
         Ok(mut v) => {
             let usage = v.get_mut("usage").map(Value::take).unwrap_or(Value::Null);
@@ -314,7 +317,7 @@ fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure>
     let first = &events[0];
     if let Ok(v) = serde_json::from_str::<Value>(&first.data) {
         if v.get("error").is_some_and(|e| !e.is_null()) || first.name.as_deref() == Some("error") {
-            return Err(error_in_body(&v, first.data.as_bytes(), &Secret::new("")));
+            return Err(error_in_body(&v, first.data.as_bytes()));
         }
     }
     Ok(seen)
@@ -322,12 +325,12 @@ fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure>
 
 /// An error object that came with a 2xx status (in the body or as a stream's first event):
 /// classified by the status it names (`code`), else as an upstream failure.
-fn error_in_body(v: &Value, bytes: &[u8], secret: &Secret) -> Failure {
+fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
     let error = v.get("error").unwrap_or(v);
     let status = error.get("code").and_then(Value::as_u64).filter(|c| (400..600).contains(c)).map_or(502, |c| c as u16);
     let class = providers::errors::classify(status, v);
     let retry_after = providers::errors::retry_hint(&[], v, clock::now_ms());
-    let api_error = providers::openai::upstream_error(status, bytes, secret);
+    let api_error = providers::openai::upstream_error(status, bytes);
     let what = format!("{} ({status} in a 2xx answer: {})", class.describe(), api_error.message);
     Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
 }

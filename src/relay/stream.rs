@@ -72,7 +72,10 @@ impl UpstreamStream {
                             &format!("upstream sent nothing for {secs} s (TIMEOUT_READ_STREAMING)"),
                         );
                     }
-                    Err(e) => return self.broken("stream_interrupted", &format!("upstream stream broke: {e}")),
+                    Err(e) => {
+                        let why = format!("upstream stream broke: {e}");
+                        return self.broken("stream_interrupted", &crate::redact::text(&why));
+                    }
                 }
             }
         };
@@ -102,7 +105,9 @@ impl UpstreamStream {
                     }
                 }
                 Translated::Error(error) => {
-                    let reason = error["error"]["message"].as_str().unwrap_or("error in the stream").to_string();
+                    let reason = error["error"]["message"].as_str().unwrap_or("error in the stream");
+                    // Redacted upstream text already; again, since `key_usage.json` keeps it.
+                    let reason = crate::redact::text(reason).into_owned();
                     self.lease.report(Outcome::Transient { reason });
                     self.ready.push_back(item);
                     self.ended = true;

@@ -9,4 +9,5 @@ mod man;
 mod native;
 mod resilience;
 mod routes;
+mod secrets;
 mod streaming;
