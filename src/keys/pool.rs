@@ -5,13 +5,22 @@
 //!
 //! Per key: requests in flight per model; per (key, model) a cooldown with its ladder step
 //! and a half-open flag; a key-wide lockout; today's counters per model and lifetime totals.
+//!
+//! Neither choosing a key nor recording an outcome scans the pool, so a request costs the same
+//! with 2 keys or 5,000. Per (provider, model), built on the model's first use, a `ModelIndex`
+//! keeps the free keys ordered by tier (idle, then with room) and by the rotation's order, and
+//! the cooling or locked keys in a timer queue by the time they are free: `acquire` reads the
+//! first entries, `CoolingUntil` the queue's head. A change to one key (in flight, outcome)
+//! moves that key in each of its provider's indexes, since the idle tier and a key-wide probe
+//! depend on requests in flight on every model. The records changed since the
+//! `key_usage.json` writer last asked are listed, so it copies only those (`take_changes`).
 
 use crate::clock::{self, DAY, HOUR, MINUTE, SECOND};
 use crate::config::{Config, Rotation};
 use crate::keys::Secret;
 use crate::providers::errors::QUOTA_HINT_MS;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Consecutive key-attributable failures of one (key, model) without a hint: 10 s, 30 s,
 /// 60 s, 120 s, then 2 h.
@@ -112,29 +121,33 @@ struct Key {
     secret: Secret,
     record: KeyRecord,
     in_flight: BTreeMap<String, u32>,
+    /// The sum of `in_flight`, kept so the "idle" test costs nothing.
+    in_flight_total: u32,
+    /// Changed since the `key_usage.json` writer last took it (and listed in `dirty`).
+    dirty: bool,
 }
 
 impl Key {
-    fn in_flight_total(&self) -> u32 {
-        self.in_flight.values().sum()
+    fn new(id: String, secret: Secret, record: KeyRecord) -> Key {
+        Key { id, secret, record, in_flight: BTreeMap::new(), in_flight_total: 0, dirty: false }
     }
 
     fn in_flight_for(&self, model: &str) -> u32 {
         self.in_flight.get(model).copied().unwrap_or(0)
     }
 
-    /// When this key can next take `model` (None: now).
-    fn blocked_until(&self, model: &str, now: u64) -> Option<u64> {
-        let lock = self.record.lockout.as_ref().map(|l| l.until).filter(|&u| u > now);
-        let cool =
-            self.record.models.get(model).and_then(|m| m.cooldown.as_ref()).map(|c| c.until).filter(|&u| u > now);
+    /// The end of whatever blocks this key for `model` (0: nothing ever did); it is blocked at
+    /// `now` when this is later than `now`.
+    fn blocked_until(&self, model: &str) -> u64 {
+        let lock = self.record.lockout.as_ref().map_or(0, |l| l.until);
+        let cool = self.record.models.get(model).and_then(|m| m.cooldown.as_ref()).map_or(0, |c| c.until);
         lock.max(cool)
     }
 
     fn has_room(&self, model: &str, limit: u32) -> bool {
         let half_open = self.record.probe || self.record.models.get(model).is_some_and(|m| m.probe);
         let limit = if half_open { 1 } else { limit };
-        let busy = if self.record.probe { self.in_flight_total() } else { self.in_flight_for(model) };
+        let busy = if self.record.probe { self.in_flight_total } else { self.in_flight_for(model) };
         busy < limit
     }
 
@@ -143,13 +156,215 @@ impl Key {
     }
 }
 
+/// A free key's place in a tier: (requests today for the model, random tie-break, key index)
+/// in balanced mode, (0, 0, key index) in sequential mode, so the first slot is the pick.
+type Slot = (u64, u64, usize);
+
+/// Where one key stands for one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Free, with room: tier 0 holds idle keys (nothing in flight on any model), tier 1 the rest.
+    Tier(usize, Slot),
+    /// Free but at its concurrency limit.
+    Full,
+    /// Cooling down or locked out until then.
+    Blocked(u64),
+}
+
+/// Every key of a provider ordered for one model, so a pick reads the first entries instead of
+/// scanning the pool. Built on first use of the model and dropped whenever it could be stale
+/// wholesale (reload, restore, daily reset); every change to one key moves that key in every
+/// index of its provider (`ProviderKeys::relocate`).
+#[derive(Debug)]
+struct ModelIndex {
+    tiers: [BTreeSet<Slot>; 2],
+    /// How many keys are `Place::Full`.
+    full: usize,
+    /// The timer queue: (blocked until, key index), soonest first.
+    blocked: BTreeSet<(u64, usize)>,
+    /// Each key's place, by key index.
+    place: Vec<Place>,
+    /// The latest `now` seen: a key is in `blocked` exactly when it is blocked beyond this.
+    /// (A clock stepping back does not block again a key already seen free.)
+    seen: u64,
+    /// When the index was last used, in `ProviderKeys::uses`, to evict the least recent.
+    used: u64,
+}
+
+impl ModelIndex {
+    fn remove(&mut self, i: usize) {
+        match self.place[i] {
+            Place::Tier(t, slot) => {
+                self.tiers[t].remove(&slot);
+            }
+            Place::Full => self.full -= 1,
+            Place::Blocked(until) => {
+                self.blocked.remove(&(until, i));
+            }
+        }
+    }
+
+    fn insert(&mut self, i: usize, place: Place) {
+        match place {
+            Place::Tier(t, slot) => {
+                self.tiers[t].insert(slot);
+            }
+            Place::Full => self.full += 1,
+            Place::Blocked(until) => {
+                self.blocked.insert((until, i));
+            }
+        }
+        self.place[i] = place;
+    }
+
+    /// Free keys, excluded ones included.
+    fn free(&self) -> usize {
+        self.tiers[0].len() + self.tiers[1].len() + self.full
+    }
+}
+
+/// The most model indexes a provider keeps: model names come from clients, and each index
+/// costs memory per key and an update per acquire and release.
+const MAX_MODEL_INDEXES: usize = 32;
+
 #[derive(Debug)]
 struct ProviderKeys {
     keys: Vec<Key>,
+    by_id: HashMap<String, usize>,
     limit: u32,
     rotation: Rotation,
     /// Index of the key used last (sequential mode stays on it).
     last: Option<usize>,
+    indexes: HashMap<String, ModelIndex>,
+    /// A counter of index uses, for eviction.
+    uses: u64,
+    /// Keys with `dirty` set, for the `key_usage.json` writer.
+    dirty: Vec<usize>,
+}
+
+/// What placing a key needs to read of its provider, borrowed apart from the indexes.
+struct View<'a> {
+    keys: &'a [Key],
+    limit: u32,
+    rotation: Rotation,
+}
+
+impl View<'_> {
+    /// Where key `i` belongs for `model`, given the latest time seen; a new random tie-break
+    /// only when its tier or count changed, so an unchanged key keeps its slot.
+    fn place_of(&self, i: usize, model: &str, seen: u64, old: Place, rng: &mut u64) -> Place {
+        let key = &self.keys[i];
+        let until = key.blocked_until(model);
+        if until > seen {
+            return Place::Blocked(until);
+        }
+        if !key.has_room(model, self.limit) {
+            return Place::Full;
+        }
+        let tier = usize::from(key.in_flight_total > 0);
+        let slot = match self.rotation {
+            Rotation::Sequential => (0, 0, i),
+            Rotation::Balanced => {
+                let requests = key.requests_today(model);
+                match old {
+                    Place::Tier(t, s) if t == tier && s.0 == requests => s,
+                    _ => (requests, next_random(rng), i),
+                }
+            }
+        };
+        Place::Tier(tier, slot)
+    }
+
+    fn build(&self, model: &str, now: u64, used: u64, rng: &mut u64) -> ModelIndex {
+        let n = self.keys.len();
+        let mut index = ModelIndex {
+            tiers: [BTreeSet::new(), BTreeSet::new()],
+            full: 0,
+            blocked: BTreeSet::new(),
+            place: vec![Place::Full; n],
+            seen: now,
+            used,
+        };
+        for i in 0..n {
+            let place = self.place_of(i, model, now, Place::Full, rng);
+            index.insert(i, place);
+        }
+        index
+    }
+
+    /// Moves the keys whose block ended by `now` back among the free ones.
+    fn advance(&self, index: &mut ModelIndex, model: &str, now: u64, rng: &mut u64) {
+        index.seen = index.seen.max(now);
+        while let Some(&(until, i)) = index.blocked.first() {
+            if until > index.seen {
+                break;
+            }
+            index.remove(i);
+            let place = self.place_of(i, model, index.seen, Place::Blocked(until), rng);
+            index.insert(i, place);
+        }
+    }
+}
+
+impl ProviderKeys {
+    /// The index for `model`, built on first use, with the keys whose block ended by `now`
+    /// moved back among the free ones.
+    fn index(&mut self, model: &str, now: u64, rng: &mut u64) -> &mut ModelIndex {
+        let ProviderKeys { keys, limit, rotation, indexes, uses, .. } = self;
+        let view = View { keys, limit: *limit, rotation: *rotation };
+        *uses += 1;
+        if !indexes.contains_key(model) {
+            if indexes.len() >= MAX_MODEL_INDEXES {
+                if let Some(stale) = indexes.iter().min_by_key(|(_, x)| x.used).map(|(m, _)| m.clone()) {
+                    indexes.remove(&stale);
+                }
+            }
+            indexes.insert(model.to_string(), view.build(model, now, *uses, rng));
+        }
+        let index = indexes.get_mut(model).expect("just ensured");
+        index.used = *uses;
+        view.advance(index, model, now, rng);
+        index
+    }
+
+    /// Key `i` changed (in flight, cooldown, lockout, probe or counters): moves it in every
+    /// model index. The models in use per provider are few.
+    fn relocate(&mut self, i: usize, rng: &mut u64) {
+        let view = View { keys: &self.keys, limit: self.limit, rotation: self.rotation };
+        for (model, index) in &mut self.indexes {
+            let old = index.place[i];
+            let place = view.place_of(i, model, index.seen, old, rng);
+            if place != old {
+                index.remove(i);
+                index.insert(i, place);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, i: usize) {
+        if !self.keys[i].dirty {
+            self.keys[i].dirty = true;
+            self.dirty.push(i);
+        }
+    }
+}
+
+/// The first free key of `set` not excluded: in balanced mode the fewest requests (ties in
+/// random order), in sequential mode the first at or after `last`, cyclically.
+fn first_in(set: &BTreeSet<Slot>, rotation: Rotation, last: Option<usize>, excluded: &[usize]) -> Option<usize> {
+    let ok = |s: &&Slot| !excluded.contains(&s.2);
+    let found = match rotation {
+        Rotation::Balanced => set.iter().find(ok),
+        Rotation::Sequential => set.range((0, 0, last.unwrap_or(0))..).find(ok).or_else(|| set.iter().find(ok)),
+    };
+    found.map(|s| s.2)
+}
+
+fn next_random(rng: &mut u64) -> u64 {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    *rng
 }
 
 /// The answer to "which key may this request use?".
@@ -178,8 +393,8 @@ pub struct KeyPool {
     day_start: u64,
     /// xorshift state for tie-breaks, so two proxies do not hammer the same key.
     rng: u64,
-    /// Bumped on every change worth persisting.
-    pub version: u64,
+    /// Every record changed at once (reload, restore, daily reset): the writer takes them all.
+    all_dirty: bool,
 }
 
 /// A key's state for `status` and `/v1/quota-stats`.
@@ -203,13 +418,40 @@ pub struct CooldownStatus {
 }
 
 /// What `key_usage.json` holds: no raw key, only ids and masked forms.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Snapshot {
     pub version: u32,
     pub saved_at: u64,
     pub day_start: u64,
     pub keys: BTreeMap<String, KeyRecord>,
+}
+
+impl Snapshot {
+    /// Brings a copy of the records up to date with what the pool handed over.
+    pub fn apply(&mut self, changes: Changes) {
+        self.version = 1;
+        self.day_start = changes.day_start;
+        if changes.all {
+            self.keys.clear();
+        }
+        self.keys.extend(changes.records);
+    }
+}
+
+/// The records changed since the writer last asked (`KeyPool::take_changes`).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// `records` are every configured key: replace the copy, forgetting keys not in it.
+    pub all: bool,
+    pub day_start: u64,
+    pub records: Vec<(String, KeyRecord)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.records.is_empty()
+    }
 }
 
 impl KeyPool {
@@ -220,7 +462,7 @@ impl KeyPool {
             reset_hour,
             day_start: clock::day_start(now, reset_hour),
             rng: now | 1,
-            version: 0,
+            all_dirty: true,
         };
         pool.sync(config);
         pool
@@ -230,173 +472,112 @@ impl KeyPool {
     pub fn sync(&mut self, config: &Config) {
         let mut providers = BTreeMap::new();
         for p in config.configured() {
-            let mut old = self.providers.remove(&p.name).map(|o| o.keys).unwrap_or_default();
-            let keys = p
+            let mut old: HashMap<String, Key> = self
+                .providers
+                .remove(&p.name)
+                .map(|o| o.keys.into_iter().map(|k| (k.id.clone(), k)).collect())
+                .unwrap_or_default();
+            let keys: Vec<Key> = p
                 .keys
                 .iter()
                 .map(|secret| {
                     let id = secret.id(&p.name);
-                    match old.iter().position(|k| k.id == id) {
-                        Some(i) => old.swap_remove(i),
-                        None => Key {
-                            id,
-                            secret: secret.clone(),
-                            record: KeyRecord {
-                                provider: p.name.clone(),
-                                masked: secret.masked(),
-                                ..KeyRecord::default()
-                            },
-                            in_flight: BTreeMap::new(),
-                        },
-                    }
+                    old.remove(&id).unwrap_or_else(|| {
+                        let record =
+                            KeyRecord { provider: p.name.clone(), masked: secret.masked(), ..KeyRecord::default() };
+                        Key::new(id, secret.clone(), record)
+                    })
                 })
                 .collect();
+            let by_id = keys.iter().enumerate().map(|(i, k)| (k.id.clone(), i)).collect();
             providers.insert(
                 p.name.clone(),
-                ProviderKeys { keys, limit: p.max_concurrent, rotation: p.rotation, last: None },
+                ProviderKeys {
+                    keys,
+                    by_id,
+                    limit: p.max_concurrent,
+                    rotation: p.rotation,
+                    last: None,
+                    indexes: HashMap::new(),
+                    uses: 0,
+                    dirty: Vec::new(),
+                },
             );
         }
         self.providers = providers;
-        self.version += 1;
+        self.all_changed();
     }
 
     /// Chooses a key for (provider, model), skipping `exclude`d key ids, and counts the request
-    /// in flight on it (`release` gives it back).
+    /// in flight on it (`release` gives it back). Reads the first entries of the model's index:
+    /// O(log n) in the keys, plus the few excluded ones skipped.
     pub fn acquire(&mut self, provider: &str, model: &str, now: u64, exclude: &[String]) -> Pick {
         self.roll_day(now);
-        let rng = self.next_random();
+        let rng = &mut self.rng;
         let Some(p) = self.providers.get_mut(provider) else { return Pick::NoneLeft };
-        let mut soonest: Option<u64> = None;
-        let mut free: Vec<usize> = Vec::new();
-        for (i, key) in p.keys.iter().enumerate() {
-            if exclude.contains(&key.id) {
-                continue;
+        let mut excluded: Vec<usize> = exclude.iter().filter_map(|id| p.by_id.get(id).copied()).collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let (rotation, last) = (p.rotation, p.last);
+        let index = p.index(model, now, rng);
+        let chosen = first_in(&index.tiers[0], rotation, last, &excluded)
+            .or_else(|| first_in(&index.tiers[1], rotation, last, &excluded));
+        let Some(chosen) = chosen else {
+            let free_excluded = excluded.iter().filter(|&&i| !matches!(index.place[i], Place::Blocked(_))).count();
+            if index.free() > free_excluded {
+                return Pick::Busy;
             }
-            match key.blocked_until(model, now) {
-                Some(until) => soonest = Some(soonest.map_or(until, |s| s.min(until))),
-                None => free.push(i),
-            }
-        }
-        if free.is_empty() {
-            return soonest.map_or(Pick::NoneLeft, Pick::CoolingUntil);
-        }
-        let idle: Vec<usize> = free
-            .iter()
-            .copied()
-            .filter(|&i| p.keys[i].in_flight_total() == 0 && p.keys[i].has_room(model, p.limit))
-            .collect();
-        let tier = if idle.is_empty() {
-            free.iter().copied().filter(|&i| p.keys[i].has_room(model, p.limit)).collect()
-        } else {
-            idle
-        };
-        if tier.is_empty() {
-            return Pick::Busy;
-        }
-        let chosen = match p.rotation {
-            Rotation::Balanced => {
-                let fewest = tier.iter().map(|&i| p.keys[i].requests_today(model)).min().unwrap_or(0);
-                let ties: Vec<usize> =
-                    tier.iter().copied().filter(|&i| p.keys[i].requests_today(model) == fewest).collect();
-                ties[(rng % ties.len() as u64) as usize]
-            }
-            Rotation::Sequential => {
-                let n = p.keys.len();
-                let start = p.last.unwrap_or(0);
-                (0..n).map(|step| (start + step) % n).find(|i| tier.contains(i)).unwrap_or(tier[0])
-            }
+            let soonest = index.blocked.iter().find(|(_, i)| !excluded.contains(i));
+            return soonest.map_or(Pick::NoneLeft, |&(until, _)| Pick::CoolingUntil(until));
         };
         p.last = Some(chosen);
         let key = &mut p.keys[chosen];
-        *key.in_flight.entry(model.to_string()).or_insert(0) += 1;
-        Pick::Key(Candidate { id: key.id.clone(), secret: key.secret.clone() })
+        match key.in_flight.get_mut(model) {
+            Some(n) => *n += 1,
+            None => {
+                key.in_flight.insert(model.to_string(), 1);
+            }
+        }
+        key.in_flight_total += 1;
+        let candidate = Candidate { id: key.id.clone(), secret: key.secret.clone() };
+        p.relocate(chosen, rng);
+        Pick::Key(candidate)
     }
 
     /// When the first key of the provider that is now blocked for `model` becomes free
     /// (None when one is free already, or the provider has no keys).
-    pub fn soonest_free(&self, provider: &str, model: &str, now: u64) -> Option<u64> {
-        let keys = &self.providers.get(provider)?.keys;
-        let blocked: Vec<Option<u64>> = keys.iter().map(|k| k.blocked_until(model, now)).collect();
-        if blocked.iter().any(Option::is_none) {
+    pub fn soonest_free(&mut self, provider: &str, model: &str, now: u64) -> Option<u64> {
+        let index = self.providers.get_mut(provider)?.index(model, now, &mut self.rng);
+        if index.free() > 0 {
             return None;
         }
-        blocked.into_iter().flatten().min()
+        index.blocked.first().map(|&(until, _)| until)
     }
 
     pub fn release(&mut self, provider: &str, id: &str, model: &str) {
-        let Some(key) = self.key_mut(provider, id) else { return };
-        if let Some(n) = key.in_flight.get_mut(model) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                key.in_flight.remove(model);
-            }
+        let Some(p) = self.providers.get_mut(provider) else { return };
+        let Some(&i) = p.by_id.get(id) else { return };
+        let key = &mut p.keys[i];
+        let Some(n) = key.in_flight.get_mut(model) else { return };
+        if *n > 0 {
+            *n -= 1;
+            key.in_flight_total -= 1;
         }
+        if *n == 0 {
+            key.in_flight.remove(model);
+        }
+        p.relocate(i, &mut self.rng);
     }
 
     /// Records an attempt's outcome: counters, and cooldowns or lockouts for key failures.
     pub fn report(&mut self, provider: &str, id: &str, model: &str, outcome: &Outcome, now: u64) {
         self.roll_day(now);
         let next_reset = self.day_start + DAY;
-        let Some(key) = self.key_mut(provider, id) else { return };
-        let state = key.record.models.entry(model.to_string()).or_default();
-        state.today.requests += 1;
-        match outcome {
-            Outcome::Success { prompt_tokens, completion_tokens } => {
-                state.today.successes += 1;
-                state.today.prompt_tokens += prompt_tokens;
-                state.today.completion_tokens += completion_tokens;
-                state.step = 0;
-                state.probe = false;
-                state.cooldown = None;
-                key.record.probe = false;
-            }
-            Outcome::Cancelled => {}
-            Outcome::RequestError => state.today.failures += 1,
-            Outcome::RateLimited { retry_after, reason } => {
-                state.today.failures += 1;
-                match retry_after {
-                    Some(hint) if *hint > QUOTA_HINT_MS => cool(state, now + hint, reason),
-                    Some(hint) => {
-                        state.step += 1;
-                        cool(state, now + hint, reason);
-                    }
-                    None => {
-                        let wait = LADDER[(state.step as usize).min(LADDER.len() - 1)];
-                        state.step += 1;
-                        cool(state, now + wait, reason);
-                    }
-                }
-            }
-            Outcome::QuotaExhausted { retry_after, reason } => {
-                state.today.failures += 1;
-                cool(state, retry_after.map_or(next_reset, |h| now + h), reason);
-            }
-            Outcome::Transient { reason } => {
-                state.today.failures += 1;
-                cool(state, now + TRANSIENT_COOLDOWN, reason);
-            }
-            Outcome::AuthFailed { reason } => {
-                state.today.failures += 1;
-                let wait = LOCKOUT_LADDER[(key.record.lockout_step as usize).min(LOCKOUT_LADDER.len() - 1)];
-                key.record.lockout_step += 1;
-                lock_out(&mut key.record, now + wait, reason);
-            }
-        }
-        let long = key
-            .record
-            .models
-            .values()
-            .filter(|m| m.cooldown.as_ref().is_some_and(|c| c.until >= now + LONG_COOLDOWN))
-            .count();
-        let locked = key.record.lockout.as_ref().is_some_and(|l| l.until > now);
-        if long >= 3 && !locked {
-            lock_out(
-                &mut key.record,
-                now + LONG_COOLDOWN_LOCKOUT,
-                "three or more models on cooldowns of 2 h or longer",
-            );
-        }
-        self.version += 1;
+        let Some(p) = self.providers.get_mut(provider) else { return };
+        let Some(&i) = p.by_id.get(id) else { return };
+        record_outcome(&mut p.keys[i].record, model, outcome, now, next_reset);
+        p.mark_dirty(i);
+        p.relocate(i, &mut self.rng);
     }
 
     /// The numbers of a new day: at the reset hour, today's counters fold into the lifetime
@@ -416,18 +597,16 @@ impl KeyPool {
                 m.step = 0;
             }
         }
-        self.version += 1;
+        self.all_changed();
     }
 
-    fn next_random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    fn key_mut(&mut self, provider: &str, id: &str) -> Option<&mut Key> {
-        self.providers.get_mut(provider)?.keys.iter_mut().find(|k| k.id == id)
+    /// Every record may have changed: the indexes are rebuilt on their next use and the
+    /// writer takes every record.
+    fn all_changed(&mut self) {
+        for p in self.providers.values_mut() {
+            p.indexes.clear();
+        }
+        self.all_dirty = true;
     }
 
     /// Every key's state now, providers in name order, keys in configuration order.
@@ -452,7 +631,7 @@ impl KeyPool {
                     })
                     .collect();
                 let locked = key.record.lockout.as_ref().filter(|l| l.until > now).map_or(0, |l| secs(l.until));
-                let in_flight = key.in_flight_total();
+                let in_flight = key.in_flight_total;
                 let state = if locked > 0 {
                     "locked"
                 } else if !cooldowns.is_empty() {
@@ -478,10 +657,37 @@ impl KeyPool {
             .collect()
     }
 
+    /// Every record: what `key_usage.json` would hold now.
     pub fn snapshot(&self, now: u64) -> Snapshot {
         let keys =
             self.providers.values().flat_map(|p| p.keys.iter()).map(|k| (k.id.clone(), k.record.clone())).collect();
         Snapshot { version: 1, saved_at: now, day_start: self.day_start, keys }
+    }
+
+    /// The records changed since the last call, for the `key_usage.json` writer to apply to
+    /// its own copy (`Snapshot::apply`): under the lock it copies only those.
+    pub fn take_changes(&mut self) -> Changes {
+        let day_start = self.day_start;
+        if std::mem::take(&mut self.all_dirty) {
+            let mut records = Vec::new();
+            for p in self.providers.values_mut() {
+                p.dirty.clear();
+                for key in &mut p.keys {
+                    key.dirty = false;
+                    records.push((key.id.clone(), key.record.clone()));
+                }
+            }
+            return Changes { all: true, day_start, records };
+        }
+        let mut records = Vec::new();
+        for p in self.providers.values_mut() {
+            for i in std::mem::take(&mut p.dirty) {
+                let key = &mut p.keys[i];
+                key.dirty = false;
+                records.push((key.id.clone(), key.record.clone()));
+            }
+        }
+        Changes { all: false, day_start, records }
     }
 
     /// Takes back what a snapshot knows of the configured keys; keys no longer configured are
@@ -499,7 +705,61 @@ impl KeyPool {
             }
         }
         self.roll_day(now);
-        self.version += 1;
+        self.all_changed();
+    }
+}
+
+/// What one outcome does to a key's record.
+fn record_outcome(record: &mut KeyRecord, model: &str, outcome: &Outcome, now: u64, next_reset: u64) {
+    let state = record.models.entry(model.to_string()).or_default();
+    state.today.requests += 1;
+    match outcome {
+        Outcome::Success { prompt_tokens, completion_tokens } => {
+            state.today.successes += 1;
+            state.today.prompt_tokens += prompt_tokens;
+            state.today.completion_tokens += completion_tokens;
+            state.step = 0;
+            state.probe = false;
+            state.cooldown = None;
+            record.probe = false;
+        }
+        Outcome::Cancelled => {}
+        Outcome::RequestError => state.today.failures += 1,
+        Outcome::RateLimited { retry_after, reason } => {
+            state.today.failures += 1;
+            match retry_after {
+                Some(hint) if *hint > QUOTA_HINT_MS => cool(state, now + hint, reason),
+                Some(hint) => {
+                    state.step += 1;
+                    cool(state, now + hint, reason);
+                }
+                None => {
+                    let wait = LADDER[(state.step as usize).min(LADDER.len() - 1)];
+                    state.step += 1;
+                    cool(state, now + wait, reason);
+                }
+            }
+        }
+        Outcome::QuotaExhausted { retry_after, reason } => {
+            state.today.failures += 1;
+            cool(state, retry_after.map_or(next_reset, |h| now + h), reason);
+        }
+        Outcome::Transient { reason } => {
+            state.today.failures += 1;
+            cool(state, now + TRANSIENT_COOLDOWN, reason);
+        }
+        Outcome::AuthFailed { reason } => {
+            state.today.failures += 1;
+            let wait = LOCKOUT_LADDER[(record.lockout_step as usize).min(LOCKOUT_LADDER.len() - 1)];
+            record.lockout_step += 1;
+            lock_out(record, now + wait, reason);
+        }
+    }
+    let long =
+        record.models.values().filter(|m| m.cooldown.as_ref().is_some_and(|c| c.until >= now + LONG_COOLDOWN)).count();
+    let locked = record.lockout.as_ref().is_some_and(|l| l.until > now);
+    if long >= 3 && !locked {
+        lock_out(record, now + LONG_COOLDOWN_LOCKOUT, "three or more models on cooldowns of 2 h or longer");
     }
 }
 
@@ -701,5 +961,245 @@ mod tests {
         let mut fresh = pool(&[("OPENAI_API_KEY", "sk-very-secret-value")]);
         fresh.restore(serde_json::from_str(&json).unwrap(), T0 + 1);
         assert_eq!(fresh.acquire("openai", "m", T0 + 1, &[]), Pick::CoolingUntil(T0 + 10_000));
+    }
+}
+
+/// The pool checked against the linear rules it replaced, over seeded random histories.
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use crate::config::LauncherConfig;
+    use std::path::Path;
+
+    const T0: u64 = 1_795_561_200_000;
+
+    /// What the linear rules allow `acquire` to answer: one of these keys, or exactly this.
+    #[derive(Debug)]
+    enum Allowed {
+        AnyOf(Vec<usize>),
+        Exactly(Pick),
+    }
+
+    /// The selection rules as one scan over every key, written from the records alone.
+    fn reference(pool: &KeyPool, provider: &str, model: &str, now: u64, exclude: &[String]) -> Allowed {
+        let Some(p) = pool.providers.get(provider) else { return Allowed::Exactly(Pick::NoneLeft) };
+        let total = |k: &Key| k.in_flight.values().sum::<u32>();
+        let blocked = |k: &Key| {
+            let lock = k.record.lockout.as_ref().map(|l| l.until).filter(|&u| u > now);
+            let cool = k.record.models.get(model).and_then(|m| m.cooldown.as_ref()).map(|c| c.until);
+            lock.max(cool.filter(|&u| u > now))
+        };
+        let room = |k: &Key| {
+            let half_open = k.record.probe || k.record.models.get(model).is_some_and(|m| m.probe);
+            let busy = if k.record.probe { total(k) } else { k.in_flight.get(model).copied().unwrap_or(0) };
+            busy < if half_open { 1 } else { p.limit }
+        };
+        let keys: Vec<(usize, &Key)> = p.keys.iter().enumerate().filter(|(_, k)| !exclude.contains(&k.id)).collect();
+        let free: Vec<(usize, &Key)> = keys.iter().copied().filter(|(_, k)| blocked(k).is_none()).collect();
+        if free.is_empty() {
+            let soonest = keys.iter().filter_map(|(_, k)| blocked(k)).min();
+            return Allowed::Exactly(soonest.map_or(Pick::NoneLeft, Pick::CoolingUntil));
+        }
+        let idle: Vec<(usize, &Key)> = free.iter().copied().filter(|(_, k)| total(k) == 0 && room(k)).collect();
+        let tier = if idle.is_empty() { free.into_iter().filter(|(_, k)| room(k)).collect() } else { idle };
+        if tier.is_empty() {
+            return Allowed::Exactly(Pick::Busy);
+        }
+        let requests = |k: &Key| k.record.models.get(model).map_or(0, |m| m.today.requests);
+        match p.rotation {
+            Rotation::Balanced => {
+                let fewest = tier.iter().map(|(_, k)| requests(k)).min().unwrap();
+                Allowed::AnyOf(tier.iter().filter(|(_, k)| requests(k) == fewest).map(|(i, _)| *i).collect())
+            }
+            Rotation::Sequential => {
+                let n = p.keys.len();
+                let start = p.last.unwrap_or(0);
+                let first = (0..n).map(|s| (start + s) % n).find(|i| tier.iter().any(|(j, _)| j == i)).unwrap();
+                Allowed::AnyOf(vec![first])
+            }
+        }
+    }
+
+    fn reference_soonest(pool: &KeyPool, provider: &str, model: &str, now: u64) -> Option<u64> {
+        match reference(pool, provider, model, now, &[]) {
+            Allowed::Exactly(Pick::CoolingUntil(until)) => Some(until),
+            _ => None,
+        }
+    }
+
+    /// A random history on one provider: keys, models, leases held, the clock.
+    struct World {
+        pool: KeyPool,
+        env: BTreeMap<String, String>,
+        secrets: Vec<String>,
+        models: Vec<String>,
+        held: Vec<(String, String)>,
+        now: u64,
+        rng: u64,
+    }
+
+    impl World {
+        fn new(seed: u64) -> World {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let n_keys = 1 + (next_random(&mut rng) % 40) as usize;
+            let n_models = 1 + (next_random(&mut rng) % 3) as usize;
+            let limit = 1 + next_random(&mut rng) % 3;
+            let sequential = next_random(&mut rng) % 2 == 0;
+            let mut env = BTreeMap::new();
+            env.insert("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI".to_string(), limit.to_string());
+            if sequential {
+                env.insert("ROTATION_MODE_OPENAI".to_string(), "sequential".to_string());
+            }
+            let secrets: Vec<String> = (0..n_keys).map(|i| format!("sk-{seed}-{i}")).collect();
+            let mut world = World {
+                pool: KeyPool::new(&config(&env, &secrets), T0),
+                env,
+                secrets,
+                models: (0..n_models).map(|m| format!("m{m}")).collect(),
+                held: Vec::new(),
+                now: T0,
+                rng,
+            };
+            world.pool.rng = seed | 1;
+            world
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (next_random(&mut self.rng) % n as u64) as usize
+        }
+
+        fn ids(&self) -> Vec<String> {
+            self.pool.providers.get("openai").map_or(Vec::new(), |p| p.keys.iter().map(|k| k.id.clone()).collect())
+        }
+
+        fn outcome(&mut self) -> Outcome {
+            let hint = [None, Some(0), Some(1_500), Some(QUOTA_HINT_MS + 1), Some(3 * HOUR)][self.below(5)];
+            let reason = "r".to_string();
+            match self.below(8) {
+                0 | 1 => Outcome::Success { prompt_tokens: 3, completion_tokens: 4 },
+                2 => Outcome::RateLimited { retry_after: hint, reason },
+                3 => Outcome::QuotaExhausted { retry_after: hint, reason },
+                4 => Outcome::AuthFailed { reason },
+                5 => Outcome::Transient { reason },
+                6 => Outcome::RequestError,
+                _ => Outcome::Cancelled,
+            }
+        }
+
+        /// One random operation, its answer checked against the linear rules.
+        fn step(&mut self) {
+            let m = self.below(self.models.len());
+            let model = self.models[m].clone();
+            match self.below(20) {
+                0..=6 => self.acquire(&model),
+                7..=9 if !self.held.is_empty() => {
+                    let at = self.below(self.held.len());
+                    let (id, model) = self.held.swap_remove(at);
+                    self.pool.release("openai", &id, &model);
+                }
+                10..=13 => {
+                    let ids = self.ids();
+                    let (at, any) = (self.below(self.held.len().max(1)), self.below(ids.len()));
+                    let (id, model) = self.held.get(at).cloned().unwrap_or_else(|| (ids[any].clone(), model));
+                    let outcome = self.outcome();
+                    self.pool.report("openai", &id, &model, &outcome, self.now);
+                }
+                14 | 15 => self.now += [1, 500, 10 * SECOND, 2 * MINUTE, 5 * HOUR][self.below(5)],
+                16 => {
+                    let soonest = self.pool.soonest_free("openai", &model, self.now);
+                    assert_eq!(soonest, reference_soonest(&self.pool, "openai", &model, self.now));
+                }
+                17 if self.below(10) == 0 => self.reload(),
+                18 if self.below(10) == 0 => {
+                    let snapshot = self.pool.snapshot(self.now);
+                    self.pool.restore(snapshot, self.now);
+                }
+                _ => {}
+            }
+        }
+
+        fn acquire(&mut self, model: &str) {
+            let ids = self.ids();
+            let exclude: Vec<String> = match self.below(6) {
+                0 => ids.clone(),
+                1 | 2 => {
+                    let n = 1 + self.below(3);
+                    (0..n).map(|_| ids[self.below(ids.len())].clone()).collect()
+                }
+                _ => Vec::new(),
+            };
+            self.pool.roll_day(self.now);
+            let allowed = reference(&self.pool, "openai", model, self.now, &exclude);
+            let pick = self.pool.acquire("openai", model, self.now, &exclude);
+            match (&allowed, &pick) {
+                (Allowed::AnyOf(keys), Pick::Key(c)) => {
+                    let i = self.pool.providers["openai"].by_id[&c.id];
+                    assert!(keys.contains(&i), "picked key {i}, the rules allow {keys:?}");
+                    self.held.push((c.id.clone(), model.to_string()));
+                }
+                (Allowed::Exactly(expected), _) => assert_eq!(&pick, expected),
+                _ => panic!("the rules allow {allowed:?}, the pool answered {pick:?}"),
+            }
+        }
+
+        /// A SIGHUP with some keys gone and some back.
+        fn reload(&mut self) {
+            let secrets = self.secrets.clone();
+            let kept: Vec<String> = secrets.into_iter().filter(|_| self.below(4) != 0).collect();
+            let kept = if kept.is_empty() { self.secrets[..1].to_vec() } else { kept };
+            self.pool.sync(&config(&self.env, &kept));
+        }
+    }
+
+    fn config(env: &BTreeMap<String, String>, secrets: &[String]) -> Config {
+        let mut env = env.clone();
+        for (i, secret) in secrets.iter().enumerate() {
+            env.insert(format!("OPENAI_API_KEY_{}", i + 1), secret.clone());
+        }
+        Config::from_env(Path::new("."), &env, LauncherConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn every_pick_is_one_the_linear_rules_allow() {
+        let mut picks = 0;
+        for seed in 1..=300 {
+            let mut world = World::new(seed);
+            for _ in 0..400 {
+                world.step();
+            }
+            picks += world.pool.providers["openai"].keys.iter().map(|k| k.record.models.len()).sum::<usize>();
+        }
+        assert!(picks > 0);
+    }
+
+    #[test]
+    fn more_models_than_indexes_evict_and_rebuild_them() {
+        for seed in 1..=20 {
+            let mut world = World::new(seed);
+            world.models = (0..MAX_MODEL_INDEXES + 8).map(|m| format!("m{m}")).collect();
+            for _ in 0..600 {
+                world.step();
+                assert!(world.pool.providers["openai"].indexes.len() <= MAX_MODEL_INDEXES);
+            }
+        }
+    }
+
+    #[test]
+    fn the_writers_copy_equals_a_full_snapshot() {
+        for seed in 1..=60 {
+            let mut world = World::new(seed);
+            let mut copy = Snapshot::default();
+            for step in 0..400 {
+                world.step();
+                if step % 7 == 0 {
+                    copy.apply(world.pool.take_changes());
+                    copy.saved_at = world.now;
+                    assert_eq!(copy, world.pool.snapshot(world.now), "seed {seed}, step {step}");
+                }
+            }
+            let changes = world.pool.take_changes();
+            copy.apply(changes);
+            assert!(world.pool.take_changes().is_empty(), "nothing changed since");
+        }
     }
 }
