@@ -430,7 +430,7 @@ fn a_client_leaving_mid_stream_frees_the_key_at_once() {
     let mock = Mock::start(move |_| {
         let (hold, broken) = state.lock().unwrap().take().expect("one stream");
         let mut pieces = vec![Piece::Bytes(event(&content_chunk("first"))), Piece::Hold(hold)];
-        pieces.extend((0..2000).map(|_| Piece::Bytes(event(&content_chunk(&"x".repeat(512))))));
+        pieces.push(Piece::UntilClosed(event(&content_chunk(&"x".repeat(512)))));
         MockReply::Stream { status: 200, pieces, on_write_error: Some(broken) }
     });
     let proxy = Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=sk-leave-0007\n", mock.base()));

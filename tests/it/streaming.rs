@@ -146,7 +146,7 @@ fn a_client_that_disconnects_closes_the_upstream_call() {
         let (hold, broken) = state.lock().unwrap().take().expect("one stream");
         // After the hold, keep writing: once keyrelay has closed its side, a write fails.
         let mut pieces = vec![Piece::Bytes(event(&content_chunk("first"))), Piece::Hold(hold)];
-        pieces.extend((0..2000).map(|_| Piece::Bytes(event(&content_chunk(&"x".repeat(512))))));
+        pieces.push(Piece::UntilClosed(event(&content_chunk(&"x".repeat(512)))));
         MockReply::Stream { status: 200, pieces, on_write_error: Some(broken) }
     });
     let proxy = proxy_for(&mock);

@@ -35,6 +35,10 @@ pub enum Piece {
     Bytes(Vec<u8>),
     /// Wait until the test sends on the paired channel (or drops it) before going on.
     Hold(Receiver<()>),
+    /// Write these bytes again and again until a write fails (the proxy closed the
+    /// connection), at most `UNTIL_CLOSED_LIMIT` bytes in all: socket buffers can hold
+    /// megabytes, so a fixed number of events may all fit before a close is noticed.
+    UntilClosed(Vec<u8>),
 }
 
 pub enum MockReply {
@@ -161,6 +165,13 @@ fn answer(mut request: tiny_http::Request, handler: &Handler, recorded: &Mutex<V
                     Piece::Hold(gate) => {
                         let _ = gate.recv_timeout(super::WAIT);
                     }
+                    Piece::UntilClosed(bytes) => {
+                        let mut sent = 0;
+                        while ok && sent < UNTIL_CLOSED_LIMIT {
+                            ok = write_chunk(&mut out, &bytes);
+                            sent += bytes.len();
+                        }
+                    }
                 }
             }
             if ok {
@@ -174,6 +185,8 @@ fn answer(mut request: tiny_http::Request, handler: &Handler, recorded: &Mutex<V
         }
     }
 }
+
+const UNTIL_CLOSED_LIMIT: usize = 512 << 20;
 
 fn write_chunk(out: &mut dyn Write, bytes: &[u8]) -> bool {
     if bytes.is_empty() {
