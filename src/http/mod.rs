@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 /// How long a request whose body is read waits for one of the `--workers` slots before it is
 /// answered 503 `server_busy`.
 const WORKER_WAIT: Duration = Duration::from_secs(5);
+/// Request bodies this large or larger count against the body budget; smaller ones never wait.
+const LARGE_BODY: u64 = 64 * 1024;
 /// Accept errors (out of file descriptors, say) are retried after a pause that doubles from
 /// the first to the last of these while they go on.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
@@ -53,7 +55,10 @@ struct Shared {
     state: Arc<AppState>,
     limits: ClientLimits,
     stopping: AtomicBool,
-    workers: Slots,
+    /// One unit per request being handled (`--workers`).
+    workers: Budget,
+    /// Bytes of large request bodies being handled, at most `MAX_REQUEST_BODY_BYTES` together.
+    bodies: Budget,
     connections: Mutex<Registry>,
     /// Signalled when a connection closes (shutdown waits for the last one).
     closed: Condvar,
@@ -75,12 +80,16 @@ struct Tracked {
 pub fn start(state: Arc<AppState>, addr: &str, workers: usize) -> Result<Running, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let limits = state.config().settings.client;
+    let (limits, max_body) = {
+        let settings = &state.config().settings;
+        (settings.client, settings.max_request_body_bytes)
+    };
     let shared = Arc::new(Shared {
         state,
         limits,
         stopping: AtomicBool::new(false),
-        workers: Slots::new(workers),
+        workers: Budget::new(workers as u64),
+        bodies: Budget::new(max_body.max(LARGE_BODY)),
         connections: Mutex::new(Registry::default()),
         closed: Condvar::new(),
     });
@@ -216,7 +225,7 @@ fn refuse(stream: &TcpStream) {
 }
 
 /// What happens to a connection after an exchange.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Next {
     KeepAlive,
     Close,
@@ -271,34 +280,20 @@ fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
     if let Some(reply) = api::admit(state, &req) {
         return answer(conn, &head, &req, started, reply, if head.has_body() { Next::Linger } else { after });
     }
-    let limit = state.config().settings.max_request_body_bytes;
-    if matches!(head.framing, Framing::Length(n) if n > limit) {
-        return answer(conn, &head, &req, started, api::error_reply(&req, &ApiError::too_large(limit)), Next::Linger);
-    }
-    if head.expect_continue && head.has_body() && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-        return Next::Close;
-    }
-    req.body = match conn.read_body(head.framing, limit) {
-        Ok(body) => body,
-        Err(ReadError::BodyTooLarge) => {
-            return answer(
-                conn,
-                &head,
-                &req,
-                started,
-                api::error_reply(&req, &ApiError::too_large(limit)),
-                Next::Linger,
-            );
+    let large_body = match receive_body(shared, conn, &head, &req, after) {
+        Ok((body, permit)) => {
+            req.body = body;
+            permit
         }
-        Err(e) => {
+        Err(Refusal::Answer(reply, next)) => return answer(conn, &head, &req, started, reply, next),
+        Err(Refusal::Unreadable(e)) => {
             log_exchange(&req, 400, started);
             return answer_read_error(conn, head.minor_version, e);
         }
+        Err(Refusal::Gone) => return Next::Close,
     };
-    let Some(_slot) = shared.workers.acquire(WORKER_WAIT) else {
-        let mut busy = ApiError::new(503, "api_error", "server_busy", "every worker is busy; retry shortly");
-        busy.retry_after = Some(1);
-        return answer(conn, &head, &req, started, api::error_reply(&req, &busy), after);
+    let Some(slot) = shared.workers.acquire(1, WORKER_WAIT) else {
+        return answer(conn, &head, &req, started, busy(&req), after);
     };
     let reply = match catch_unwind(AssertUnwindSafe(|| api::dispatch(state, &req))) {
         Ok(reply) => reply,
@@ -307,7 +302,79 @@ fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
             api::error_reply(&req, &ApiError::internal("internal error; see the server log"))
         }
     };
+    drop(slot);
+    req.body = Vec::new();
+    if large_body.is_some() {
+        drop(large_body);
+        release_freed_memory();
+    }
     answer(conn, &head, &req, started, reply, after)
+}
+
+/// Why a request's body was not taken.
+enum Refusal {
+    /// Answer this, then do that with the connection.
+    Answer(Reply, Next),
+    /// The body broke its framing or its deadline.
+    Unreadable(ReadError),
+    /// The client left.
+    Gone,
+}
+
+/// Reads an admitted request's body within `MAX_REQUEST_BODY_BYTES`. A large body also takes
+/// its size from the body budget, before it is read when its length is declared, and keeps it
+/// (the returned permit) while the request is handled: its parsed JSON tree can cost many
+/// times its size, and the budget bounds what all large bodies together can cost.
+fn receive_body<'a>(
+    shared: &'a Shared,
+    conn: &mut Conn,
+    head: &Head,
+    req: &Incoming,
+    after: Next,
+) -> Result<(Vec<u8>, Option<Permit<'a>>), Refusal> {
+    let limit = shared.state.config().settings.max_request_body_bytes;
+    let too_large = || Refusal::Answer(api::error_reply(req, &ApiError::too_large(limit)), Next::Linger);
+    let mut permit = match head.framing {
+        Framing::Length(n) if n > limit => return Err(too_large()),
+        Framing::Length(n) if n >= LARGE_BODY => {
+            Some(shared.bodies.acquire(n, WORKER_WAIT).ok_or_else(|| Refusal::Answer(busy(req), Next::Linger))?)
+        }
+        _ => None,
+    };
+    if head.expect_continue && head.has_body() && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+        return Err(Refusal::Gone);
+    }
+    let body = conn.read_body(head.framing, limit).map_err(|e| match e {
+        ReadError::BodyTooLarge => too_large(),
+        e => Refusal::Unreadable(e),
+    })?;
+    let size = body.len() as u64;
+    if permit.is_none() && size >= LARGE_BODY {
+        permit = Some(shared.bodies.acquire(size, WORKER_WAIT).ok_or_else(|| Refusal::Answer(busy(req), after))?);
+    }
+    Ok((body, permit))
+}
+
+fn busy(req: &Incoming) -> Reply {
+    let mut busy = ApiError::new(503, "api_error", "server_busy", "the server is busy; retry shortly");
+    busy.retry_after = Some(1);
+    api::error_reply(req, &busy)
+}
+
+/// Gives freed heap memory back to the system after a large request. glibc keeps what a thread
+/// freed in that thread's arena, so without this a few large JSON bodies (whose parsed trees
+/// cost many times their size) would leave hundreds of MB resident for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and works on glibc's heap under its own locks.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// Writes `reply`, logs the exchange, and says what the connection does next.
@@ -394,37 +461,42 @@ fn log_exchange(req: &Incoming, status: u16, started: Instant) {
     log::info!("{} {} {status} {ms:.1}ms id={}", req.method, req.path, req.id);
 }
 
-/// A counting semaphore: how many requests are handled at once.
-struct Slots {
-    free: Mutex<usize>,
+/// A counting semaphore of units: worker slots (one per request), or bytes of large bodies.
+struct Budget {
+    free: Mutex<u64>,
     released: Condvar,
 }
 
-struct Slot<'a>(&'a Slots);
+/// Units taken from a `Budget`, given back on drop.
+struct Permit<'a> {
+    budget: &'a Budget,
+    units: u64,
+}
 
-impl Slots {
-    fn new(n: usize) -> Slots {
-        Slots { free: Mutex::new(n), released: Condvar::new() }
+impl Budget {
+    fn new(units: u64) -> Budget {
+        Budget { free: Mutex::new(units), released: Condvar::new() }
     }
 
-    fn acquire(&self, wait: Duration) -> Option<Slot<'_>> {
+    /// Takes `units`, waiting up to `wait` for them to be free.
+    fn acquire(&self, units: u64, wait: Duration) -> Option<Permit<'_>> {
         let deadline = Instant::now() + wait;
         let mut free = lock(&self.free);
-        while *free == 0 {
+        while *free < units {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
             free = self.released.wait_timeout(free, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        *free -= 1;
-        Some(Slot(self))
+        *free -= units;
+        Some(Permit { budget: self, units })
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.released.notify_one();
+        *lock(&self.budget.free) += self.units;
+        self.budget.released.notify_all();
     }
 }

@@ -343,3 +343,44 @@ fn running_out_of_file_descriptors_does_not_kill_the_listener() {
     assert_eq!(chat.status, 200, "{}", chat.text());
     proxy.wait_for_log("accepting connections again");
 }
+
+#[test]
+fn large_bodies_share_a_budget_and_small_ones_never_wait() {
+    let mock = upstream();
+    let proxy = proxy_for(&mock, "MAX_REQUEST_BODY_BYTES=100000\nCLIENT_BODY_TIMEOUT=3\n");
+    let auth = format!("Authorization: Bearer {KEY}\r\n");
+    // A declares the largest body allowed and stalls: the whole budget is its. The budget is
+    // taken before `100 Continue` is sent, so once that arrives B cannot have taken it first.
+    let mut stalled = connect(&proxy);
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\nContent-Length: 100000\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0u8; 25];
+    stalled.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stalled.write_all(b"{").unwrap();
+    let body = format!(r#"{{"model":"openai/m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(70_000));
+    let mut large = connect(&proxy);
+    large
+        .write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    // A small request goes through while the large one waits for the budget.
+    let small = proxy.client_with_key(KEY).post("/v1/chat/completions", r#"{"model":"openai/m","messages":[]}"#);
+    assert_eq!(small.status, 200, "{}", small.text());
+    large.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    let waiting = matches!(large.read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(waiting, "the large body was handled while the budget was taken");
+    large.set_nonblocking(false).unwrap();
+    // A is cut by its body timeout; its share of the budget comes back and B is served.
+    assert_eq!(statuses(&read_to_close(&mut stalled)), vec![408]);
+    assert_eq!(read_answer(&mut large).0, 200);
+    assert_eq!(mock.requests().len(), 2);
+}
