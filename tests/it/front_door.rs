@@ -384,3 +384,34 @@ fn large_bodies_share_a_budget_and_small_ones_never_wait() {
     assert_eq!(read_answer(&mut large).0, 200);
     assert_eq!(mock.requests().len(), 2);
 }
+
+#[test]
+fn a_client_that_stops_reading_a_stream_is_cut_by_the_write_timeout() {
+    use crate::support::mock::{Piece, content_chunk, event};
+    let (broken_tx, broken_rx) = crossbeam_channel::bounded::<()>(1);
+    let broken = std::sync::Mutex::new(Some(broken_tx));
+    let mock = Mock::start(move |_| {
+        let pieces = vec![
+            Piece::Bytes(event(&content_chunk("first"))),
+            Piece::UntilClosed(event(&content_chunk(&"x".repeat(4096)))),
+        ];
+        MockReply::Stream { status: 200, pieces, on_write_error: broken.lock().unwrap().take() }
+    });
+    let proxy = Proxy::start(&format!(
+        "OPENAI_API_KEY=sk-reader-0009\nOPENAI_API_BASE={}\nCLIENT_WRITE_TIMEOUT=1\n",
+        mock.base()
+    ));
+    let mut s = connect(&proxy);
+    let body = r#"{"model":"openai/m","messages":[],"stream":true}"#;
+    let request =
+        format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(request.as_bytes()).unwrap();
+    let mut first = [0u8; 64];
+    assert!(s.read(&mut first).unwrap() > 0, "the stream started");
+    // The client keeps its connection open and reads nothing more: once the socket buffers are
+    // full, the proxy's write times out, the upstream call is closed and the key is free.
+    broken_rx.recv_timeout(WAIT).expect("the upstream call was not closed after the write timeout");
+    let status = proxy.key_status("...0009");
+    assert_eq!(status["in_flight"], 0, "{status}");
+    drop(s);
+}
