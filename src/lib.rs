@@ -48,6 +48,13 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let dir =
         top.dir.or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
     let config = config::Config::load(&dir)?;
+    let result = dispatch(config, command);
+    // Log lines still in the writer's channel or buffers would be lost at exit.
+    logging::stop();
+    result
+}
+
+fn dispatch(config: config::Config, command: Command) -> Result<ExitCode> {
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),
         Command::Status(args) => {

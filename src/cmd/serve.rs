@@ -108,6 +108,8 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     drop(events);
     let _ = failure_thread.join();
     log::info!("stopped");
+    // The writer thread holds what is not yet on disk: flush it and join it before exiting.
+    logging::stop();
     Ok(exit)
 }
 
