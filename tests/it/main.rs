@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod files;
 mod man;
 mod native;
 mod resilience;
