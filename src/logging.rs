@@ -208,7 +208,8 @@ impl<W: Write> Writer<W> {
         Writer { outputs, dropped, reported: 0, last_flush: Instant::now() }
     }
 
-    /// Writes lines until `Msg::Stop` or until every sender is gone, then flushes.
+    /// Writes lines until `Msg::Stop` (and the lines already queued behind it) or until every
+    /// sender is gone, then flushes.
     fn run(&mut self, rx: &Receiver<Msg>) {
         loop {
             let msg = match rx.try_recv() {
@@ -225,7 +226,13 @@ impl<W: Write> Writer<W> {
             };
             match msg {
                 Msg::Line(line) => self.write(&line),
-                Msg::Stop => break,
+                Msg::Stop => {
+                    // A thread still running at shutdown may have logged after the stop.
+                    while let Ok(Msg::Line(line)) = rx.try_recv() {
+                        self.write(&line);
+                    }
+                    break;
+                }
             }
             if self.last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.flush();
@@ -318,9 +325,11 @@ mod tests {
             sink.send(format!("line {i}\n"));
         }
         tx.send(Msg::Stop).unwrap();
+        sink.send("logged after the stop\n".into());
         let mut writer = Writer::new(vec![Vec::new(), Vec::new()], sink.dropped);
         writer.run(&rx);
-        let expected: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+        let mut expected: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+        expected.push("logged after the stop".into());
         assert_eq!(text(&writer.outputs[0]), expected);
         assert_eq!(text(&writer.outputs[1]), expected);
     }
