@@ -50,6 +50,13 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let config = config::Config::load(&dir)?;
     // Before anything can log or call out: every later line and upstream answer is redacted.
     redact::install(&config);
+    let result = dispatch(config, command);
+    // Log lines still in the writer's channel or buffers would be lost at exit.
+    logging::stop();
+    result
+}
+
+fn dispatch(config: config::Config, command: Command) -> Result<ExitCode> {
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),
         Command::Status(args) => {

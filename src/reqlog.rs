@@ -3,10 +3,12 @@
 //! `streaming_chunks.jsonl` (streams), `final_response.json` and `metadata.json`. Only bodies
 //! and outcomes are written, never headers, so neither the proxy key nor a provider key can
 //! reach these files. Writing is best effort: a full disk costs the log, not the request.
+//! Prompts and answers are private: every folder is created 0700 and every file 0600.
 
 use crate::clock::{now_ms, rfc3339, utc_stamp};
+use crate::logging::{create_private_dir, create_private_file};
 use serde_json::{Value, json};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,7 +24,7 @@ impl RequestLog {
     /// Creates the request's folder and writes `request.json`.
     pub fn start(root: &Path, id: &str, body: &[u8]) -> Option<RequestLog> {
         let dir = root.join(format!("{}_{id}", utc_stamp(now_ms())));
-        if let Err(e) = fs::create_dir_all(&dir) {
+        if let Err(e) = create_private_dir(&dir) {
             log::warn!("request log {} not written: {e}", dir.display());
             return None;
         }
@@ -36,7 +38,7 @@ impl RequestLog {
     /// Appends one relayed stream event to `streaming_chunks.jsonl`.
     pub fn chunk(&mut self, data: &str) {
         if self.chunks.is_none() {
-            self.chunks = File::create(self.dir.join("streaming_chunks.jsonl")).ok();
+            self.chunks = create_private_file(&self.dir.join("streaming_chunks.jsonl")).ok();
         }
         let chunk: Value = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()));
         let line = json!({"timestamp_utc": rfc3339(now_ms()), "chunk": chunk});
@@ -58,7 +60,9 @@ impl RequestLog {
 
     fn write(&self, name: &str, value: &Value) {
         let bytes = serde_json::to_vec_pretty(value).expect("a JSON value serialises");
-        if let Err(e) = fs::write(self.dir.join(name), crate::redact::bytes(&bytes)) {
+        if let Err(e) =
+            create_private_file(&self.dir.join(name)).and_then(|mut f| f.write_all(&crate::redact::bytes(&bytes)))
+        {
             log::warn!("request log {name} not written: {e}");
         }
     }

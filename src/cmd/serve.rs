@@ -88,6 +88,8 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     signal_handle.close();
     let _ = signal_thread.join();
     log::info!("stopped");
+    // The writer thread holds what is not yet on disk: flush it and join it before exiting.
+    logging::stop();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod errors;
+mod files;
 mod front_door;
 mod man;
 mod native;
