@@ -390,16 +390,24 @@ IDLE_THREADS=$(status_kb "${PID[keyrelay]}" Threads)
 release_clients
 
 # 64 hostile clients against a fresh instance with a proxy key (they are not authenticated).
-start_keyrelay hostile "$KEYRELAY" 2 "PROXY_API_KEY=bench-proxy-key"
-say "bench: 64 hostile clients"
-hold_clients "$HOSTILE_PY" "${PORT[hostile]}"
-HOSTILE_MS=$(curl -sS -o /dev/null -w '%{time_total}' -H 'authorization: Bearer bench-proxy-key' \
-    -H 'content-type: application/json' \
-    -d '{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
-    "http://127.0.0.1:${PORT[hostile]}/v1/chat/completions" | awk '{ printf "%.1f", $1 * 1000 }')
-HOSTILE_PEAK=$(status_kb "${PID[hostile]}" VmHWM)
-HOSTILE_THREADS=$(status_kb "${PID[hostile]}" Threads)
-release_clients
+declare -A HOSTILE_MS HOSTILE_PEAK HOSTILE_THREADS
+hostile_run() { # name binary
+    start_keyrelay "$1" "$2" 2 "PROXY_API_KEY=bench-proxy-key"
+    say "bench: 64 hostile clients against $1"
+    hold_clients "$HOSTILE_PY" "${PORT[$1]}"
+    # Bounded: a server the hostile clients have stopped would keep an ordinary request forever.
+    local seconds
+    seconds=$(curl -sS -o /dev/null -w '%{time_total}' --max-time 10 -H 'authorization: Bearer bench-proxy-key' \
+        -H 'content-type: application/json' \
+        -d '{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' \
+        "http://127.0.0.1:${PORT[$1]}/v1/chat/completions" 2>/dev/null || echo 10)
+    HOSTILE_MS[$1]=$(awk -v s="$seconds" 'BEGIN { printf "%.1f", s * 1000 }')
+    HOSTILE_PEAK[$1]=$(status_kb "${PID[$1]}" VmHWM)
+    HOSTILE_THREADS[$1]=$(status_kb "${PID[$1]}" Threads)
+    release_clients
+}
+hostile_run hostile "$KEYRELAY"
+[ -z "${BENCH_COMPARE:-}" ] || hostile_run compare-hostile "$BENCH_COMPARE"
 
 # --- report --------------------------------------------------------------------------------
 
@@ -431,7 +439,10 @@ done
 echo
 echo "keyrelay RSS: idle $(mb "$IDLE_RSS") MB, after load $(mb "$LOADED_RSS") MB, peak $(mb "$PEAK_RSS") MB"
 echo "$IDLE_CONNS idle connections: $IDLE_THREADS threads, $(( (WITH_IDLE - BEFORE_IDLE) / IDLE_CONNS )) KiB each"
-echo "64 hostile clients: peak RSS $(mb "$HOSTILE_PEAK") MB, $HOSTILE_THREADS threads, an ordinary request meanwhile ${HOSTILE_MS} ms"
+for name in hostile compare-hostile; do
+    [ -n "${HOSTILE_MS[$name]:-}" ] || continue
+    echo "64 hostile clients ($name): peak RSS $(mb "${HOSTILE_PEAK[$name]}") MB, ${HOSTILE_THREADS[$name]} threads, an ordinary request meanwhile ${HOSTILE_MS[$name]} ms (10000 = gave up)"
+done
 echo
 echo "targets:"
 verdict "added p50 at 1 connection, us (<= 100)" "$(added_us "${P50[1 keyrelay]}" "${P50[1 direct]}")" 'm <= 100'
@@ -441,5 +452,5 @@ verdict "idle RSS, MB (<= 10)" "$(mb "$IDLE_RSS")" 'm <= 10'
 verdict "5,000 keys vs 2 keys, req/s ratio (>= 0.90)" "$(ratio "${RPS[32 keys5000]}" "${RPS[32 keyrelay]}")" 'm >= 0.90'
 verdict "threads with $IDLE_CONNS idle connections (<= connections + workers + 8)" "$IDLE_THREADS" "m <= $IDLE_CONNS + 64 + 8"
 verdict "memory per idle connection, KiB (<= 64)" "$(( (WITH_IDLE - BEFORE_IDLE) / IDLE_CONNS ))" 'm <= 64'
-verdict "peak RSS under 64 hostile clients, MB (<= 100)" "$(mb "$HOSTILE_PEAK")" 'm <= 100'
-verdict "an ordinary request among them, ms (< 100)" "$HOSTILE_MS" 'm < 100'
+verdict "peak RSS under 64 hostile clients, MB (<= 100)" "$(mb "${HOSTILE_PEAK[hostile]}")" 'm <= 100'
+verdict "an ordinary request among them, ms (< 100)" "${HOSTILE_MS[hostile]}" 'm < 100'
