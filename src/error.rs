@@ -1,5 +1,5 @@
 //! Errors: `Error` for commands (exit codes), `ApiError` for HTTP answers in the OpenAI and
-//! Anthropic shapes (interface.md section 4.1).
+//! Anthropic shapes (the error table of man/keyrelay.1).
 
 use serde_json::{Value, json};
 use std::fmt;

@@ -1,6 +1,6 @@
 //! The Anthropic Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`) over the
 //! OpenAI chat hub: Anthropic requests become OpenAI chat bodies, OpenAI completions and chunk
-//! streams become Anthropic messages and named SSE events (wire-formats.md sections 1 and 2).
+//! streams become Anthropic messages and named SSE events (Anthropic's Messages API and streaming reference).
 //! Pure functions: no I/O, no clock; message ids come from the caller.
 //!
 //! Choices where the two formats do not line up:
@@ -581,8 +581,8 @@ enum Block {
     },
 }
 
-/// Turns a stream of OpenAI chunks (and errors) into Anthropic SSE events (wire-formats.md
-/// 2.3): `message_start` first; then blocks at indices 0, 1, 2..., each
+/// Turns a stream of OpenAI chunks (and errors) into Anthropic SSE events (Anthropic's
+/// streaming reference): `message_start` first; then blocks at indices 0, 1, 2..., each
 /// `content_block_start`, deltas, `content_block_stop`, a new kind of content (or a new tool
 /// call) closing the open block; `message_delta` and `message_stop` at the end, or `error`.
 /// Nothing is emitted after `message_stop` or `error`.
@@ -1253,7 +1253,7 @@ mod tests {
         assert!(message.as_str().unwrap().starts_with("upstream error: "), "{message}");
     }
 
-    // ---- the event grammar (wire-formats.md 2.3) ----
+    // ---- the event grammar (Anthropic's streaming reference) ----
 
     /// `message_start` first; blocks at indices 0, 1, 2... each started, given deltas of its
     /// kind and stopped before the next starts; `message_delta` then `message_stop` last, or

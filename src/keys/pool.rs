@@ -1,7 +1,7 @@
 //! The key pool: a pure state machine. It decides which key a request gets and records what
 //! happened, with the time passed in (`now`, ms since the epoch) and no locks, clock or I/O
 //! inside, so every rule below is unit-tested without sleeping. `AppState` keeps it behind one
-//! mutex, and every access is one short decide-and-record block (resilience.md).
+//! mutex, and every access is one short decide-and-record block (ARCHITECTURE.md, invariants).
 //!
 //! Per key: requests in flight per model; per (key, model) a cooldown with its ladder step
 //! and a half-open flag; a key-wide lockout; today's counters per model and lifetime totals.

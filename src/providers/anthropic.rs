@@ -1,6 +1,6 @@
 //! Anthropic's Messages API, the `anthropic/*` family: OpenAI chat requests become
 //! `POST {base}/messages` calls, and Anthropic's messages and event streams come back as
-//! OpenAI chat completions and chunks (wire-formats.md sections 1, 2 and 8). Pure functions:
+//! OpenAI chat completions and chunks (Anthropic's Messages API reference and OpenAI's Chat Completions reference). Pure functions:
 //! no I/O, no clock, no logging. The same four concerns as every family, in order: build,
 //! parse_response, translate_event, classify_error (Anthropic's error bodies,
 //! `{"type": "error", "error": {"type", "message"}}`, already fit `openai::upstream_error` and

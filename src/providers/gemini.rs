@@ -1,6 +1,6 @@
 //! Google's Generative Language API (v1beta), the `gemini/*` family: OpenAI chat requests
 //! become `generateContent` calls, and Gemini's answers and streams come back as OpenAI chat
-//! completions and chunks (wire-formats.md sections 1 and 3). Pure functions: no I/O, no
+//! completions and chunks (the Gemini API reference for generateContent and streamGenerateContent). Pure functions: no I/O, no
 //! clock, no logging. The same four concerns as every family, in order: build,
 //! parse_response, translate_event, classify_error (Gemini's error bodies,
 //! `{"error": {"code", "message", "status"}}`, already fit `openai::upstream_error` and

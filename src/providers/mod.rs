@@ -39,7 +39,7 @@ pub fn stream_error(code: &str, message: &str) -> Value {
 
 /// Turns a provider's SSE events into OpenAI chat chunks, keeping whatever state the
 /// translation needs (message id, open content blocks, tool-call indices, usage). Rules for
-/// every translator (wire-formats.md section 8): `role`, tool-call `id`, `type` and
+/// every translator (as OpenAI's own streams do): `role`, tool-call `id`, `type` and
 /// `function.name` appear only in the first delta of their choice or tool call; every chunk
 /// carries the same `id`, `created` and `model`; the last choice chunk has a `finish_reason`.
 pub trait StreamTranslator: Send {

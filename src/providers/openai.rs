@@ -57,7 +57,7 @@ fn openrouter(body: &mut Map<String, Value>, headers: &mut Vec<(String, String)>
 }
 
 /// OpenAI's reasoning models (o1, o3, o4, gpt-5) reject `max_tokens` and want
-/// `max_completion_tokens` (wire-formats.md G15); clients and translated requests often send
+/// `max_completion_tokens` (OpenAI's Chat Completions reference); clients and translated requests often send
 /// the older name.
 fn is_reasoning_model(model: &str) -> bool {
     let m = model.to_ascii_lowercase();
@@ -71,7 +71,7 @@ fn rename_max_tokens(body: &mut Map<String, Value>) {
 }
 
 /// NVIDIA NIM switches DeepSeek's thinking with `chat_template_kwargs.thinking`, not with
-/// `reasoning_effort` (wire-formats.md 7.1).
+/// `reasoning_effort` (OpenRouter's reasoning tokens documentation).
 fn nim_deepseek_thinking(body: &mut Map<String, Value>) {
     let Some(effort) = body.remove("reasoning_effort") else { return };
     let on = !matches!(effort.as_str(), Some("none" | "disable" | "off" | "minimal"));

@@ -117,7 +117,7 @@ impl Failure {
 }
 
 /// Sends `request` for `model` until a key succeeds, the failures run out of keys, or the
-/// deadline passes (resilience.md section 4).
+/// deadline passes (ARCHITECTURE.md, "Request flow", step 4).
 pub fn relay(
     state: &Arc<AppState>,
     provider: &ProviderConfig,
@@ -356,7 +356,7 @@ fn list(attempts: &[Attempt]) -> String {
     attempts.iter().map(|a| format!("{} {}", a.key, a.what)).collect::<Vec<_>>().join("; ")
 }
 
-/// Picks the status of interface.md 4.1 for a request that got no answer.
+/// Picks the status (man/keyrelay.1, HTTP API, errors) for a request that got no answer.
 fn final_error(state: &AppState, provider: &ProviderConfig, model: &str, stop: Stop, attempts: &[Attempt]) -> ApiError {
     let name = &provider.name;
     let retry_after = |until: u64| until.saturating_sub(clock::now_ms()).div_ceil(clock::SECOND).max(1);

@@ -1,4 +1,4 @@
-//! Every error row of interface.md section 4.1 on the OpenAI routes: status, shape, code.
+//! Every error row of the man page's error table on the OpenAI routes: status, shape, code.
 
 use crate::support::mock::RawMock;
 use crate::support::mock::completion;
