@@ -116,19 +116,19 @@ impl Running {
         }
         let deadline = Instant::now() + grace;
         let mut registry = lock(&self.shared.connections);
-        loop {
-            for tracked in registry.open.values().filter(|t| !t.busy.load(Ordering::SeqCst)) {
-                let _ = tracked.stream.shutdown(Shutdown::Both);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if registry.open.is_empty() || left.is_zero() {
-                return registry.open.len();
-            }
-            // Re-checked every 100 ms: a busy connection that finishes its request closes itself,
-            // but one that turned idle in between needs closing by us.
-            let wait = left.min(Duration::from_millis(100));
-            registry = self.shared.closed.wait_timeout(registry, wait).unwrap_or_else(|e| e.into_inner()).0;
+        // An idle connection is closed now; a busy one closes itself after its request, since
+        // `stopping` turns its keep-alive off. Each close signals `closed`.
+        for tracked in registry.open.values().filter(|t| !t.busy.load(Ordering::SeqCst)) {
+            let _ = tracked.stream.shutdown(Shutdown::Both);
         }
+        while !registry.open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            registry = self.shared.closed.wait_timeout(registry, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        registry.open.len()
     }
 }
 
@@ -265,7 +265,7 @@ fn next_request_id() -> String {
 
 /// One request and its answer. Authentication and routing come first, from the head; the body
 /// is read only when both pass.
-fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
+fn exchange(shared: &Shared, conn: &mut Conn, mut head: Head) -> Next {
     let started = Instant::now();
     let state = &shared.state;
     let keep_alive = head.keep_alive && !shared.stopping.load(Ordering::SeqCst);
@@ -273,7 +273,8 @@ fn exchange(shared: &Shared, conn: &mut Conn, head: Head) -> Next {
         id: next_request_id(),
         method: head.method.clone(),
         path: head.path().to_string(),
-        headers: head.headers.clone(),
+        // The answer needs the head's framing and version, not its fields.
+        headers: std::mem::take(&mut head.headers),
         body: Vec::new(),
     };
     let after = if keep_alive { Next::KeepAlive } else { Next::Close };
