@@ -94,8 +94,7 @@ pub fn admit(state: &AppState, req: &Incoming) -> Option<Reply> {
         _ => {}
     }
     if method == "OPTIONS" {
-        // CORS preflight: browsers send it without credentials.
-        return Some(Reply { status: 204, headers: Vec::new(), body: Body::Empty, meta: Map::new() });
+        return Some(preflight(req));
     }
     if req.path.starts_with("/v1/") && !authorized(&state.config(), req) {
         return Some(error_reply(req, &ApiError::unauthorized()));
@@ -147,6 +146,29 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         }),
     };
     result.unwrap_or_else(|e| error_reply(req, &e))
+}
+
+/// The route a path names: every `/v1/...` route is also served without `/v1`, for clients
+/// whose base URL lacks it.
+pub fn canonical_path(path: &str) -> String {
+    if path.starts_with("/v1/") || matches!(path, "/" | "/health") {
+        return path.to_string();
+    }
+    let prefixed = format!("/v1{path}");
+    if allowed_methods(&prefixed).is_some() { prefixed } else { path.to_string() }
+}
+
+/// The answer to a CORS preflight (browsers send it without credentials): every header the
+/// page asks for is allowed, since the official SDKs send their own (`x-stainless-*`,
+/// `anthropic-beta`, `anthropic-dangerous-direct-browser-access`, ...).
+fn preflight(req: &Incoming) -> Reply {
+    const DEFAULT: &str = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta";
+    let asked = req.header("access-control-request-headers").filter(|h| !h.trim().is_empty()).unwrap_or(DEFAULT);
+    let headers = vec![
+        ("access-control-allow-headers".to_string(), asked.to_string()),
+        ("access-control-max-age".to_string(), "86400".to_string()),
+    ];
+    Reply { status: 204, headers, body: Body::Empty, meta: Map::new() }
 }
 
 fn allowed_methods(path: &str) -> Option<&'static str> {
@@ -209,19 +231,8 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
             return Err(ApiError::invalid_request("missing required field 'model'").with_param("model"));
         }
     };
-    let Some((name, id)) = providers::split_model(model) else {
-        return Err(ApiError::invalid_request(format!(
-            "model '{model}' must be given as provider/model, e.g. openai/gpt-4o-mini"
-        ))
-        .with_param("model"));
-    };
-    let Some(provider) = config.providers.get(name) else {
-        return Err(ApiError::model_not_found(format!(
-            "unknown provider '{name}': not built in and no {}_API_BASE set",
-            name.to_ascii_uppercase()
-        ))
-        .with_param("model"));
-    };
+    let (provider, id) = route_model(config, model)?;
+    let (name, id) = (provider.name.as_str(), id.as_str());
     if !provider.filter.allows(name, id) {
         return Err(ApiError::model_not_found(format!("model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"))
             .with_param("model"));
@@ -241,6 +252,38 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
         ));
     }
     Ok((provider, id.to_string()))
+}
+
+/// The provider and upstream model id a client's `model` names: `provider/model` for a known
+/// provider; else `MODEL_ALIASES` (an exact name, then the globs); else `DEFAULT_PROVIDER`,
+/// which takes the name unchanged.
+pub fn route_model<'a>(config: &'a Config, model: &str) -> Result<(&'a ProviderConfig, String), ApiError> {
+    let unknown = |name: &str| {
+        ApiError::model_not_found(format!(
+            "unknown provider '{name}': not built in and no {}_API_BASE set",
+            name.to_ascii_uppercase()
+        ))
+        .with_param("model")
+    };
+    if let Some((name, id)) = providers::split_model(model) {
+        if let Some(provider) = config.providers.get(name) {
+            return Ok((provider, id.to_string()));
+        }
+    }
+    let (name, id) = match (config.aliases.lookup(model), &config.default_provider) {
+        (Some(target), _) => providers::split_model(target).expect("MODEL_ALIASES targets are checked at load"),
+        (None, Some(default)) => (default.as_str(), model),
+        (None, None) => {
+            return Err(match providers::split_model(model) {
+                Some((name, _)) => unknown(name),
+                None => ApiError::invalid_request(format!(
+                    "model '{model}' must be given as provider/model (e.g. openai/gpt-4o-mini), or be named by MODEL_ALIASES, or DEFAULT_PROVIDER set"
+                ))
+                .with_param("model"),
+            });
+        }
+    };
+    config.providers.get(name).map(|p| (p, id.to_string())).ok_or_else(|| unknown(name))
 }
 
 /// Every `provider/model` id served now (for `keyrelay models`).

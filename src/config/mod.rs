@@ -62,6 +62,16 @@ pub const ENV_VARS: &[EnvVar] = &[
     EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
     EnvVar { name: "MODELS_CACHE_SECONDS", default: "600", doc: "how long upstream model lists are cached" },
     EnvVar {
+        name: "MODEL_ALIASES",
+        default: "unset",
+        doc: "JSON object from a model name or glob to provider/model, for names without a provider",
+    },
+    EnvVar {
+        name: "DEFAULT_PROVIDER",
+        default: "unset",
+        doc: "provider that takes a model name with no provider prefix and no alias, unchanged",
+    },
+    EnvVar {
         name: "MAX_CONNECTIONS",
         default: "1024",
         doc: "open client connections; beyond it a new connection gets a fast 503 and is closed",
@@ -211,6 +221,53 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub settings: Settings,
     pub launcher: LauncherConfig,
+    /// `MODEL_ALIASES`: model names (or globs) without a provider, to `provider/model`.
+    pub aliases: ModelAliases,
+    /// `DEFAULT_PROVIDER`: takes any other name without a provider prefix, unchanged.
+    pub default_provider: Option<String>,
+}
+
+/// `MODEL_ALIASES`, in the order exact names first, then globs in the order given.
+#[derive(Debug, Clone, Default)]
+pub struct ModelAliases {
+    exact: BTreeMap<String, String>,
+    globs: Vec<(String, String)>,
+}
+
+impl ModelAliases {
+    /// Parses the JSON object of `MODEL_ALIASES`; every target must be `provider/model`.
+    fn parse(raw: Option<&str>) -> Result<ModelAliases> {
+        let Some(raw) = raw else { return Ok(ModelAliases::default()) };
+        let bad = |why: String| Error::Config(format!("MODEL_ALIASES {why}"));
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw)
+            .map_err(|e| bad(format!("must be a JSON object of names to provider/model: {e}")))?;
+        let mut aliases = ModelAliases::default();
+        for (name, target) in map {
+            let target = match target.as_str() {
+                Some(t) if providers::split_model(t).is_some() => t.to_string(),
+                _ => return Err(bad(format!("maps '{name}' to {target}, which is not a \"provider/model\" string"))),
+            };
+            if name.contains(['*', '?']) {
+                aliases.globs.push((name, target));
+            } else {
+                aliases.exact.insert(name, target);
+            }
+        }
+        Ok(aliases)
+    }
+
+    /// The `provider/model` a name stands for: an exact name wins over a glob.
+    pub fn lookup(&self, name: &str) -> Option<&str> {
+        self.exact
+            .get(name)
+            .or_else(|| self.globs.iter().find(|(glob, _)| glob_match(glob, name)).map(|(_, t)| t))
+            .map(String::as_str)
+    }
+
+    /// The exact alias names, for model lists.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.exact.iter().map(|(n, t)| (n.as_str(), t.as_str()))
+    }
 }
 
 impl Config {
@@ -257,6 +314,8 @@ impl Config {
             providers: discover_providers(env)?,
             settings,
             launcher,
+            aliases: ModelAliases::parse(get("MODEL_ALIASES"))?,
+            default_provider: get("DEFAULT_PROVIDER").map(|p| p.trim().to_ascii_lowercase().replace('-', "_")),
         })
     }
 

@@ -272,7 +272,7 @@ fn exchange(shared: &Shared, conn: &mut Conn, mut head: Head) -> Next {
     let mut req = Incoming {
         id: next_request_id(),
         method: head.method.clone(),
-        path: head.path().to_string(),
+        path: api::canonical_path(head.path()),
         // The answer needs the head's framing and version, not its fields.
         headers: std::mem::take(&mut head.headers),
         body: Vec::new(),

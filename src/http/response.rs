@@ -5,11 +5,11 @@
 
 use std::io::{self, Write};
 
-/// Headers every answer carries.
+/// Headers every answer carries (a preflight's answer adds the headers it allows).
 const CORS: [(&str, &str); 3] = [
     ("access-control-allow-origin", "*"),
-    ("access-control-allow-headers", "authorization, content-type, x-api-key, anthropic-version"),
     ("access-control-allow-methods", "GET, POST, OPTIONS"),
+    ("access-control-expose-headers", "x-request-id, retry-after"),
 ];
 
 /// The head of an answer, built once in one buffer.

@@ -264,3 +264,66 @@ fn request_logging_writes_one_folder_per_request_without_secrets() {
         }
     }
 }
+
+#[test]
+fn names_without_a_provider_go_through_aliases_then_the_default_provider() {
+    let mock = upstream();
+    let aliases = r#"MODEL_ALIASES='{"claude-*": "openai/from-glob", "gpt-4o-mini": "openai/from-exact", "gpt-4o-*": "openai/glob-loses"}'"#;
+    let proxy = Proxy::start(&env_for(&mock, aliases));
+    let c = proxy.client_with_key("proxy-key");
+    let chat = |model: &str| c.post("/v1/chat/completions", &json!({"model": model, "messages": []}).to_string());
+    for (asked, sent) in [("claude-sonnet-4-5", "from-glob"), ("gpt-4o-mini", "from-exact"), ("openai/as-is", "as-is")]
+    {
+        assert_eq!(chat(asked).status, 200, "{asked}");
+        assert_eq!(mock.requests().last().unwrap().json()["model"], sent, "{asked}");
+    }
+    // No alias and no DEFAULT_PROVIDER: a bare name is a 400 that says how to fix it.
+    let bare = chat("llama-3");
+    assert_eq!((bare.status, bare.error_code().as_str()), (400, "invalid_request"));
+    assert!(bare.text().contains("DEFAULT_PROVIDER"), "{}", bare.text());
+
+    let proxy = Proxy::start(&env_for(&mock, "DEFAULT_PROVIDER=openai\n"));
+    let c = proxy.client_with_key("proxy-key");
+    let answer = c.post("/v1/chat/completions", r#"{"model":"meta-llama/llama-3","messages":[]}"#);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(mock.requests().last().unwrap().json()["model"], "meta-llama/llama-3", "the name goes unchanged");
+}
+
+#[test]
+fn a_bad_model_aliases_value_stops_the_start_with_a_clear_message() {
+    let dir = crate::support::TempDir::new();
+    dir.write(".env", "OPENAI_API_KEY=k\nMODEL_ALIASES={\"x\": \"no-provider\"}\n");
+    let (code, _, err) = crate::support::run_cli(dir.path(), &["models"], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("MODEL_ALIASES") && err.contains("no-provider"), "{err}");
+}
+
+#[test]
+fn every_v1_route_is_served_without_the_prefix_too() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let c = proxy.client_with_key("proxy-key");
+    let chat = c.post("/chat/completions", r#"{"model":"openai/m","messages":[]}"#);
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    assert_eq!(c.get("/models").status, 200);
+    assert_eq!(c.get("/providers").json(), json!(["openai"]));
+    // The same auth applies.
+    assert_eq!(proxy.client().post("/chat/completions", "{}").status, 401);
+    assert_eq!(c.get("/nowhere").error_code(), "unknown_route");
+}
+
+#[test]
+fn cors_preflight_allows_the_headers_it_asks_for() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, ""));
+    let asked = "authorization, content-type, x-stainless-os, x-stainless-retry-count, anthropic-beta";
+    let answer = proxy.client().raw(
+        format!(
+            "OPTIONS /v1/messages HTTP/1.1\r\nHost: x\r\nOrigin: http://app\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: {asked}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.header("access-control-allow-headers"), Some(asked));
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+}
