@@ -6,6 +6,8 @@ mod embeddings;
 mod messages;
 pub mod messages_format;
 pub(crate) mod models;
+mod responses;
+pub mod responses_format;
 mod token_count;
 
 use crate::config::{Config, ProviderConfig};
@@ -130,6 +132,7 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         ("POST", "/v1/embeddings") => embeddings::handle(state, config, req),
         ("POST", "/v1/messages") => messages::handle(state, config, req),
         ("POST", "/v1/messages/count_tokens") => messages::count_tokens(req),
+        ("POST", "/v1/responses") => responses::handle(state, config, req),
         ("POST", "/v1/token-count") => token_count::handle(req),
         ("GET", "/v1/models") => Ok(models::list(state, config)),
         ("GET", path) if path.starts_with("/v1/models/") => models::card(state, config, &path["/v1/models/".len()..]),
@@ -177,6 +180,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/v1/embeddings"
         | "/v1/messages"
         | "/v1/messages/count_tokens"
+        | "/v1/responses"
         | "/v1/token-count" => Some("POST"),
         "/v1/models" | "/v1/providers" | "/v1/quota-stats" => Some("GET"),
         "/" | "/health" => Some("GET, HEAD"),
