@@ -9,6 +9,7 @@ mod front_door;
 mod man;
 mod native;
 mod resilience;
+mod responses;
 mod routes;
 mod secrets;
 mod streaming;
