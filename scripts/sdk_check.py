@@ -5,7 +5,9 @@ Usage: sdk_check.py PATH/TO/keyrelay
 
 Starts a mock OpenAI-compatible upstream (standard library only), a keyrelay that points its
 `openai` provider at it, and runs the SDK's chat (plain, streaming, stream helper with tools),
-embeddings, models and error paths through the proxy. Prints `ok  <name>` or
+embeddings, models, Responses API (`responses.create`, `.stream` and `.parse`, translated through
+a second provider `local` on the same mock, and passed through for `openai`) and error paths
+through the proxy. Prints `ok  <name>` or
 `FAIL <name>: reason` per check and `N passed, M failed` last; exits 0 only if all passed.
 """
 
@@ -49,6 +51,27 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 # Mostly values float32 cannot hold exactly: vectors cross keyrelay as float32, and comparing
 # after rounding both sides to float32 is what proves nothing else was lost.
 EMBEDDING_BASE = [0.1, -0.25, 0.3333333333333333, 1e-7, -123.456, 0.0]
+
+# /v1/responses: a custom OpenAI-compatible provider `local` on the same mock, so the Responses
+# API is translated through the chat hub (the `openai` provider passes it through).
+RESP_UPSTREAM_MODEL = "resp-mock"
+RESP_MODEL = f"local/{RESP_UPSTREAM_MODEL}"
+WEATHER_JSON = {"city": "Paris", "temp_c": 21}
+WEATHER_FUNCTION = {
+    "type": "function",
+    "name": TOOL_NAME,
+    "description": "The weather in a city.",
+    "strict": True,
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
 
 WEATHER_TOOL = {
     "type": "function",
@@ -152,7 +175,11 @@ class MockHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.read_json()
         self.remember(body)
-        if self.path == "/v1/chat/completions":
+        if self.path == "/v1/chat/completions" and body.get("model") == RESP_UPSTREAM_MODEL:
+            self.responses_chat(body)
+        elif self.path == "/v1/responses":
+            self.responses_passthrough(body)
+        elif self.path == "/v1/chat/completions":
             self.chat(body)
         elif self.path == "/v1/embeddings":
             self.embeddings(body)
@@ -192,6 +219,76 @@ class MockHandler(BaseHTTPRequestHandler):
         answer = {"object": "list", "data": data, "model": UPSTREAM_MODEL, "usage": usage}
         self.send_json(200, answer)
 
+    # -- /v1/responses: the chat answers behind the translated model, and the Responses API
+    # itself for the openai provider's pass-through.
+
+    def responses_chat(self, body: dict) -> None:
+        messages = body.get("messages") or []
+        answered = any(m.get("role") == "tool" for m in messages)
+        if body.get("tools") and not answered:
+            call = {"id": TOOL_CALL_ID, "type": "function",
+                    "function": {"name": TOOL_NAME, "arguments": "".join(TOOL_ARG_FRAGMENTS)}}
+            message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+            chunks = openai_tool_chunks(RESP_UPSTREAM_MODEL, TOOL_CALL_ID, TOOL_NAME, TOOL_ARG_FRAGMENTS)
+        else:
+            text = json.dumps(WEATHER_JSON) if body.get("response_format") else REPLY_TEXT
+            message, finish = {"role": "assistant", "content": text}, "stop"
+            parts = [text[:10], text[10:]] if body.get("response_format") else STREAM_TEXT_PARTS
+            chunks = openai_text_chunks(RESP_UPSTREAM_MODEL, parts)
+        if not body.get("stream"):
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            completion = {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": 1700000000,
+                "model": RESP_UPSTREAM_MODEL,
+                "choices": [choice],
+                "usage": USAGE,
+            }
+            return self.send_json(200, completion)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append(openai_chunk(RESP_UPSTREAM_MODEL, [], USAGE))
+        self.send_sse(chunks)
+
+    def responses_passthrough(self, body: dict) -> None:
+        text = {"type": "output_text", "text": REPLY_TEXT, "annotations": []}
+        item = {"type": "message", "id": "msg_up", "status": "completed", "role": "assistant"}
+        item["content"] = [text]
+        usage = {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12}
+        done = {"id": "resp_up", "object": "response", "created_at": 1700000000, "status": "completed",
+                "model": body.get("model"), "output": [item], "usage": usage, "error": None,
+                "incomplete_details": None, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
+        if not body.get("stream"):
+            return self.send_json(200, done)
+        started = {**done, "status": "in_progress", "output": [], "usage": None}
+        at = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
+        events = [
+            {"type": "response.created", "response": started},
+            {"type": "response.output_item.added", "output_index": 0,
+             "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **at, "part": {**text, "text": ""}},
+            *(
+                {"type": "response.output_text.delta", **at, "delta": part, "logprobs": []}
+                for part in STREAM_TEXT_PARTS
+            ),
+            {"type": "response.output_text.done", **at, "text": REPLY_TEXT, "logprobs": []},
+            {"type": "response.content_part.done", **at, "part": text},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": done},
+        ]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for seq, event in enumerate(events):
+            payload = json.dumps({**event, "sequence_number": seq})
+            data = f"event: {event['type']}\ndata: {payload}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def not_found(self) -> None:
         error = {"message": f"no route {self.path}", "type": "invalid_request_error", "code": None}
         self.send_json(404, {"error": error})
@@ -214,6 +311,8 @@ def write_env(data_dir: Path, mock_port: int) -> None:
         f"OPENAI_API_KEY={PROVIDER_KEY}\n"
         f"OPENAI_API_BASE=http://127.0.0.1:{mock_port}/v1\n"
         f"PROXY_API_KEY={PROXY_KEY}\n"
+        f"LOCAL_API_KEY={PROVIDER_KEY}\n"
+        f"LOCAL_API_BASE=http://127.0.0.1:{mock_port}/v1\n"
     )
 
 
@@ -366,6 +465,96 @@ class Checks:
         bad = [c for c in seen if c["authorization"] != f"Bearer {PROVIDER_KEY}"]
         assert not bad, f"requests with another Authorization: {bad}"
 
+    # -- /v1/responses
+
+    def last_chat_for_responses(self) -> dict:
+        calls = [c for c in self.upstream.seen() if c["body"].get("model") == RESP_UPSTREAM_MODEL]
+        assert calls, "the upstream never got the translated chat request"
+        return calls[-1]["body"]
+
+    def responses_create_text(self) -> None:
+        response = self.client.responses.create(model=RESP_MODEL, instructions="Be brief.", input="hi")
+        assert response.output_text == REPLY_TEXT, f"output_text {response.output_text!r}"
+        assert response.status == "completed", f"status {response.status!r}"
+        assert response.model == RESP_MODEL, f"model {response.model!r}"
+        usage = response.usage
+        assert usage is not None and usage.total_tokens == USAGE["total_tokens"], f"usage {usage}"
+        messages = self.last_chat_for_responses()["messages"]
+        assert messages[0] == {"role": "system", "content": "Be brief."}, f"messages {messages}"
+
+    def responses_stream_text(self) -> None:
+        deltas = []
+        with self.client.responses.stream(model=RESP_MODEL, input="hi") as stream:
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+            final = stream.get_final_response()
+        assert "".join(deltas) == REPLY_TEXT, f"joined deltas {deltas!r}"
+        assert final.output_text == REPLY_TEXT, f"final output_text {final.output_text!r}"
+        assert final.usage is not None and final.usage.total_tokens == USAGE["total_tokens"], f"{final.usage}"
+
+    def responses_tool_round_trip(self) -> None:
+        question = [{"role": "user", "content": "weather in Paris?"}]
+        first = self.client.responses.create(model=RESP_MODEL, input=question, tools=[WEATHER_FUNCTION])
+        calls = [item for item in first.output if item.type == "function_call"]
+        assert len(calls) == 1, f"output {first.output}"
+        call = calls[0]
+        assert (call.call_id, call.name) == (TOOL_CALL_ID, TOOL_NAME), f"call {call}"
+        want = json.loads("".join(TOOL_ARG_FRAGMENTS))
+        assert json.loads(call.arguments) == want, f"arguments {call.arguments!r}"
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "21 C"}
+        history = question + [item.model_dump(exclude_none=True) for item in first.output] + [output]
+        second = self.client.responses.create(model=RESP_MODEL, input=history, tools=[WEATHER_FUNCTION])
+        assert second.output_text == REPLY_TEXT, f"output_text {second.output_text!r}"
+        messages = self.last_chat_for_responses()["messages"]
+        assert messages[-2]["tool_calls"][0]["id"] == TOOL_CALL_ID, f"messages {messages}"
+        want = {"role": "tool", "tool_call_id": TOOL_CALL_ID, "content": "21 C"}
+        assert messages[-1] == want, f"messages {messages}"
+
+    def responses_stream_tool_call(self) -> None:
+        with self.client.responses.stream(
+            model=RESP_MODEL, input="weather in Paris?", tools=[WEATHER_FUNCTION]
+        ) as stream:
+            kinds = [event.type for event in stream]
+            final = stream.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds, f"events {kinds}"
+        call = final.output[0]
+        assert call.type == "function_call" and call.call_id == TOOL_CALL_ID, f"output {final.output}"
+        want = json.loads("".join(TOOL_ARG_FRAGMENTS))
+        assert json.loads(call.arguments) == want, f"arguments {call.arguments!r}"
+
+    def responses_json_schema(self) -> None:
+        from pydantic import BaseModel
+
+        class Weather(BaseModel):
+            city: str
+            temp_c: int
+
+        parsed = self.client.responses.parse(model=RESP_MODEL, input="weather as JSON", text_format=Weather)
+        assert parsed.output_parsed == Weather(**WEATHER_JSON), f"output_parsed {parsed.output_parsed!r}"
+        sent = self.last_chat_for_responses()["response_format"]
+        assert sent["type"] == "json_schema", f"response_format {sent}"
+        assert sent["json_schema"]["name"] == "Weather", f"response_format {sent}"
+        with self.client.responses.stream(
+            model=RESP_MODEL, input="weather as JSON", text_format=Weather
+        ) as stream:
+            for _ in stream:
+                pass
+            final = stream.get_final_response()
+        streamed = final.output_parsed
+        assert streamed == Weather(**WEATHER_JSON), f"streamed output_parsed {streamed!r}"
+
+    def responses_passthrough(self) -> None:
+        response = self.client.responses.create(model=MODEL, input="hi", store=False)
+        assert response.output_text == REPLY_TEXT, f"output_text {response.output_text!r}"
+        assert response.model == MODEL, f"model {response.model!r}"
+        with self.client.responses.stream(model=MODEL, input="hi") as stream:
+            deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+            final = stream.get_final_response()
+        assert "".join(deltas) == REPLY_TEXT and final.output_text == REPLY_TEXT, f"deltas {deltas!r}"
+        call = self.expect_forwarded("/v1/responses")
+        assert call["body"].get("input") == "hi", f"body {call['body']}"
+
     def all(self) -> list[tuple[str, Callable[[], None]]]:
         return [
             ("chat non-streaming", self.chat_non_streaming),
@@ -377,6 +566,12 @@ class Checks:
             ("models list and retrieve", self.models),
             ("wrong proxy key -> AuthenticationError", self.wrong_proxy_key),
             ("model without provider -> BadRequestError", self.model_without_provider),
+            ("responses.create text (translated)", self.responses_create_text),
+            ("responses.stream text (translated)", self.responses_stream_text),
+            ("responses.create tool call round trip", self.responses_tool_round_trip),
+            ("responses.stream tool call", self.responses_stream_tool_call),
+            ("responses json_schema (parse and stream)", self.responses_json_schema),
+            ("responses pass-through for openai", self.responses_passthrough),
             ("upstream only saw the provider key", self.upstream_never_saw_proxy_key),
         ]
 
