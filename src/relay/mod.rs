@@ -335,9 +335,14 @@ fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
     Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
 }
 
+/// A success with its token usage, named the chat way (`prompt_tokens`) or the way the
+/// Responses and Anthropic APIs name it (`input_tokens`), for the pass-through routes.
 pub fn usage_outcome(usage: &Value) -> Outcome {
-    let n = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-    Outcome::Success { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens") }
+    let n = |chat: &str, other: &str| usage.get(chat).or_else(|| usage.get(other)).and_then(Value::as_u64).unwrap_or(0);
+    Outcome::Success {
+        prompt_tokens: n("prompt_tokens", "input_tokens"),
+        completion_tokens: n("completion_tokens", "output_tokens"),
+    }
 }
 
 pub fn no_credentials(provider: &str) -> ApiError {
@@ -408,4 +413,17 @@ fn cooling(provider: &str, seconds: u64, attempts: &[Attempt]) -> ApiError {
     );
     e.retry_after = Some(seconds);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_under_either_naming() {
+        let success = |p, c| Outcome::Success { prompt_tokens: p, completion_tokens: c };
+        assert_eq!(usage_outcome(&serde_json::json!({"prompt_tokens": 3, "completion_tokens": 4})), success(3, 4));
+        assert_eq!(usage_outcome(&serde_json::json!({"input_tokens": 5, "output_tokens": 6})), success(5, 6));
+        assert_eq!(usage_outcome(&Value::Null), success(0, 0));
+    }
 }
