@@ -1119,3 +1119,59 @@ mod tests {
         );
     }
 }
+
+// ---- pass-through --------------------------------------------------------------------------
+
+/// The Anthropic Messages API passed through to Anthropic (`path` is `messages` or
+/// `messages/count_tokens`): the client's body as it came but for the model id (the caller
+/// swaps it in), and the client's `anthropic-*` headers (`anthropic-beta` above all), except
+/// `anthropic-version`, which `providers::with_key` sets with the key. Every other client
+/// header stays here: the proxy key, hop-by-hop and encoding headers are the proxy's own.
+pub fn build_passthrough(
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+    client_headers: &[(String, String)],
+    stream: bool,
+) -> UpstreamRequest {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    headers.extend(
+        client_headers
+            .iter()
+            .filter(|(name, _)| name.starts_with("anthropic-") && name != "anthropic-version")
+            .cloned(),
+    );
+    UpstreamRequest { method: Method::Post, url: format!("{base}/{path}"), headers, body: Some(body), stream }
+}
+
+#[cfg(test)]
+mod passthrough_tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_forwards_anthropic_headers_but_not_the_proxy_key_or_version() {
+        let client = [
+            ("x-api-key", "proxy-key"),
+            ("authorization", "Bearer proxy-key"),
+            ("anthropic-version", "2023-01-01"),
+            ("anthropic-beta", "context-management-2025-06-27"),
+            ("anthropic-beta", "interleaved-thinking-2025-05-14"),
+            ("accept-encoding", "gzip"),
+            ("content-length", "12"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+        let req =
+            build_passthrough("https://api.anthropic.com/v1", "messages/count_tokens", b"{}".to_vec(), &client, false);
+        assert_eq!(req.url, "https://api.anthropic.com/v1/messages/count_tokens");
+        assert_eq!(req.body.as_deref(), Some(&b"{}"[..]));
+        let names: Vec<(&str, &str)> = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("content-type", "application/json"),
+                ("anthropic-beta", "context-management-2025-06-27"),
+                ("anthropic-beta", "interleaved-thinking-2025-05-14")
+            ]
+        );
+    }
+}

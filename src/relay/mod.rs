@@ -335,8 +335,14 @@ fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
     Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
 }
 
+/// A success with the tokens of a usage object in OpenAI's names, or in Anthropic's (whose
+/// `input_tokens` leaves out the prompt tokens read from or written to the cache).
 pub fn usage_outcome(usage: &Value) -> Outcome {
     let n = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    if usage.get("prompt_tokens").is_none() && usage.get("input_tokens").is_some() {
+        let prompt = n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
+        return Outcome::Success { prompt_tokens: prompt, completion_tokens: n("output_tokens") };
+    }
     Outcome::Success { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens") }
 }
 
