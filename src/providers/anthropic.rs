@@ -1127,6 +1127,8 @@ mod tests {
 /// swaps it in), and the client's `anthropic-*` headers (`anthropic-beta` above all), except
 /// `anthropic-version`, which `providers::with_key` sets with the key. Every other client
 /// header stays here: the proxy key, hop-by-hop and encoding headers are the proxy's own.
+/// The `oauth-*` betas say the request carries an OAuth token; it carries a pool API key
+/// instead, so they are left out.
 pub fn build_passthrough(
     base: &str,
     path: &str,
@@ -1135,12 +1137,22 @@ pub fn build_passthrough(
     stream: bool,
 ) -> UpstreamRequest {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-    headers.extend(
-        client_headers
-            .iter()
-            .filter(|(name, _)| name.starts_with("anthropic-") && name != "anthropic-version")
-            .cloned(),
-    );
+    for (name, value) in client_headers {
+        if !name.starts_with("anthropic-") || name == "anthropic-version" {
+            continue;
+        }
+        let value = match name.as_str() {
+            "anthropic-beta" => {
+                let kept: Vec<&str> =
+                    value.split(',').map(str::trim).filter(|b| !b.is_empty() && !b.starts_with("oauth-")).collect();
+                kept.join(",")
+            }
+            _ => value.clone(),
+        };
+        if !value.is_empty() {
+            headers.push((name.clone(), value));
+        }
+    }
     UpstreamRequest { method: Method::Post, url: format!("{base}/{path}"), headers, body: Some(body), stream }
 }
 
@@ -1149,13 +1161,15 @@ mod passthrough_tests {
     use super::*;
 
     #[test]
-    fn passthrough_forwards_anthropic_headers_but_not_the_proxy_key_or_version() {
+    fn passthrough_forwards_anthropic_headers_but_not_the_proxy_key_version_or_oauth_betas() {
         let client = [
             ("x-api-key", "proxy-key"),
             ("authorization", "Bearer proxy-key"),
             ("anthropic-version", "2023-01-01"),
             ("anthropic-beta", "context-management-2025-06-27"),
-            ("anthropic-beta", "interleaved-thinking-2025-05-14"),
+            ("anthropic-beta", "oauth-2025-04-20, interleaved-thinking-2025-05-14"),
+            ("anthropic-beta", "oauth-2025-04-20"),
+            ("anthropic-dangerous-direct-browser-access", "true"),
             ("accept-encoding", "gzip"),
             ("content-length", "12"),
         ]
@@ -1170,7 +1184,8 @@ mod passthrough_tests {
             [
                 ("content-type", "application/json"),
                 ("anthropic-beta", "context-management-2025-06-27"),
-                ("anthropic-beta", "interleaved-thinking-2025-05-14")
+                ("anthropic-beta", "interleaved-thinking-2025-05-14"),
+                ("anthropic-dangerous-direct-browser-access", "true")
             ]
         );
     }
