@@ -27,7 +27,9 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         return pass_through(state, config, req, &body, "messages");
     }
     let openai = messages_format::to_openai_request(&body)?;
-    let model = openai.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+    let asked = openai.get("model").and_then(Value::as_str).unwrap_or_default().trim().to_string();
+    // `complete` resolves the model again and refuses what cannot be served.
+    let (provider, sent) = super::route_model(config, &asked).map(|(p, id)| (p.name.clone(), id)).unwrap_or_default();
     let id = chat::unique_id("msg_");
     let (output, meta) = chat::complete(state, config, openai)?;
     let body = match output {
@@ -35,11 +37,12 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::new(502, "api_error", "upstream_error", format!("the upstream's answer is not JSON: {e}"))
             })?;
+            let model = messages_format::model_name(&provider, &sent, completion.get("model"));
             Body::Json(messages_format::from_openai_response(&completion, &model, &id).to_string().into_bytes())
         }
         ChatOutput::Stream(stream) => Body::Sse(Box::new(AnthropicEvents {
             stream,
-            writer: EventWriter::new(&model, &id),
+            writer: EventWriter::new(&format!("{provider}/{sent}"), &id).naming(&provider, &sent),
             ready: VecDeque::new(),
             done: false,
         })),
@@ -105,13 +108,6 @@ fn pass_through(
     Ok(Reply { status: 200, headers: Vec::new(), body, meta })
 }
 
-/// The model as answers name it everywhere: `provider/` + the id the upstream answered with,
-/// or the id sent when it names none.
-fn model_name(provider: &str, sent: &str, answered: Option<&Value>) -> String {
-    let id = answered.and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent);
-    format!("{provider}/{id}")
-}
-
 /// Anthropic's answer with its `model` renamed, every other byte as it came (a count_tokens
 /// answer has no model and is passed as it is).
 fn named_answer(bytes: Vec<u8>, provider: &ProviderConfig, sent: &str) -> Vec<u8> {
@@ -119,7 +115,7 @@ fn named_answer(bytes: Vec<u8>, provider: &ProviderConfig, sent: &str) -> Vec<u8
     if answered.is_none() {
         return bytes;
     }
-    let name = model_name(&provider.name, sent, answered.as_ref());
+    let name = messages_format::model_name(&provider.name, sent, answered.as_ref());
     messages_format::replace_string(&bytes, &["model"], &name).unwrap_or(bytes)
 }
 
@@ -202,7 +198,7 @@ impl StreamTranslator<AnthropicEvent> for PassedEvents {
             Some("message_start") => {
                 let data = parsed();
                 usage = self.add_usage(data.pointer("/message/usage"));
-                let model = model_name(&self.provider, &self.sent, data.pointer("/message/model"));
+                let model = messages_format::model_name(&self.provider, &self.sent, data.pointer("/message/model"));
                 renamed = messages_format::replace_string(event.data.as_bytes(), &["message", "model"], &model)
                     .and_then(|b| String::from_utf8(b).ok());
             }
@@ -316,10 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_named_provider_slash_upstream_id() {
-        assert_eq!(model_name("anthropic", "claude-x", Some(&json!("claude-x-2025"))), "anthropic/claude-x-2025");
-        assert_eq!(model_name("anthropic", "claude-x", None), "anthropic/claude-x");
-        assert_eq!(model_name("anthropic", "claude-x", Some(&json!(""))), "anthropic/claude-x");
+    fn events_are_framed_line_by_line() {
         assert_eq!(frame(None, "a\nb"), b"data: a\ndata: b\n\n".to_vec());
+        assert_eq!(frame(Some("ping"), "{}"), b"event: ping\ndata: {}\n\n".to_vec());
     }
 }

@@ -626,6 +626,17 @@ fn usage(usage: Option<&Value>) -> Value {
 
 // ---- stream --------------------------------------------------------------------------------
 
+/// The model as answers name it on every route: `provider/` + the id the upstream answered
+/// with, or the id sent when it names none. An answer that already carries the provider
+/// prefix keeps it once.
+pub fn model_name(provider: &str, sent: &str, answered: Option<&Value>) -> String {
+    let id = answered.and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent);
+    match id.strip_prefix(provider).and_then(|rest| rest.strip_prefix('/')) {
+        Some(_) => id.to_string(),
+        None => format!("{provider}/{id}"),
+    }
+}
+
 /// One Anthropic SSE event: its name and its data (whose `type` is the name).
 pub type Event = (&'static str, Value);
 
@@ -647,6 +658,8 @@ enum Block {
 /// Nothing is emitted after `message_stop` or `error`.
 pub struct EventWriter {
     model: String,
+    /// `(provider, id sent)`: name the model from the first chunk's (see `naming`).
+    naming: Option<(String, String)>,
     id: String,
     /// A prompt count known before the stream, for `message_start`.
     input_tokens: Option<u64>,
@@ -667,6 +680,7 @@ impl EventWriter {
     pub fn new(model: &str, id: &str) -> EventWriter {
         EventWriter {
             model: model.to_string(),
+            naming: None,
             id: id.to_string(),
             input_tokens: None,
             started: false,
@@ -678,6 +692,13 @@ impl EventWriter {
             refused: false,
             usage: None,
         }
+    }
+
+    /// Names the model in `message_start` by `model_name` from the first chunk's `model`
+    /// (the upstream's id), instead of the name given to `new`.
+    pub fn naming(mut self, provider: &str, sent: &str) -> EventWriter {
+        self.naming = Some((provider.to_string(), sent.to_string()));
+        self
     }
 
     /// The prompt's token count when it is known before the stream (for `message_start`,
@@ -700,6 +721,9 @@ impl EventWriter {
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage.clone());
+        }
+        if let (false, Some((provider, sent))) = (self.started, &self.naming) {
+            self.model = model_name(provider, sent, chunk.get("model"));
         }
         self.start(&mut out);
         let Some(choice) = first_choice(chunk) else { return out };
@@ -1736,5 +1760,20 @@ mod tests {
         );
         // Escapes in the new value are encoded.
         assert_eq!(replace_string(br#"{"model":1}"#, &["model"], "a\"b").unwrap(), br#"{"model":"a\"b"}"#.to_vec());
+    }
+
+    #[test]
+    fn answers_name_the_model_provider_slash_upstream_id() {
+        assert_eq!(model_name("anthropic", "claude-x", Some(&json!("claude-x-2025"))), "anthropic/claude-x-2025");
+        assert_eq!(model_name("anthropic", "claude-x", None), "anthropic/claude-x");
+        assert_eq!(model_name("anthropic", "claude-x", Some(&json!(""))), "anthropic/claude-x");
+        assert_eq!(model_name("openai", "m", Some(&json!("openai/m-1"))), "openai/m-1");
+        assert_eq!(model_name("nvidia_nim", "a/b", Some(&json!("a/b"))), "nvidia_nim/a/b");
+        let mut writer = EventWriter::new("groq/llama", "msg_1").naming("groq", "llama");
+        let mut first = chunk(json!({"role": "assistant"}), None);
+        first["model"] = json!("llama-3.3-70b");
+        assert_eq!(writer.chunk(&first)[0].1["message"]["model"], "groq/llama-3.3-70b");
+        let mut silent = EventWriter::new("groq/llama", "msg_1").naming("groq", "llama");
+        assert_eq!(silent.finish()[0].1["message"]["model"], "groq/llama");
     }
 }

@@ -108,6 +108,7 @@ fn a_claude_code_request_works_on_an_openai_compatible_model() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     let v = answer.json();
     assert_eq!((v["type"].clone(), v["content"][0]["text"].clone()), (json!("message"), json!("hi from openai")));
+    assert_eq!(v["model"], "openai/m", "provider/ + the id the upstream answered with");
 
     let sent = mock.requests()[0].json();
     assert_eq!(sent["model"], "gpt-4o-mini");
@@ -128,6 +129,7 @@ fn a_claude_code_request_works_on_an_openai_compatible_model() {
     assert_eq!(streamed.status, 200, "{}", streamed.text());
     let body = streamed.text();
     assert!(body.starts_with("event: message_start\n"), "{body}");
+    assert!(body.contains(r#""model":"openai/gpt-4o-mini""#), "{body}");
     assert!(body.contains("streamed hi") && body.trim_end().ends_with(r#"data: {"type":"message_stop"}"#), "{body}");
 }
 
