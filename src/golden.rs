@@ -45,7 +45,7 @@ pub fn step_json(step: &Translated) -> &Value {
 }
 
 /// Feeds `input` to a fresh translator `piece` bytes at a time, as the network might.
-pub fn replay(mut translator: Box<dyn StreamTranslator>, input: &[u8], piece: usize) -> Vec<Translated> {
+pub fn replay<T>(mut translator: Box<dyn StreamTranslator<T>>, input: &[u8], piece: usize) -> Vec<T> {
     let mut parser = sse::Parser::new();
     let (mut events, mut out) = (Vec::new(), Vec::new());
     for bytes in input.chunks(piece.max(1)) {

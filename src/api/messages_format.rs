@@ -3,10 +3,17 @@
 //! streams become Anthropic messages and named SSE events (Anthropic's Messages API and streaming reference).
 //! Pure functions: no I/O, no clock; message ids come from the caller.
 //!
+//! Everything the current Messages API accepts is accepted: top-level fields this module does
+//! not translate (`context_management`, `container`, `service_tier`, `top_k`, ...), content
+//! block types it does not know, and `cache_control` on any block are left out, never refused
+//! (betas come as `anthropic-beta` headers, which only the Anthropic pass-through uses).
+//!
 //! Choices where the two formats do not line up:
-//! - `system` blocks and several assistant text blocks are joined with a blank line into one
-//!   string (many OpenAI-compatible hosts take only string content there); a user turn of a
-//!   single text block becomes a string, any other user turn an array of parts.
+//! - `system` blocks, the text of `system` turns inside `messages` (Claude Code sends them),
+//!   and several assistant text blocks are joined with a blank line into one string (many
+//!   OpenAI-compatible hosts take only string content there, and only one leading system
+//!   message); the system turns join in their order, after the top-level `system`. A user turn
+//!   of a single text block becomes a string, any other user turn an array of parts.
 //! - `tool_result` blocks become `role: "tool"` messages ahead of the rest of their user turn.
 //!   Tool messages carry text only, so a result's images and documents move to the front of the
 //!   user message that follows, after a note naming the tool call; `is_error` prefixes the
@@ -19,8 +26,12 @@
 //! - `thinking` blocks of assistant turns become `reasoning_content`; signatures and
 //!   `redacted_thinking` are dropped (only Anthropic can read them).
 //! - `thinking: {type: enabled}` becomes `reasoning_effort` by `budget_tokens`: up to 4096
-//!   `low`, up to 16384 `medium`, above that `high`. `disabled` and `adaptive` send nothing, so
-//!   the provider's default applies.
+//!   `low`, up to 16384 `medium`, above that `high`. `output_config.effort` wins over the
+//!   budget (`max` as `high`). `disabled` sends nothing, nor does `adaptive` without an effort,
+//!   so the provider's default applies.
+//! - `output_config.format` (structured outputs) becomes `response_format` json_schema.
+//! - Tools: Anthropic's server tools and schema-less built-in tools (`web_search`, `bash`, ...)
+//!   are left out, and so is a `tool_choice` naming one of them.
 //! - Usage: `input_tokens` is `prompt_tokens` less cached tokens, which are reported as
 //!   `cache_read_input_tokens` (Anthropic counts them apart); `output_tokens` is
 //!   `completion_tokens`.
@@ -91,20 +102,22 @@ fn translate_request(body: &Value, needs_max_tokens: bool) -> Result<Map<String,
 
     let mut out = Map::new();
     out.insert("model".into(), Value::String(model));
+    let mut system = system_texts("system", field(body, "system"))?;
     let mut messages = Vec::new();
-    if let Some(system) = system_prompt(field(body, "system"))? {
-        messages.push(json!({"role": "system", "content": system}));
-    }
     for (i, turn) in turns.iter().enumerate() {
-        convert_turn(i, turn, &mut messages)?;
+        convert_turn(i, turn, &mut system, &mut messages)?;
+    }
+    system.retain(|t| !t.is_empty());
+    if !system.is_empty() {
+        messages.insert(0, json!({"role": "system", "content": system.join("\n\n")}));
     }
     out.insert("messages".into(), Value::Array(messages));
     if let Some(n) = max_tokens {
         out.insert("max_tokens".into(), json!(n));
     }
     if let Some(tools) = tools(field(body, "tools"))? {
+        tool_choice(field(body, "tool_choice"), &tools, &mut out)?;
         out.insert("tools".into(), Value::Array(tools));
-        tool_choice(field(body, "tool_choice"), &mut out)?;
     }
     if let Some(stop) = field(body, "stop_sequences") {
         let Some(list) = stop.as_array().filter(|l| l.iter().all(Value::is_string)) else {
@@ -122,8 +135,15 @@ fn translate_request(body: &Value, needs_max_tokens: bool) -> Result<Map<String,
             out.insert(name.into(), v.clone());
         }
     }
-    if let Some(effort) = reasoning_effort(field(body, "thinking"))? {
+    let output_config = field(body, "output_config");
+    let effort = output_config.and_then(|c| c.get("effort"));
+    if let Some(effort) = reasoning_effort(field(body, "thinking"), effort)? {
         out.insert("reasoning_effort".into(), json!(effort));
+    }
+    // `output_format` is the structured-outputs beta's name for `output_config.format`.
+    let format = output_config.and_then(|c| c.get("format")).or_else(|| field(body, "output_format"));
+    if let Some(format) = response_format(format.filter(|f| !f.is_null()))? {
+        out.insert("response_format".into(), format);
     }
     if let Some(user) = field(body, "metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str) {
         out.insert("user".into(), json!(user));
@@ -141,36 +161,37 @@ fn translate_request(body: &Value, needs_max_tokens: bool) -> Result<Map<String,
     Ok(out)
 }
 
-/// `system` as one string (text blocks joined with a blank line); `None` when empty.
-fn system_prompt(system: Option<&Value>) -> Result<Option<String>, ApiError> {
-    let text = match system {
-        None => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(blocks)) => {
-            let mut texts = Vec::new();
-            for (i, block) in blocks.iter().enumerate() {
-                match (block_type(block), block.get("text").and_then(Value::as_str)) {
-                    ("text", Some(text)) => texts.push(text),
-                    _ => return Err(bad(&format!("system[{i}]"), "'system' blocks must be text blocks")),
-                }
-            }
-            texts.retain(|t| !t.is_empty());
-            texts.join("\n\n")
-        }
-        Some(_) => return Err(bad("system", "'system' must be a string or an array of text blocks")),
-    };
-    Ok((!text.is_empty()).then_some(text))
+/// The texts of a `system` field or of a `system` message's content: a string, or text
+/// blocks (other block types carry no instruction text and are skipped).
+fn system_texts(at: &str, system: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    match system {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, block)| block_type(block) == "text")
+            .map(|(i, block)| string_at(block, "text", &format!("{at}[{i}]")).map(str::to_string))
+            .collect(),
+        Some(_) => Err(bad(at, format!("'{at}' must be a string or an array of text blocks"))),
+    }
 }
 
 fn block_type(block: &Value) -> &str {
     block.get("type").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn convert_turn(i: usize, turn: &Value, out: &mut Vec<Value>) -> Result<(), ApiError> {
+/// One turn. A `system` turn (Claude Code sends them inside `messages`) adds its text to the
+/// system prompt, in order, instead of becoming a message (see the module comment).
+fn convert_turn(i: usize, turn: &Value, system: &mut Vec<String>, out: &mut Vec<Value>) -> Result<(), ApiError> {
     let at = format!("messages[{i}]");
     let role = match turn.get("role").and_then(Value::as_str) {
+        Some("system") => {
+            system.extend(system_texts(&format!("{at}.content"), turn.get("content").filter(|c| !c.is_null()))?);
+            return Ok(());
+        }
         Some(role @ ("user" | "assistant")) => role,
-        _ => return Err(bad(&format!("{at}.role"), format!("{at}.role must be 'user' or 'assistant'"))),
+        _ => return Err(bad(&format!("{at}.role"), format!("{at}.role must be 'user', 'assistant' or 'system'"))),
     };
     match turn.get("content") {
         Some(Value::String(text)) => {
@@ -198,7 +219,9 @@ fn user_turn(at: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<(), Api
                 out.push(tool_message(&at, block, &mut attachments)?);
                 had_results = true;
             }
-            other => return Err(unsupported_block(&at, other, "user")),
+            // Blocks with no meaning for other providers (`search_result`, `container_upload`,
+            // types newer than this code, ...) are left out.
+            _ => {}
         }
     }
     attachments.append(&mut parts);
@@ -213,11 +236,6 @@ fn user_turn(at: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<(), Api
     };
     out.push(json!({"role": "user", "content": content}));
     Ok(())
-}
-
-fn unsupported_block(at: &str, kind: &str, role: &str) -> ApiError {
-    let kind = if kind.is_empty() { "(no type)" } else { kind };
-    bad(&format!("{at}.type"), format!("{at}: content block type '{kind}' is not supported in a {role} turn"))
 }
 
 fn text_part(at: &str, block: &Value) -> Result<Value, ApiError> {
@@ -296,7 +314,7 @@ fn document_parts(at: &str, block: &Value) -> Result<Vec<Value>, ApiError> {
                         match block_type(inner) {
                             "text" => parts.push(text_part(&at, inner)?),
                             "image" => parts.push(image_part(&at, inner)?),
-                            other => return Err(unsupported_block(&at, other, "document")),
+                            _ => {}
                         }
                     }
                 }
@@ -324,7 +342,7 @@ fn tool_message(at: &str, block: &Value, attachments: &mut Vec<Value>) -> Result
                     "text" => texts.push(string_at(inner, "text", &at)?.to_string()),
                     "image" => files.push(image_part(&at, inner)?),
                     "document" => files.extend(document_parts(&at, inner)?),
-                    other => return Err(unsupported_block(&at, other, "tool_result")),
+                    _ => {}
                 }
             }
         }
@@ -353,7 +371,6 @@ fn assistant_turn(at: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<()
         match block_type(block) {
             "text" => texts.push(string_at(block, "text", &at)?),
             "thinking" => reasoning.push(string_at(block, "thinking", &at)?),
-            "redacted_thinking" => {}
             "tool_use" => {
                 let input = block.get("input").filter(|i| !i.is_null()).cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
@@ -362,7 +379,9 @@ fn assistant_turn(at: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<()
                     "function": {"name": string_at(block, "name", &at)?, "arguments": input.to_string()},
                 }));
             }
-            other => return Err(unsupported_block(&at, other, "assistant")),
+            // `redacted_thinking` and the blocks of Anthropic's server tools (`server_tool_use`,
+            // `web_search_tool_result`, ...) only Anthropic can read.
+            _ => {}
         }
     }
     texts.retain(|t| !t.is_empty());
@@ -383,8 +402,11 @@ fn assistant_turn(at: &str, blocks: &[Value], out: &mut Vec<Value>) -> Result<()
     Ok(())
 }
 
-/// Anthropic tools as OpenAI function tools; `None` for none. Server tools (a `type` other
-/// than `custom`, no `input_schema`) run only on Anthropic's side and are refused.
+/// Anthropic tools as OpenAI function tools; `None` for none. A tool with an `input_schema`
+/// is a function, whatever its `type`. Anthropic's own tools without one (server tools such as
+/// `web_search`, and the schema-less `bash`, `text_editor`, ...) run or are defined on
+/// Anthropic's side only: on other providers they are left out, and the model answers without
+/// them (a 400 would stop agents that always offer them).
 fn tools(tools: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
     let Some(tools) = tools else { return Ok(None) };
     let Some(list) = tools.as_array() else {
@@ -393,18 +415,14 @@ fn tools(tools: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
     let mut out = Vec::new();
     for (i, tool) in list.iter().enumerate() {
         let at = format!("tools[{i}]");
-        let name = string_at(tool, "name", &at)?;
         let kind = block_type(tool);
-        if !kind.is_empty() && kind != "custom" {
-            return Err(bad(
-                &format!("{at}.type"),
-                format!("tool '{name}' is an Anthropic server tool ('{kind}'), which other providers cannot run"),
-            ));
-        }
         let Some(schema) = tool.get("input_schema").filter(|s| s.is_object()) else {
+            if !kind.is_empty() && kind != "custom" {
+                continue;
+            }
             return Err(bad(&format!("{at}.input_schema"), format!("{at}.input_schema must be a JSON Schema object")));
         };
-        let mut function = json!({"name": name});
+        let mut function = json!({"name": string_at(tool, "name", &at)?});
         if let Some(description) = tool.get("description").and_then(Value::as_str) {
             function["description"] = json!(description);
         }
@@ -418,15 +436,23 @@ fn tools(tools: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
 }
 
 /// `tool_choice` (only sent with tools: OpenAI refuses it without them) and
-/// `disable_parallel_tool_use` as `parallel_tool_calls: false`.
-fn tool_choice(choice: Option<&Value>, out: &mut Map<String, Value>) -> Result<(), ApiError> {
+/// `disable_parallel_tool_use` as `parallel_tool_calls: false`. A choice of a tool that was
+/// left out (see `tools`), or of a kind this code does not know, is left out too: the
+/// provider's default (auto) applies.
+fn tool_choice(choice: Option<&Value>, tools: &[Value], out: &mut Map<String, Value>) -> Result<(), ApiError> {
     let Some(choice) = choice else { return Ok(()) };
     let openai = match block_type(choice) {
         "auto" => json!("auto"),
         "any" => json!("required"),
         "none" => json!("none"),
-        "tool" => json!({"type": "function", "function": {"name": string_at(choice, "name", "tool_choice")?}}),
-        _ => return Err(bad("tool_choice.type", "'tool_choice.type' must be auto, any, tool or none")),
+        "tool" => {
+            let name = string_at(choice, "name", "tool_choice")?;
+            if !tools.iter().any(|t| t["function"]["name"] == name) {
+                return Ok(());
+            }
+            json!({"type": "function", "function": {"name": name}})
+        }
+        _ => return Ok(()),
     };
     out.insert("tool_choice".into(), openai);
     if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
@@ -435,19 +461,52 @@ fn tool_choice(choice: Option<&Value>, out: &mut Map<String, Value>) -> Result<(
     Ok(())
 }
 
-/// `thinking` as `reasoning_effort`; see the module comment for the thresholds.
-fn reasoning_effort(thinking: Option<&Value>) -> Result<Option<&'static str>, ApiError> {
-    let Some(thinking) = thinking else { return Ok(None) };
-    match block_type(thinking) {
-        "enabled" => match thinking.get("budget_tokens").and_then(Value::as_u64) {
+/// `reasoning_effort` from `output_config.effort` when given (Anthropic's `max` is sent as
+/// `high`, the highest level every reasoning host takes), else from `thinking.budget_tokens`
+/// (see the module comment). `thinking: disabled` sends none, whatever the effort;
+/// `adaptive` alone, or a `thinking` type this code does not know, leaves the provider's
+/// default.
+fn reasoning_effort(thinking: Option<&Value>, effort: Option<&Value>) -> Result<Option<&'static str>, ApiError> {
+    let kind = thinking.map(block_type);
+    if kind == Some("disabled") {
+        return Ok(None);
+    }
+    if let Some(effort) = effort.filter(|e| !e.is_null()) {
+        return match effort.as_str() {
+            Some("low") => Ok(Some("low")),
+            Some("medium") => Ok(Some("medium")),
+            Some("high" | "xhigh" | "max") => Ok(Some("high")),
+            _ => Err(bad("output_config.effort", "'output_config.effort' must be low, medium, high or max")),
+        };
+    }
+    match (kind, thinking.and_then(|t| t.get("budget_tokens"))) {
+        (Some("enabled"), Some(budget)) => match budget.as_u64() {
             Some(budget) if budget <= 4096 => Ok(Some("low")),
             Some(budget) if budget <= 16384 => Ok(Some("medium")),
             Some(_) => Ok(Some("high")),
             None => Err(bad("thinking.budget_tokens", "'thinking.budget_tokens' must be a positive integer")),
         },
-        "disabled" | "adaptive" => Ok(None),
-        _ => Err(bad("thinking.type", "'thinking.type' must be enabled, disabled or adaptive")),
+        (Some("enabled"), None) => {
+            Err(bad("thinking.budget_tokens", "'thinking.budget_tokens' must be a positive integer"))
+        }
+        _ => Ok(None),
     }
+}
+
+/// `output_config.format` (structured outputs, `{"type": "json_schema", "schema"}`) as
+/// OpenAI's `response_format` json_schema, strict as Anthropic's always is.
+fn response_format(format: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(format) = format else { return Ok(None) };
+    if block_type(format) != "json_schema" {
+        return Err(bad("output_config.format.type", "'output_config.format.type' must be json_schema"));
+    }
+    let Some(schema) = format.get("schema").filter(|s| s.is_object()) else {
+        return Err(bad("output_config.format.schema", "'output_config.format.schema' must be a JSON Schema object"));
+    };
+    Ok(Some(json!({
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": true},
+    })))
 }
 
 // ---- response ------------------------------------------------------------------------------
@@ -567,6 +626,17 @@ fn usage(usage: Option<&Value>) -> Value {
 
 // ---- stream --------------------------------------------------------------------------------
 
+/// The model as answers name it on every route: `provider/` + the id the upstream answered
+/// with, or the id sent when it names none. An answer that already carries the provider
+/// prefix keeps it once.
+pub fn model_name(provider: &str, sent: &str, answered: Option<&Value>) -> String {
+    let id = answered.and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent);
+    match id.strip_prefix(provider).and_then(|rest| rest.strip_prefix('/')) {
+        Some(_) => id.to_string(),
+        None => format!("{provider}/{id}"),
+    }
+}
+
 /// One Anthropic SSE event: its name and its data (whose `type` is the name).
 pub type Event = (&'static str, Value);
 
@@ -588,6 +658,8 @@ enum Block {
 /// Nothing is emitted after `message_stop` or `error`.
 pub struct EventWriter {
     model: String,
+    /// `(provider, id sent)`: name the model from the first chunk's (see `naming`).
+    naming: Option<(String, String)>,
     id: String,
     /// A prompt count known before the stream, for `message_start`.
     input_tokens: Option<u64>,
@@ -608,6 +680,7 @@ impl EventWriter {
     pub fn new(model: &str, id: &str) -> EventWriter {
         EventWriter {
             model: model.to_string(),
+            naming: None,
             id: id.to_string(),
             input_tokens: None,
             started: false,
@@ -619,6 +692,13 @@ impl EventWriter {
             refused: false,
             usage: None,
         }
+    }
+
+    /// Names the model in `message_start` by `model_name` from the first chunk's `model`
+    /// (the upstream's id), instead of the name given to `new`.
+    pub fn naming(mut self, provider: &str, sent: &str) -> EventWriter {
+        self.naming = Some((provider.to_string(), sent.to_string()));
+        self
     }
 
     /// The prompt's token count when it is known before the stream (for `message_start`,
@@ -641,6 +721,9 @@ impl EventWriter {
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage.clone());
+        }
+        if let (false, Some((provider, sent))) = (self.started, &self.naming) {
+            self.model = model_name(provider, sent, chunk.get("model"));
         }
         self.start(&mut out);
         let Some(choice) = first_choice(chunk) else { return out };
@@ -833,6 +916,118 @@ fn anthropic_error(error: &Value) -> Value {
     ApiError::new(status, text("type"), text("code"), message).to_anthropic_json()
 }
 
+// ---- pass-through: one string changed, every other byte kept ---------------------------------
+
+/// `json` (a valid JSON text) with the string at `path` (object keys from the top) replaced by
+/// `value`, every other byte as it was: key order, spacing, number spellings and escapes stay
+/// the client's (or the upstream's). `None` when `path` names no value. With a key given
+/// twice, the last one is replaced, the one JSON parsers keep.
+pub fn replace_string(json: &[u8], path: &[&str], value: &str) -> Option<Vec<u8>> {
+    let span = value_span(json, path)?;
+    let encoded = serde_json::to_string(value).expect("a string serialises");
+    let mut out = Vec::with_capacity(json.len() + encoded.len());
+    out.extend_from_slice(&json[..span.start]);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(&json[span.end..]);
+    Some(out)
+}
+
+/// The byte range of the value at `path`.
+fn value_span(json: &[u8], path: &[&str]) -> Option<std::ops::Range<usize>> {
+    let start = skip_space(json, 0);
+    let mut span = start..skip_value(json, start)?;
+    for key in path {
+        span = member(json, span.start, key)?;
+    }
+    Some(span)
+}
+
+fn skip_space(json: &[u8], mut at: usize) -> usize {
+    while json.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+        at += 1;
+    }
+    at
+}
+
+/// The value of the last member `key` of the object that starts at `at`.
+fn member(json: &[u8], at: usize, key: &str) -> Option<std::ops::Range<usize>> {
+    if json.get(at) != Some(&b'{') {
+        return None;
+    }
+    let (mut at, mut found) = (skip_space(json, at + 1), None);
+    loop {
+        match json.get(at)? {
+            b'}' => return found,
+            b',' => at = skip_space(json, at + 1),
+            b'"' => {
+                let key_end = skip_string(json, at)?;
+                let name: String = serde_json::from_slice(&json[at..key_end]).ok()?;
+                at = skip_space(json, key_end);
+                if json.get(at) != Some(&b':') {
+                    return None;
+                }
+                let start = skip_space(json, at + 1);
+                let end = skip_value(json, start)?;
+                if name == key {
+                    found = Some(start..end);
+                }
+                at = skip_space(json, end);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The end of the string that starts (with its quote) at `at`.
+fn skip_string(json: &[u8], mut at: usize) -> Option<usize> {
+    at += 1;
+    while at < json.len() {
+        match json[at] {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+/// The end of the value that starts at `at`.
+fn skip_value(json: &[u8], at: usize) -> Option<usize> {
+    match json.get(at)? {
+        b'"' => skip_string(json, at),
+        b'{' | b'[' => {
+            let (mut depth, mut i) = (0usize, at);
+            while i < json.len() {
+                match json[i] {
+                    b'"' => {
+                        i = skip_string(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let rest = &json[at..];
+            Some(
+                at + rest
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                    .unwrap_or(rest.len()),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,25 +1078,115 @@ mod tests {
     #[test]
     fn malformed_turns_and_blocks_are_refused_with_their_path() {
         let param = |messages: Value| refused(request(json!({"messages": messages}))).param.unwrap();
-        assert_eq!(param(json!([{"role": "system", "content": "x"}])), "messages[0].role");
+        assert_eq!(param(json!([{"role": "tool", "content": "x"}])), "messages[0].role");
         assert_eq!(param(json!([{"role": "user", "content": 3}])), "messages[0].content");
         assert_eq!(param(json!([{"role": "user", "content": [{"type": "text"}]}])), "messages[0].content[0].text");
-        assert_eq!(
-            param(json!([{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "image"}]}])),
-            "messages[1].content[0].type"
-        );
+        assert_eq!(param(json!([{"role": "system", "content": 3}])), "messages[0].content");
         let url_doc = json!([{"role": "user", "content": [
             {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]);
         assert_eq!(param(url_doc), "messages[0].content[0].source.type");
         let file_image =
             json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]);
         assert_eq!(param(file_image), "messages[0].content[0].source.type");
-        let server_tool = json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]});
-        assert_eq!(refused(request(server_tool)).param.as_deref(), Some("tools[0].type"));
         assert_eq!(
             refused(request(json!({"thinking": {"type": "enabled"}}))).param.as_deref(),
             Some("thinking.budget_tokens")
         );
+        assert_eq!(
+            refused(request(json!({"output_config": {"effort": "extreme"}}))).param.as_deref(),
+            Some("output_config.effort")
+        );
+        assert_eq!(
+            refused(request(json!({"output_config": {"format": {"type": "json_schema"}}}))).param.as_deref(),
+            Some("output_config.format.schema")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_blocks_and_server_tools_are_left_out() {
+        let got = translate(json!({
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+            "container": "c-1", "mcp_servers": [], "service_tier": "auto", "inference_geo": "us",
+            "thinking": {"type": "something_new"},
+            "tools": [
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+                {"type": "bash_20250124", "name": "bash"},
+                {"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": {"type": "tool", "name": "web_search"},
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "search_result", "source": "s", "title": "t", "content": []},
+                    {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}},
+                    {"type": "text", "text": "Found it."}]}]
+        }));
+        assert_eq!(
+            got["messages"],
+            json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Found it."}])
+        );
+        assert_eq!(got["tools"].as_array().map(Vec::len), Some(1));
+        assert!(got.get("tool_choice").is_none() && got.get("reasoning_effort").is_none());
+        for dropped in ["context_management", "container", "mcp_servers", "service_tier", "inference_geo"] {
+            assert!(got.get(dropped).is_none(), "{dropped}");
+        }
+        // Only server tools: no tools, and no choice without them.
+        let none = translate(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            "tool_choice": {"type": "any"}}));
+        assert!(none.get("tools").is_none() && none.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn system_messages_anywhere_join_the_system_prompt_in_order() {
+        let got = translate(json!({
+            "system": [{"type": "text", "text": "First.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "system", "content": "Second."},
+                {"role": "user", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "Third."}, {"type": "image"}]},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "system", "content": ""},
+                {"role": "user", "content": "Bye"}]
+        }));
+        assert_eq!(
+            got["messages"],
+            json!([
+                {"role": "system", "content": "First.\n\nSecond.\n\nThird."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Bye"}])
+        );
+        let only_inside = translate(json!({"messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}));
+        assert_eq!(only_inside["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    }
+
+    #[test]
+    fn output_config_gives_effort_and_structured_output() {
+        let effort = |extra: Value| translate(extra).get("reasoning_effort").cloned();
+        assert_eq!(effort(json!({"output_config": {"effort": "low"}})), Some(json!("low")));
+        assert_eq!(effort(json!({"output_config": {"effort": "max"}})), Some(json!("high")));
+        assert_eq!(
+            effort(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}})),
+            Some(json!("medium"))
+        );
+        // The effort wins over a budget; disabled thinking wins over both.
+        assert_eq!(
+            effort(
+                json!({"thinking": {"type": "enabled", "budget_tokens": 30000}, "output_config": {"effort": "low"}})
+            ),
+            Some(json!("low"))
+        );
+        assert_eq!(effort(json!({"thinking": {"type": "disabled"}, "output_config": {"effort": "high"}})), None);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+            "additionalProperties": false});
+        let want = json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}});
+        let format = json!({"type": "json_schema", "schema": schema});
+        assert_eq!(translate(json!({"output_config": {"format": format}}))["response_format"], want);
+        assert_eq!(translate(json!({"output_format": format}))["response_format"], want);
+        assert!(translate(json!({"output_config": {}})).get("response_format").is_none());
     }
 
     #[test]
@@ -1450,5 +1735,45 @@ mod tests {
             files += 1;
         }
         assert!(files >= 5, "only {files} expected_events.jsonl files");
+    }
+
+    // ---- pass-through ----
+
+    #[test]
+    fn replace_string_keeps_every_other_byte() {
+        let body = br#" {"max_tokens" : 1.50e3, "meta": {"model": "inner"}, "model":"anthropic/claude-x",
+            "text": "caf\u00e9 \"model\": [}", "list": [1, {"a": "]"}], "ok": true}"#;
+        let got = replace_string(body, &["model"], "claude-x").unwrap();
+        let want = String::from_utf8_lossy(body).replace(r#""model":"anthropic/claude-x""#, r#""model":"claude-x""#);
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+        let nested = br#"{"type":"message_start","message":{"id":"m","model":"claude-x","usage":{}}}"#;
+        assert_eq!(
+            replace_string(nested, &["message", "model"], "anthropic/claude-x").unwrap(),
+            br#"{"type":"message_start","message":{"id":"m","model":"anthropic/claude-x","usage":{}}}"#.to_vec()
+        );
+        assert_eq!(replace_string(br#"{"a": 1}"#, &["model"], "x"), None);
+        assert_eq!(replace_string(br#"[{"model": "a"}]"#, &["model"], "x"), None);
+        // A key given twice: the last one counts, as for JSON parsers.
+        assert_eq!(
+            replace_string(br#"{"model":"a","model":"b"}"#, &["model"], "x").unwrap(),
+            br#"{"model":"a","model":"x"}"#.to_vec()
+        );
+        // Escapes in the new value are encoded.
+        assert_eq!(replace_string(br#"{"model":1}"#, &["model"], "a\"b").unwrap(), br#"{"model":"a\"b"}"#.to_vec());
+    }
+
+    #[test]
+    fn answers_name_the_model_provider_slash_upstream_id() {
+        assert_eq!(model_name("anthropic", "claude-x", Some(&json!("claude-x-2025"))), "anthropic/claude-x-2025");
+        assert_eq!(model_name("anthropic", "claude-x", None), "anthropic/claude-x");
+        assert_eq!(model_name("anthropic", "claude-x", Some(&json!(""))), "anthropic/claude-x");
+        assert_eq!(model_name("openai", "m", Some(&json!("openai/m-1"))), "openai/m-1");
+        assert_eq!(model_name("nvidia_nim", "a/b", Some(&json!("a/b"))), "nvidia_nim/a/b");
+        let mut writer = EventWriter::new("groq/llama", "msg_1").naming("groq", "llama");
+        let mut first = chunk(json!({"role": "assistant"}), None);
+        first["model"] = json!("llama-3.3-70b");
+        assert_eq!(writer.chunk(&first)[0].1["message"]["model"], "groq/llama-3.3-70b");
+        let mut silent = EventWriter::new("groq/llama", "msg_1").naming("groq", "llama");
+        assert_eq!(silent.finish()[0].1["message"]["model"], "groq/llama");
     }
 }

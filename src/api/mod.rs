@@ -131,7 +131,7 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         ("POST", "/v1/chat/completions") => chat::handle(state, config, req),
         ("POST", "/v1/embeddings") => embeddings::handle(state, config, req),
         ("POST", "/v1/messages") => messages::handle(state, config, req),
-        ("POST", "/v1/messages/count_tokens") => messages::count_tokens(req),
+        ("POST", "/v1/messages/count_tokens") => messages::count_tokens(state, config, req),
         ("POST", "/v1/responses") => responses::handle(state, config, req),
         ("POST", "/v1/token-count") => token_count::handle(req),
         ("GET", "/v1/models") => Ok(models::list(state, config)),

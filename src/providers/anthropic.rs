@@ -1119,3 +1119,74 @@ mod tests {
         );
     }
 }
+
+// ---- pass-through --------------------------------------------------------------------------
+
+/// The Anthropic Messages API passed through to Anthropic (`path` is `messages` or
+/// `messages/count_tokens`): the client's body as it came but for the model id (the caller
+/// swaps it in), and the client's `anthropic-*` headers (`anthropic-beta` above all), except
+/// `anthropic-version`, which `providers::with_key` sets with the key. Every other client
+/// header stays here: the proxy key, hop-by-hop and encoding headers are the proxy's own.
+/// The `oauth-*` betas say the request carries an OAuth token; it carries a pool API key
+/// instead, so they are left out.
+pub fn build_passthrough(
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+    client_headers: &[(String, String)],
+    stream: bool,
+) -> UpstreamRequest {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    for (name, value) in client_headers {
+        if !name.starts_with("anthropic-") || name == "anthropic-version" {
+            continue;
+        }
+        let value = match name.as_str() {
+            "anthropic-beta" => {
+                let kept: Vec<&str> =
+                    value.split(',').map(str::trim).filter(|b| !b.is_empty() && !b.starts_with("oauth-")).collect();
+                kept.join(",")
+            }
+            _ => value.clone(),
+        };
+        if !value.is_empty() {
+            headers.push((name.clone(), value));
+        }
+    }
+    UpstreamRequest { method: Method::Post, url: format!("{base}/{path}"), headers, body: Some(body), stream }
+}
+
+#[cfg(test)]
+mod passthrough_tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_forwards_anthropic_headers_but_not_the_proxy_key_version_or_oauth_betas() {
+        let client = [
+            ("x-api-key", "proxy-key"),
+            ("authorization", "Bearer proxy-key"),
+            ("anthropic-version", "2023-01-01"),
+            ("anthropic-beta", "context-management-2025-06-27"),
+            ("anthropic-beta", "oauth-2025-04-20, interleaved-thinking-2025-05-14"),
+            ("anthropic-beta", "oauth-2025-04-20"),
+            ("anthropic-dangerous-direct-browser-access", "true"),
+            ("accept-encoding", "gzip"),
+            ("content-length", "12"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()));
+        let req =
+            build_passthrough("https://api.anthropic.com/v1", "messages/count_tokens", b"{}".to_vec(), &client, false);
+        assert_eq!(req.url, "https://api.anthropic.com/v1/messages/count_tokens");
+        assert_eq!(req.body.as_deref(), Some(&b"{}"[..]));
+        let names: Vec<(&str, &str)> = req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("content-type", "application/json"),
+                ("anthropic-beta", "context-management-2025-06-27"),
+                ("anthropic-beta", "interleaved-thinking-2025-05-14"),
+                ("anthropic-dangerous-direct-browser-access", "true")
+            ]
+        );
+    }
+}

@@ -42,12 +42,13 @@ pub fn stream_error(code: &str, message: &str) -> Value {
 /// every translator (as OpenAI's own streams do): `role`, tool-call `id`, `type` and
 /// `function.name` appear only in the first delta of their choice or tool call; every chunk
 /// carries the same `id`, `created` and `model`; the last choice chunk has a `finish_reason`.
-pub trait StreamTranslator: Send {
+/// A pass-through (the Anthropic Messages API to Anthropic) produces its own step type `T`.
+pub trait StreamTranslator<T = Translated>: Send {
     /// One upstream event in, zero or more translated steps out.
-    fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>);
+    fn event(&mut self, event: &sse::Event, out: &mut Vec<T>);
     /// The upstream body ended. Flush what is pending; if the stream never reached its proper
     /// end, say so with a `Translated::Error`.
-    fn finish(&mut self, out: &mut Vec<Translated>);
+    fn finish(&mut self, out: &mut Vec<T>);
 }
 
 /// The wire protocol a provider speaks.

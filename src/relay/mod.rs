@@ -335,14 +335,15 @@ fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
     Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
 }
 
-/// A success with its token usage, named the chat way (`prompt_tokens`) or the way the
-/// Responses and Anthropic APIs name it (`input_tokens`), for the pass-through routes.
+/// A success with the tokens of a usage object in OpenAI's names, or in Anthropic's (whose
+/// `input_tokens` leaves out the prompt tokens read from or written to the cache).
 pub fn usage_outcome(usage: &Value) -> Outcome {
-    let n = |chat: &str, other: &str| usage.get(chat).or_else(|| usage.get(other)).and_then(Value::as_u64).unwrap_or(0);
-    Outcome::Success {
-        prompt_tokens: n("prompt_tokens", "input_tokens"),
-        completion_tokens: n("completion_tokens", "output_tokens"),
+    let n = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    if usage.get("prompt_tokens").is_none() && usage.get("input_tokens").is_some() {
+        let prompt = n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
+        return Outcome::Success { prompt_tokens: prompt, completion_tokens: n("output_tokens") };
     }
+    Outcome::Success { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens") }
 }
 
 pub fn no_credentials(provider: &str) -> ApiError {

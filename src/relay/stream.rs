@@ -1,7 +1,9 @@
 //! A stream committed to its key: reads the upstream body, parses its SSE events, has the
 //! provider's translator turn them into OpenAI chat chunks, and reports the outcome to the
 //! key's lease when the stream ends (success with its usage, or a transient failure when it
-//! broke or stalled). Dropping it (a client that left) frees the key at once.
+//! broke or stalled). Dropping it (a client that left) frees the key at once. A pass-through
+//! stream runs the same way with its own step type (`StreamItem`), so these rules hold for
+//! every stream in one place.
 
 use super::{Lease, usage_outcome};
 use crate::keys::pool::Outcome;
@@ -13,29 +15,61 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::time::Duration;
 
-pub struct UpstreamStream {
+/// What the stream relay must know of a translated step to report the key's outcome.
+pub trait StreamItem: Sized + Send {
+    /// The usage this step reports (the stream's total so far), if any.
+    fn usage(&self) -> Option<&Value>;
+    /// Why the stream failed, when this step is an error (nothing follows it).
+    fn failure(&self) -> Option<String>;
+    /// The error step that ends a stream which broke or stalled after it was committed.
+    fn broken(code: &str, message: &str) -> Self;
+}
+
+impl StreamItem for Translated {
+    fn usage(&self) -> Option<&Value> {
+        match self {
+            Translated::Chunk(chunk) => chunk.get("usage").filter(|u| !u.is_null()),
+            Translated::Error(_) => None,
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        match self {
+            Translated::Chunk(_) => None,
+            Translated::Error(error) => {
+                Some(error["error"]["message"].as_str().unwrap_or("error in the stream").to_string())
+            }
+        }
+    }
+
+    fn broken(code: &str, message: &str) -> Translated {
+        Translated::Error(providers::stream_error(code, message))
+    }
+}
+
+pub struct UpstreamStream<T: StreamItem = Translated> {
     /// First field, so it is dropped first: the key is free before the upstream connection
     /// closes.
     lease: Lease,
     first: Option<Vec<u8>>,
     upstream: Box<dyn Read + Send>,
     parser: sse::Parser,
-    translator: Box<dyn StreamTranslator>,
-    ready: VecDeque<Translated>,
+    translator: Box<dyn StreamTranslator<T>>,
+    ready: VecDeque<T>,
     /// The last usage seen, for the key's counters.
     usage: Value,
     ended: bool,
     idle_limit: Duration,
 }
 
-impl UpstreamStream {
+impl<T: StreamItem> UpstreamStream<T> {
     pub fn new(
         lease: Lease,
         first: Vec<u8>,
         upstream: Box<dyn Read + Send>,
-        translator: Box<dyn StreamTranslator>,
+        translator: Box<dyn StreamTranslator<T>>,
         idle_limit: Duration,
-    ) -> UpstreamStream {
+    ) -> UpstreamStream<T> {
         UpstreamStream {
             lease,
             first: Some(first),
@@ -96,23 +130,18 @@ impl UpstreamStream {
 
     /// Queues translated steps for the client and settles the key's outcome: an error ends
     /// the stream as a transient failure; a clean end is a success with the usage seen.
-    fn accept(&mut self, out: Vec<Translated>) {
+    fn accept(&mut self, out: Vec<T>) {
         for item in out {
-            match &item {
-                Translated::Chunk(chunk) => {
-                    if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
-                        self.usage = usage.clone();
-                    }
-                }
-                Translated::Error(error) => {
-                    let reason = error["error"]["message"].as_str().unwrap_or("error in the stream");
-                    // Redacted upstream text already; again, since `key_usage.json` keeps it.
-                    let reason = crate::redact::text(reason).into_owned();
-                    self.lease.report(Outcome::Transient { reason });
-                    self.ready.push_back(item);
-                    self.ended = true;
-                    return;
-                }
+            if let Some(reason) = item.failure() {
+                // Redacted upstream text already; again, since `key_usage.json` keeps it.
+                let reason = crate::redact::text(&reason).into_owned();
+                self.lease.report(Outcome::Transient { reason });
+                self.ready.push_back(item);
+                self.ended = true;
+                return;
+            }
+            if let Some(usage) = item.usage() {
+                self.usage = usage.clone();
             }
             self.ready.push_back(item);
         }
@@ -124,14 +153,14 @@ impl UpstreamStream {
     /// The upstream broke or stalled after the stream was committed: an in-band error.
     fn broken(&mut self, code: &str, message: &str) {
         log::warn!("stream on key {} ended early: {message}", self.lease.masked);
-        self.accept(vec![Translated::Error(providers::stream_error(code, message))]);
+        self.accept(vec![T::broken(code, message)]);
     }
 }
 
-impl Iterator for UpstreamStream {
-    type Item = Translated;
+impl<T: StreamItem> Iterator for UpstreamStream<T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<Translated> {
+    fn next(&mut self) -> Option<T> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Some(item);

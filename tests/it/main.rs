@@ -7,6 +7,7 @@ mod errors;
 mod files;
 mod front_door;
 mod man;
+mod messages_api;
 mod native;
 mod resilience;
 mod responses;
