@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<Reply, ApiError> {
     let body = parse(&req.body)?;
     let openai = messages_format::to_openai_request(&body)?;
-    let model = openai.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+    let model = super::resolve(config, &openai).map(|(p, id)| chat::answer_model(&p.name, &id)).unwrap_or_default();
     let id = chat::unique_id("msg_");
     let (output, meta) = chat::complete(state, config, openai)?;
     let body = match output {
@@ -26,7 +26,8 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
             let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::new(502, "api_error", "upstream_error", format!("the upstream's answer is not JSON: {e}"))
             })?;
-            Body::Json(messages_format::from_openai_response(&completion, &model, &id).to_string().into_bytes())
+            let model = completion["model"].as_str().unwrap_or(&model);
+            Body::Json(messages_format::from_openai_response(&completion, model, &id).to_string().into_bytes())
         }
         ChatOutput::Stream(stream) => Body::Sse(Box::new(AnthropicEvents {
             stream,
