@@ -62,7 +62,7 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     let later =
         (!requests.is_empty()).then(|| Later { state: state.clone(), config: Arc::new(config.clone()), requests });
     let events = CompletionEvents {
-        upstream,
+        upstream: Some(upstream),
         current: Current { index: first.index, echo: first.echo },
         later,
         id,
@@ -217,7 +217,8 @@ struct Later {
 /// asked for, then `data: [DONE]`. A failure, of a stream or of a later prompt's start, is an
 /// in-band `data: {"error": ...}` before `[DONE]`, as on the chat route.
 struct CompletionEvents {
-    upstream: Box<UpstreamStream>,
+    /// The current prompt's stream; dropped (its key given back) before the next one starts.
+    upstream: Option<Box<UpstreamStream>>,
     current: Current,
     later: Option<Later>,
     id: String,
@@ -239,7 +240,7 @@ impl Iterator for CompletionEvents {
             if self.ended {
                 return None;
             }
-            match self.upstream.next() {
+            match self.upstream.as_mut().and_then(|u| u.next()) {
                 Some(Translated::Chunk(chunk)) => self.chunk(&chunk),
                 Some(Translated::Error(error)) => self.end(Some(error)),
                 None => self.next_prompt(),
@@ -272,11 +273,13 @@ impl CompletionEvents {
 
     /// The current prompt's stream ended: start the next prompt, or end.
     fn next_prompt(&mut self) {
+        // The finished stream still holds its key, which the next prompt may need.
+        self.upstream = None;
         let Some(later) = self.later.as_mut() else { return self.end(None) };
         let Some(prompt) = later.requests.pop_front() else { return self.end(None) };
         match chat::complete(&later.state, &later.config, prompt.chat) {
             Ok((ChatOutput::Stream(upstream), _)) => {
-                self.upstream = upstream;
+                self.upstream = Some(upstream);
                 self.current = Current { index: prompt.index, echo: prompt.echo };
             }
             Ok((ChatOutput::Whole(_), _)) => unreachable!("a stream was asked for"),

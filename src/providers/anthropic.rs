@@ -609,15 +609,16 @@ fn error_message(error: &Value) -> String {
 /// stays). Other text is left out: the content must be the JSON alone.
 pub fn json_answer(mut completion: Value, tool: &str) -> Value {
     for choice in completion.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
-        let message = &mut choice["message"];
-        let calls = message.get_mut("tool_calls").map(Value::take).unwrap_or(Value::Null);
-        let answer = calls.as_array().into_iter().flatten().find(|c| c.pointer("/function/name") == Some(&json!(tool)));
-        let Some(answer) = answer else { continue };
-        let text = answer.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
-        message["content"] = json!(text);
-        if let Some(object) = message.as_object_mut() {
-            object.remove("tool_calls");
-        }
+        let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) else { continue };
+        let calls = message.get("tool_calls").and_then(Value::as_array).into_iter().flatten();
+        let Some(answer) =
+            calls.into_iter().find(|c| c.pointer("/function/name").and_then(Value::as_str) == Some(tool))
+        else {
+            continue;
+        };
+        let text = answer.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}").to_string();
+        message.insert("content".into(), json!(text));
+        message.remove("tool_calls");
         if choice["finish_reason"] == "tool_calls" {
             choice["finish_reason"] = json!("stop");
         }
@@ -991,6 +992,51 @@ mod tests {
     }
 
     #[test]
+    fn response_formats_that_cannot_be_a_forced_tool_are_refused() {
+        let tools = json!([{"type": "function", "function": {"name": "json_answer"}}]);
+        let param = |body: Value| build(body).unwrap_err().param;
+        let object = json!({"type": "json_object"});
+        for choice in [json!(null), json!("auto"), json!("required")] {
+            let body =
+                json!({"messages": [user("x")], "tools": tools, "tool_choice": choice, "response_format": object});
+            assert_eq!(param(body).as_deref(), Some("response_format"));
+        }
+        let clash = json!({"messages": [user("x")], "tools": tools, "tool_choice": "none", "response_format": object});
+        assert!(build(clash).unwrap_err().message.contains("json_answer"));
+        for format in [json!({"type": "yaml"}), json!({"type": "json_schema", "json_schema": {"name": "x"}})] {
+            assert_eq!(
+                param(json!({"messages": [user("x")], "response_format": format})).as_deref(),
+                Some("response_format")
+            );
+        }
+        let text = build(json!({"messages": [user("x")], "response_format": {"type": "text"}})).unwrap();
+        assert!(text.get("tools").is_none() && text.get("tool_choice").is_none());
+        // A schema name Anthropic would refuse as a tool name gives way to json_answer.
+        let spaced = json!({"type": "json_schema", "json_schema": {"name": "my schema", "schema": {"type": "object"}}});
+        let sent = build(json!({"messages": [user("x")], "response_format": spaced})).unwrap();
+        assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "json_answer"}));
+        assert_eq!(
+            answer_tool_name(&crate::golden::object(json!({"response_format": spaced}))).as_deref(),
+            Some("json_answer")
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_keeps_only_the_answer_tool_call() {
+        let completion = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": "Sure.", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "Person", "arguments": "{\"a\":1}"}}]}}]});
+        let answered = json_answer(completion.clone(), "Person");
+        assert_eq!(answered["choices"][0]["message"], json!({"role": "assistant", "content": "{\"a\":1}"}));
+        assert_eq!(answered["choices"][0]["finish_reason"], "stop");
+        // Cut short: the partial JSON is what there is, and `length` says so.
+        let mut cut = completion.clone();
+        cut["choices"][0]["finish_reason"] = json!("length");
+        assert_eq!(json_answer(cut, "Person")["choices"][0]["finish_reason"], "length");
+        // No call of the answer tool: left as it came.
+        assert_eq!(json_answer(completion.clone(), "Other"), completion);
+    }
+
+    #[test]
     fn tool_choice_and_parallel_calls() {
         let tools = json!([{"type": "function", "function": {"name": "f"}}]);
         let with = |extra: Value| {
@@ -1213,7 +1259,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 24, "only {checked} golden pairs found under tests/data/providers/anthropic");
+        assert!(checked >= 28, "only {checked} golden pairs found under tests/data/providers/anthropic");
     }
 
     fn golden_request(case: &std::path::Path, name: &str) {
@@ -1229,9 +1275,18 @@ mod tests {
         check_json(&case.join("expected_upstream_request.json"), &got, name);
     }
 
+    /// The answer tool of a case whose request asks for a `response_format`.
+    fn case_answer_tool(case: &std::path::Path) -> Option<String> {
+        let request = case.join("openai_request.json");
+        request.exists().then(|| answer_tool_name(read_json(&request).as_object()?)).flatten()
+    }
+
     fn golden_response(case: &std::path::Path, name: &str) {
         let upstream = read_json(&case.join("upstream_response.json"));
-        let got = parse_chat(MODEL, CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut got = parse_chat(MODEL, CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(tool) = case_answer_tool(case) {
+            got = json_answer(got, &tool);
+        }
         check_json(&case.join("expected_openai_response.json"), &got, name);
     }
 
@@ -1247,6 +1302,11 @@ mod tests {
     fn golden_stream(case: &std::path::Path, name: &str) {
         let input = std::fs::read(case.join("upstream.sse")).unwrap();
         let path = case.join("expected_openai_chunks.jsonl");
+        let tool = case_answer_tool(case);
+        let translate = |input: &[u8], piece: usize| match &tool {
+            Some(tool) => replay(json_answer_stream(stream_translator(MODEL, CREATED), tool), input, piece),
+            None => translate(input, piece),
+        };
         let whole: Vec<Value> = translate(&input, input.len()).iter().map(step_json).cloned().collect();
         if update_expect() {
             let lines: String = whole.iter().map(|v| format!("{v}\n")).collect();
