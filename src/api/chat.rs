@@ -117,7 +117,8 @@ fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn S
     }
 }
 
-/// `provider/` + the id the upstream answered with, or `sent` when it named none.
+/// The name answers give a model (module comment): `provider/` + the id the upstream answered
+/// with, which callers replace by the id sent when the upstream named none.
 pub fn answer_model(provider: &str, answered: &str) -> String {
     format!("{provider}/{answered}")
 }
