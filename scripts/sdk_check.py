@@ -425,6 +425,25 @@ class Checks:
         sent_format = call["body"].get("encoding_format")
         assert sent_format in (None, "float"), f"upstream was asked for {sent_format!r}"
 
+    def completions(self) -> None:
+        """Legacy completions: a prompt becomes one chat request upstream, and the answer
+        comes back as a text_completion, whole and streamed."""
+        completion = self.client.completions.create(model=MODEL, prompt="Say hi", max_tokens=16)
+        assert completion.object == "text_completion", f"object {completion.object!r}"
+        assert completion.model == MODEL, f"model {completion.model!r}"
+        choice = completion.choices[0]
+        assert choice.text == REPLY_TEXT and choice.finish_reason == "stop", f"choice {choice}"
+        assert completion.usage and completion.usage.total_tokens == USAGE["total_tokens"], f"usage {completion.usage}"
+        call = self.expect_forwarded("/v1/chat/completions")
+        sent = call["body"]
+        assert sent.get("messages") == [{"role": "user", "content": "Say hi"}], f"upstream got {sent}"
+        assert sent.get("max_tokens") == 16, f"upstream got max_tokens {sent.get('max_tokens')!r}"
+        chunks = list(self.client.completions.create(model=MODEL, prompt="Say hi", stream=True))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        assert text == "".join(STREAM_TEXT_PARTS), f"joined chunks {text!r}"
+        assert chunks[-1].choices[0].finish_reason == "stop", f"last chunk {chunks[-1]}"
+        assert all(c.object == "text_completion" for c in chunks), "a chunk is not a text_completion"
+
     def models(self) -> None:
         ids = [m.id for m in self.client.models.list()]
         assert MODEL in ids, f"{MODEL} not in {ids}"
@@ -563,6 +582,7 @@ class Checks:
             ("chat stream helper with tools", self.chat_stream_helper_tools),
             ("embeddings float", lambda: self.embeddings("float")),
             ("embeddings default (base64)", lambda: self.embeddings(None)),
+            ("completions.create, whole and streamed", self.completions),
             ("models list and retrieve", self.models),
             ("wrong proxy key -> AuthenticationError", self.wrong_proxy_key),
             ("model without provider -> BadRequestError", self.model_without_provider),

@@ -151,6 +151,18 @@ pub fn count_text(method: Method, text: &str) -> u64 {
     count(encoding(method), text)
 }
 
+/// The text a client's token ids stand for, with the encoding the client most likely used:
+/// `o200k_base` for the models [`method_for`] gives it, `cl100k_base` for every other name
+/// (tiktoken's own for GPT-4 and the embedding models, and what tiktoken users such as
+/// LangChain's `OpenAIEmbeddings` fall back to for a model tiktoken does not know). An id
+/// outside the encoding is an error; bytes that end inside a UTF-8 character are replaced.
+pub fn decode(model: &str, ids: &[u32]) -> Result<String, String> {
+    let method = if method_for(model) == Method::O200k { Method::O200k } else { Method::Cl100k };
+    let bytes =
+        encoding(method).decode_bytes(ids).map_err(|e| format!("token id {} is not in {}", e.token, method.name()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Tokens of an OpenAI chat request's `messages` (and `tools` when given), counted as the module
 /// documentation says, with the method [`method_for`] picks for `model`.
 pub fn count_chat(model: &str, messages: &Value, tools: Option<&Value>) -> (u64, Method) {
@@ -358,6 +370,15 @@ mod tests {
         assert_eq!(Method::Cl100k.name(), "tiktoken/cl100k_base");
         assert_eq!(Method::Approximate.name(), "approximation");
         assert!(Method::Cl100k.is_exact() && !Method::Approximate.is_exact());
+    }
+
+    #[test]
+    fn decodes_token_ids_with_the_model_encoding() {
+        // "Hello, world!" in each encoding (tiktoken's own numbers).
+        assert_eq!(decode("gpt-4o", &[13225, 11, 2375, 0]).unwrap(), "Hello, world!");
+        assert_eq!(decode("text-embedding-3-small", &[9906, 11, 1917, 0]).unwrap(), "Hello, world!");
+        assert_eq!(decode("gemini/text-embedding-004", &[9906, 11, 1917, 0]).unwrap(), "Hello, world!");
+        assert!(decode("gpt-4o", &[u32::MAX]).unwrap_err().contains("o200k_base"));
     }
 
     #[test]

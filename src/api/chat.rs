@@ -1,6 +1,11 @@
 //! `POST /v1/chat/completions`, streaming and not, for every provider family: the request is
 //! built by the provider's translator, relayed through the key pool, and answered in the
-//! OpenAI format. `complete` is shared with the Anthropic-compatible route.
+//! OpenAI format. `complete` is shared with the other client formats (`/v1/messages`,
+//! `/v1/completions`).
+//!
+//! Every answer leaving `complete` names its model `provider/` + the id the upstream answered
+//! with (the id sent, when it names none), whole or chunk by chunk, whatever the family: the
+//! same name on every route, and one a client can send back as `model`.
 
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
@@ -46,6 +51,8 @@ pub fn complete(
         return Err(ApiError::invalid_request("missing required field 'messages' (an array)").with_param("messages"));
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // Anthropic answers a `response_format` through a forced tool, unwrapped below.
+    let answer_tool = (provider.family == Family::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
     let request = build(provider, &model, body, stream)?;
     let deadline = Instant::now() + config.settings.global_timeout;
     let relayed = relay::relay(state, provider, &model, &request, deadline)?;
@@ -53,9 +60,20 @@ pub fn complete(
     let meta = relay::meta(&relayed);
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let output = match relayed.body {
-        relay::Body::Whole(bytes) => ChatOutput::Whole(parse(provider, &model, created, bytes)?),
+        relay::Body::Whole(bytes) => {
+            let mut completion = parse(provider, &model, created, bytes)?;
+            if let Some(tool) = &answer_tool {
+                completion = anthropic::json_answer(completion, tool);
+            }
+            name_model(&mut completion, &provider.name, &model);
+            ChatOutput::Whole(completion.to_string().into_bytes())
+        }
         relay::Body::Stream { first, rest } => {
-            let translator = translator(provider, &model, created);
+            let mut translator = translator(provider, &model, created);
+            if let Some(tool) = &answer_tool {
+                translator = anthropic::json_answer_stream(translator, tool);
+            }
+            let translator = Box::new(NamedModel { inner: translator, provider: provider.name.clone(), sent: model });
             let idle = config.settings.timeout_read_streaming;
             ChatOutput::Stream(Box::new(UpstreamStream::new(relayed.lease, first, rest, translator, idle)))
         }
@@ -77,15 +95,15 @@ fn build(
     }
 }
 
-/// A whole answer in the OpenAI format (the upstream's own bytes for the OpenAI family).
-fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+/// A whole answer in the OpenAI format.
+fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Value, ApiError> {
     let translated = match provider.family {
-        Family::OpenAi => return Ok(openai::parse_chat(bytes)),
+        Family::OpenAi => Ok(json_of(&openai::parse_chat(bytes))),
         Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
         Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
         Family::CodeAssist => return Err(not_translated(provider)),
     };
-    translated.map(|v| v.to_string().into_bytes()).map_err(|why| {
+    translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
         ApiError::new(502, "api_error", "upstream_error", message)
     })
@@ -96,6 +114,51 @@ fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn S
         Family::Anthropic => anthropic::stream_translator(model, created),
         Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
         Family::OpenAi | Family::CodeAssist => Box::new(openai::PassThrough::default()),
+    }
+}
+
+/// The name answers give a model (module comment): `provider/` + the id the upstream answered
+/// with, which callers replace by the id sent when the upstream named none.
+pub fn answer_model(provider: &str, answered: &str) -> String {
+    format!("{provider}/{answered}")
+}
+
+/// Names the model of a completion or chunk as every route does (module comment).
+fn name_model(answer: &mut Value, provider: &str, sent: &str) {
+    let Some(object) = answer.as_object_mut() else { return };
+    let answered = object.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent);
+    let named = answer_model(provider, answered);
+    object.insert("model".into(), Value::String(named));
+}
+
+/// Names the model of every chunk a translator gives (errors carry none).
+struct NamedModel {
+    inner: Box<dyn StreamTranslator>,
+    provider: String,
+    sent: String,
+}
+
+impl NamedModel {
+    fn name(&self, steps: &mut [Translated]) {
+        for step in steps {
+            if let Translated::Chunk(chunk) = step {
+                name_model(chunk, &self.provider, &self.sent);
+            }
+        }
+    }
+}
+
+impl StreamTranslator for NamedModel {
+    fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>) {
+        let start = out.len();
+        self.inner.event(event, out);
+        self.name(&mut out[start..]);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Translated>) {
+        let start = out.len();
+        self.inner.finish(out);
+        self.name(&mut out[start..]);
     }
 }
 

@@ -2,6 +2,7 @@
 //! comes out. Routing, proxy auth and the error shape of each route live here.
 
 mod chat;
+mod completions;
 mod embeddings;
 mod messages;
 pub mod messages_format;
@@ -129,6 +130,7 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
     let method = req.method.as_str();
     let result = match (method, req.path.as_str()) {
         ("POST", "/v1/chat/completions") => chat::handle(state, config, req),
+        ("POST", "/v1/completions") => completions::handle(state, config, req),
         ("POST", "/v1/embeddings") => embeddings::handle(state, config, req),
         ("POST", "/v1/messages") => messages::handle(state, config, req),
         ("POST", "/v1/messages/count_tokens") => messages::count_tokens(state, config, req),
@@ -177,6 +179,7 @@ fn preflight(req: &Incoming) -> Reply {
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/v1/chat/completions"
+        | "/v1/completions"
         | "/v1/embeddings"
         | "/v1/messages"
         | "/v1/messages/count_tokens"

@@ -1,6 +1,8 @@
 //! `GET /v1/models`, `GET /v1/models/{provider/model}`: each configured provider's static
 //! models (`<P>_MODELS`) first, then its upstream list, filtered, cached for
-//! `MODELS_CACHE_SECONDS`.
+//! `MODELS_CACHE_SECONDS`. The exact names of `MODEL_ALIASES` follow as entries of their own
+//! (`alias_for` names the target), since a client may send them as `model`; globs are rules,
+//! not names, and are not listed.
 
 use super::Reply;
 use crate::config::{Config, ProviderConfig};
@@ -16,12 +18,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const FAILED_LIST_RETRY: Duration = Duration::from_secs(30);
 
 pub fn list(state: &Arc<AppState>, config: &Config) -> Reply {
-    let data: Vec<Value> = all_ids(state, config).iter().map(|id| card_json(id)).collect();
+    let mut data: Vec<Value> = all_ids(state, config).iter().map(|id| card_json(id)).collect();
+    data.extend(aliases(config).iter().map(|(alias, target)| alias_card(alias, target)));
     Reply::json(200, &json!({"object": "list", "data": data}))
 }
 
 pub fn card(state: &Arc<AppState>, config: &Config, raw_id: &str) -> Result<Reply, ApiError> {
     let id = percent_decode(raw_id);
+    let named_provider = providers::split_model(&id).is_some_and(|(name, _)| config.providers.contains_key(name));
+    if let Some((alias, target)) = aliases(config).into_iter().find(|(alias, _)| *alias == id && !named_provider) {
+        return Ok(Reply::json(200, &alias_card(&alias, &target)));
+    }
     let Some((name, model)) = providers::split_model(&id) else {
         return Err(ApiError::model_not_found(format!("model '{id}' must be given as provider/model")));
     };
@@ -86,6 +93,23 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
     };
     lock(&state.models).insert(provider.name.clone(), (Instant::now(), ids.clone()));
     ids
+}
+
+/// The exact `MODEL_ALIASES` names a request could use now, with their targets: the target's
+/// provider has keys and its filters let the target through.
+pub fn aliases(config: &Config) -> Vec<(String, String)> {
+    let servable = |target: &str| {
+        let Some((name, model)) = providers::split_model(target) else { return false };
+        config.providers.get(name).is_some_and(|p| !p.keys.is_empty() && p.filter.allows(name, model))
+    };
+    config.aliases.names().filter(|(_, target)| servable(target)).map(|(a, t)| (a.to_string(), t.to_string())).collect()
+}
+
+fn alias_card(alias: &str, target: &str) -> Value {
+    let mut card = card_json(target);
+    card["id"] = json!(alias);
+    card["alias_for"] = json!(target);
+    card
 }
 
 fn card_json(id: &str) -> Value {

@@ -1,4 +1,5 @@
-//! `keyrelay models`: the `provider/model` ids the proxy would serve, one per line.
+//! `keyrelay models`: the `provider/model` ids the proxy would serve, one per line, then the
+//! exact `MODEL_ALIASES` names (the JSON form says which target each one stands for).
 
 use crate::cli::ModelsArgs;
 use crate::config::Config;
@@ -17,16 +18,21 @@ pub fn run(config: Config, args: ModelsArgs) -> Result<ExitCode> {
         }
     }
     let state = Arc::new(AppState::new(config.clone()));
-    let ids = crate::api::model_ids(&state, &config);
+    let ids = crate::api::model_ids(&state, &config).into_iter().map(|id| (id, None));
+    let aliases = crate::api::models::aliases(&config).into_iter().map(|(alias, target)| (alias, Some(target)));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for id in ids {
-        let provider = id.split('/').next().unwrap_or_default();
+    for (id, target) in ids.chain(aliases) {
+        let provider = target.as_deref().unwrap_or(&id).split('/').next().unwrap_or_default();
         if wanted.as_deref().is_some_and(|w| w != provider) {
             continue;
         }
         if args.json {
-            writeln!(out, "{}", json!({"type": "model", "id": id, "provider": provider}))
+            let mut line = json!({"type": "model", "id": id, "provider": provider});
+            if let Some(target) = &target {
+                line["alias_for"] = json!(target);
+            }
+            writeln!(out, "{line}")
         } else {
             writeln!(out, "{id}")
         }

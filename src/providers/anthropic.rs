@@ -14,6 +14,14 @@
 //! last assistant turn called tools is sent without thinking (the loop finishes unthought and
 //! the next user turn thinks again), and so is one whose `tool_choice` forces a tool call,
 //! which Anthropic refuses with thinking on.
+//!
+//! Structured output. Anthropic's documented way to get JSON of a given shape is a tool the
+//! model is forced to call: `response_format` (`json_schema`, or `json_object` with a schema
+//! that takes any object) becomes one tool whose `input_schema` is the schema, with
+//! `tool_choice: {"type": "tool"}`, and `json_answer` (whole) or `json_answer_stream`
+//! (streamed) turn that call back into the answer's `content` with `finish_reason: stop`. The
+//! client's own tools cannot be offered next to it (the forced call would shut them out), so
+//! the two together are a 400 unless the client's `tool_choice` is `none`.
 
 use crate::error::ApiError;
 use crate::providers::{StreamTranslator, Translated};
@@ -32,8 +40,9 @@ const THINKING_MIN_TOP_P: f64 = 0.95;
 
 /// OpenAI chat body (already validated: has "messages" array; "model" is replaced by `model`)
 /// -> `POST {base}/messages` request (headers: content-type only; the key and
-/// `anthropic-version` are added by `providers::with_key`). Fields Anthropic has no
-/// equivalent for (`response_format`, `seed`, penalties, `logprobs`, ...) are dropped.
+/// `anthropic-version` are added by `providers::with_key`). `response_format` becomes a forced
+/// tool (module comment). Fields Anthropic has no equivalent for (`seed`, penalties,
+/// `logprobs`, ...) are dropped.
 pub fn build_chat(
     base: &str,
     model: &str,
@@ -61,7 +70,10 @@ pub fn build_chat(
     }
     let in_tool_loop = in_tool_loop(&turns);
     request.insert("messages".into(), Value::Array(turns));
-    let forced_tool = tools(body, &mut request)?;
+    let forced_tool = match answer_tool(body)? {
+        Some(tool) => force_answer_tool(body, tool, &mut request)?,
+        None => tools(body, &mut request)?,
+    };
     // See the module comment: thinking is only sent where Anthropic can accept it.
     let budget = thinking_budget(body)?.filter(|_| !forced_tool && !in_tool_loop);
     request.insert("max_tokens".into(), json!(max_tokens(body, budget)?));
@@ -324,6 +336,82 @@ fn tools(body: &Map<String, Value>, request: &mut Map<String, Value>) -> Result<
     Ok(kind == "any" || kind == "tool")
 }
 
+/// The name of the tool that carries a structured answer, when `response_format` asks for
+/// JSON (see the module comment): the client's schema name when Anthropic takes it as a tool
+/// name, else `json_answer`. `api::chat` unwraps the call named so.
+pub fn answer_tool_name(body: &Map<String, Value>) -> Option<String> {
+    answer_tool(body).ok().flatten().map(|tool| tool["name"].as_str().unwrap_or(ANSWER_TOOL).to_string())
+}
+
+/// The name of the answer tool when the schema has no usable name of its own.
+const ANSWER_TOOL: &str = "json_answer";
+
+/// `response_format` as the Anthropic tool that carries the answer; `None` for `text` or none.
+fn answer_tool(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else { return Ok(None) };
+    let description = "Give your answer by calling this tool: its input is your whole answer, as JSON.";
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({
+            "name": ANSWER_TOOL,
+            "description": description,
+            "input_schema": {"type": "object", "additionalProperties": true},
+        }))),
+        Some("json_schema") => {
+            let spec = format.get("json_schema").unwrap_or(&Value::Null);
+            let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
+                return Err(bad("response_format", "response_format.json_schema.schema must be a JSON schema object"));
+            };
+            let name = spec.get("name").and_then(Value::as_str).filter(|n| is_tool_name(n)).unwrap_or(ANSWER_TOOL);
+            let mut tool = json!({"name": name, "description": description, "input_schema": schema});
+            if let Some(about) = spec.get("description").and_then(Value::as_str) {
+                tool["description"] = json!(format!("{description} {about}"));
+            }
+            Ok(Some(tool))
+        }
+        _ => Err(bad("response_format", "response_format.type must be text, json_object or json_schema")),
+    }
+}
+
+/// Anthropic's rule for tool names: `^[a-zA-Z0-9_-]{1,64}$`.
+fn is_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Offers the answer tool and forces it. The client's tools come along only when its
+/// `tool_choice` is `none` (they could not be called anyway, and a history that used them
+/// still names them); any other choice wants tool calls the forced answer would shut out.
+fn force_answer_tool(
+    body: &Map<String, Value>,
+    tool: Value,
+    request: &mut Map<String, Value>,
+) -> Result<bool, ApiError> {
+    let name = tool["name"].as_str().unwrap_or(ANSWER_TOOL).to_string();
+    let mut offered = Vec::new();
+    if body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+        if body.get("tool_choice").and_then(Value::as_str) != Some("none") {
+            return Err(bad(
+                "response_format",
+                "anthropic gets response_format as a forced tool call, which cannot be combined with your own \
+                 tools: send tool_choice \"none\", or leave out response_format or tools",
+            ));
+        }
+        let mut own = Map::new();
+        tools(body, &mut own)?;
+        offered = match own.remove("tools") {
+            Some(Value::Array(tools)) => tools,
+            _ => Vec::new(),
+        };
+        if offered.iter().any(|t| t["name"] == name.as_str()) {
+            return Err(bad("response_format", format!("a tool of yours is named '{name}' like the response format")));
+        }
+    }
+    offered.push(tool);
+    request.insert("tools".into(), Value::Array(offered));
+    request.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
+    Ok(true)
+}
+
 /// auto -> auto, required -> any, a named function -> tool, none -> none. Without a choice but
 /// with `parallel_tool_calls: false`, auto: only a choice can carry that switch.
 fn tool_choice(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
@@ -421,7 +509,8 @@ fn sampling(body: &Map<String, Value>, thinking: bool, request: &mut Map<String,
 
 /// Anthropic Message JSON -> OpenAI `chat.completion`: text blocks joined as the content,
 /// thinking as `reasoning_content`, `tool_use` blocks as tool calls. Redacted thinking and
-/// server-side tool blocks have no OpenAI form and are skipped.
+/// server-side tool blocks have no OpenAI form and are skipped. The model is the one the
+/// message names (`model`, the id sent, when it names none).
 pub fn parse_chat(model: &str, created: u64, body: &Value) -> Result<Value, String> {
     if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
         return Err(format!("anthropic answered an error: {}", error_message(error)));
@@ -456,10 +545,15 @@ pub fn parse_chat(model: &str, created: u64, body: &Value) -> Result<Value, Stri
         "id": body.get("id").and_then(Value::as_str).unwrap_or("msg_unknown"),
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": answered_model(body, model),
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop_reason, called)}],
         "usage": openai_usage(body.get("usage").unwrap_or(&Value::Null)),
     }))
+}
+
+/// The model id a message names, else `sent`.
+fn answered_model<'a>(message: &'a Value, sent: &'a str) -> &'a str {
+    message.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent)
 }
 
 /// Model ids from `GET {base}/models` (`{"data": [{"id": ...}]}`).
@@ -507,6 +601,97 @@ fn error_message(error: &Value) -> String {
     match inner.get("message").and_then(Value::as_str) {
         Some(message) => message.to_string(),
         None => error.to_string(),
+    }
+}
+
+/// A `chat.completion` whose answer came as a call of the answer tool `tool` (see the module
+/// comment), with that call's arguments as the content and `finish_reason: stop` (`length`
+/// stays). Other text is left out: the content must be the JSON alone.
+pub fn json_answer(mut completion: Value, tool: &str) -> Value {
+    for choice in completion.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
+        let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) else { continue };
+        let calls = message.get("tool_calls").and_then(Value::as_array).into_iter().flatten();
+        let Some(answer) =
+            calls.into_iter().find(|c| c.pointer("/function/name").and_then(Value::as_str) == Some(tool))
+        else {
+            continue;
+        };
+        let text = answer.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}").to_string();
+        message.insert("content".into(), json!(text));
+        message.remove("tool_calls");
+        if choice["finish_reason"] == "tool_calls" {
+            choice["finish_reason"] = json!("stop");
+        }
+    }
+    completion
+}
+
+/// Wraps a translator so that the answer tool's streamed arguments come out as content deltas
+/// and `finish_reason` `tool_calls` as `stop` (the whole-answer twin is `json_answer`).
+pub fn json_answer_stream(inner: Box<dyn StreamTranslator>, tool: &str) -> Box<dyn StreamTranslator> {
+    Box::new(JsonAnswerStream { inner, tool: tool.to_string(), answer_index: None })
+}
+
+struct JsonAnswerStream {
+    inner: Box<dyn StreamTranslator>,
+    tool: String,
+    /// The OpenAI tool-call index of the answer tool's call, once its first delta went by.
+    answer_index: Option<u64>,
+}
+
+impl StreamTranslator for JsonAnswerStream {
+    fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>) {
+        let mut steps = Vec::new();
+        self.inner.event(event, &mut steps);
+        out.extend(steps.into_iter().filter_map(|step| self.step(step)));
+    }
+
+    fn finish(&mut self, out: &mut Vec<Translated>) {
+        let mut steps = Vec::new();
+        self.inner.finish(&mut steps);
+        out.extend(steps.into_iter().filter_map(|step| self.step(step)));
+    }
+}
+
+impl JsonAnswerStream {
+    /// One chunk rewritten; `None` when nothing is left of it (the call's naming delta, text
+    /// the model wrote beside the call).
+    fn step(&mut self, step: Translated) -> Option<Translated> {
+        let Translated::Chunk(mut chunk) = step else { return Some(step) };
+        let Some(choice) = chunk.get_mut("choices").and_then(Value::as_array_mut).and_then(|c| c.first_mut()) else {
+            return Some(Translated::Chunk(chunk));
+        };
+        if choice["finish_reason"] == "tool_calls" {
+            choice["finish_reason"] = json!("stop");
+        }
+        let finished = !choice["finish_reason"].is_null();
+        let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+            return Some(Translated::Chunk(chunk));
+        };
+        let first = delta.contains_key("role");
+        let text = self.answer_text(delta.remove("tool_calls"));
+        if !first {
+            delta.remove("content");
+        }
+        if let Some(text) = text {
+            delta.insert("content".into(), json!(text));
+        }
+        (first || finished || !delta.is_empty()).then_some(Translated::Chunk(chunk))
+    }
+
+    /// The answer tool's argument text in a delta's tool calls, if any.
+    fn answer_text(&mut self, calls: Option<Value>) -> Option<String> {
+        let mut text = String::new();
+        for call in calls.as_ref().and_then(Value::as_array).into_iter().flatten() {
+            let index = call["index"].as_u64();
+            if call.pointer("/function/name").and_then(Value::as_str) == Some(self.tool.as_str()) {
+                self.answer_index = index;
+            }
+            if index.is_some() && index == self.answer_index {
+                text.push_str(call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or(""));
+            }
+        }
+        (!text.is_empty()).then_some(text)
     }
 }
 
@@ -598,6 +783,10 @@ impl AnthropicStream {
         let message = data.get("message").unwrap_or(&Value::Null);
         if let Some(id) = message.get("id").and_then(Value::as_str) {
             self.id = id.to_string();
+        }
+        // Every chunk names one model: the message's own, unless a chunk already went out.
+        if !self.started {
+            self.model = answered_model(message, &self.model).to_string();
         }
         self.add_usage(message.get("usage"));
         self.start(out);
@@ -800,6 +989,51 @@ mod tests {
         let tools = json!([{"type": "function", "function": {"name": "f"}}]);
         let choice = json!({"messages": [user("x")], "tools": tools, "tool_choice": "sometimes"});
         assert_eq!(param(build(choice)).as_deref(), Some("tool_choice"));
+    }
+
+    #[test]
+    fn response_formats_that_cannot_be_a_forced_tool_are_refused() {
+        let tools = json!([{"type": "function", "function": {"name": "json_answer"}}]);
+        let param = |body: Value| build(body).unwrap_err().param;
+        let object = json!({"type": "json_object"});
+        for choice in [json!(null), json!("auto"), json!("required")] {
+            let body =
+                json!({"messages": [user("x")], "tools": tools, "tool_choice": choice, "response_format": object});
+            assert_eq!(param(body).as_deref(), Some("response_format"));
+        }
+        let clash = json!({"messages": [user("x")], "tools": tools, "tool_choice": "none", "response_format": object});
+        assert!(build(clash).unwrap_err().message.contains("json_answer"));
+        for format in [json!({"type": "yaml"}), json!({"type": "json_schema", "json_schema": {"name": "x"}})] {
+            assert_eq!(
+                param(json!({"messages": [user("x")], "response_format": format})).as_deref(),
+                Some("response_format")
+            );
+        }
+        let text = build(json!({"messages": [user("x")], "response_format": {"type": "text"}})).unwrap();
+        assert!(text.get("tools").is_none() && text.get("tool_choice").is_none());
+        // A schema name Anthropic would refuse as a tool name gives way to json_answer.
+        let spaced = json!({"type": "json_schema", "json_schema": {"name": "my schema", "schema": {"type": "object"}}});
+        let sent = build(json!({"messages": [user("x")], "response_format": spaced})).unwrap();
+        assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "json_answer"}));
+        assert_eq!(
+            answer_tool_name(&crate::golden::object(json!({"response_format": spaced}))).as_deref(),
+            Some("json_answer")
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_keeps_only_the_answer_tool_call() {
+        let completion = json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+            "content": "Sure.", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "Person", "arguments": "{\"a\":1}"}}]}}]});
+        let answered = json_answer(completion.clone(), "Person");
+        assert_eq!(answered["choices"][0]["message"], json!({"role": "assistant", "content": "{\"a\":1}"}));
+        assert_eq!(answered["choices"][0]["finish_reason"], "stop");
+        // Cut short: the partial JSON is what there is, and `length` says so.
+        let mut cut = completion.clone();
+        cut["choices"][0]["finish_reason"] = json!("length");
+        assert_eq!(json_answer(cut, "Person")["choices"][0]["finish_reason"], "length");
+        // No call of the answer tool: left as it came.
+        assert_eq!(json_answer(completion.clone(), "Other"), completion);
     }
 
     #[test]
@@ -1025,7 +1259,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 24, "only {checked} golden pairs found under tests/data/providers/anthropic");
+        assert!(checked >= 28, "only {checked} golden pairs found under tests/data/providers/anthropic");
     }
 
     fn golden_request(case: &std::path::Path, name: &str) {
@@ -1041,9 +1275,18 @@ mod tests {
         check_json(&case.join("expected_upstream_request.json"), &got, name);
     }
 
+    /// The answer tool of a case whose request asks for a `response_format`.
+    fn case_answer_tool(case: &std::path::Path) -> Option<String> {
+        let request = case.join("openai_request.json");
+        request.exists().then(|| answer_tool_name(read_json(&request).as_object()?)).flatten()
+    }
+
     fn golden_response(case: &std::path::Path, name: &str) {
         let upstream = read_json(&case.join("upstream_response.json"));
-        let got = parse_chat(MODEL, CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut got = parse_chat(MODEL, CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(tool) = case_answer_tool(case) {
+            got = json_answer(got, &tool);
+        }
         check_json(&case.join("expected_openai_response.json"), &got, name);
     }
 
@@ -1059,6 +1302,11 @@ mod tests {
     fn golden_stream(case: &std::path::Path, name: &str) {
         let input = std::fs::read(case.join("upstream.sse")).unwrap();
         let path = case.join("expected_openai_chunks.jsonl");
+        let tool = case_answer_tool(case);
+        let translate = |input: &[u8], piece: usize| match &tool {
+            Some(tool) => replay(json_answer_stream(stream_translator(MODEL, CREATED), tool), input, piece),
+            None => translate(input, piece),
+        };
         let whole: Vec<Value> = translate(&input, input.len()).iter().map(step_json).cloned().collect();
         if update_expect() {
             let lines: String = whole.iter().map(|v| format!("{v}\n")).collect();

@@ -649,7 +649,8 @@ fn collapse_any_of(out: &mut Map<String, Value>) {
 // ---- parse_response ------------------------------------------------------------------------
 
 /// generateContent response -> OpenAI `chat.completion`, one choice per candidate. A prompt
-/// blocked before any candidate answers `""` with `content_filter`.
+/// blocked before any candidate answers `""` with `content_filter`. The model is the one the
+/// response names (`modelVersion`; the id sent, when it names none).
 pub fn parse_chat(model: &str, id: &str, created: u64, body: &Value) -> Result<Value, String> {
     if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
         return Err(format!("generateContent answered an error: {}", error_message(error)));
@@ -669,10 +670,15 @@ pub fn parse_chat(model: &str, id: &str, created: u64, body: &Value) -> Result<V
         "id": id,
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": answered_model(body, model),
         "choices": choices,
         "usage": openai_usage(body.get("usageMetadata").unwrap_or(&Value::Null)),
     }))
+}
+
+/// The model id a response names (`modelVersion`), else `sent`.
+fn answered_model<'a>(response: &'a Value, sent: &'a str) -> &'a str {
+    response.get("modelVersion").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(sent)
 }
 
 /// batchEmbedContents response -> OpenAI embeddings list, floats as Gemini sent them. The
@@ -893,6 +899,10 @@ impl StreamTranslator for GeminiStream {
         }
         if let Some(metadata) = response.get("usageMetadata").filter(|m| m.is_object()) {
             self.usage = Some(openai_usage(metadata));
+        }
+        // Every chunk names one model: the upstream's own, unless a chunk already went out.
+        if self.choices.is_empty() {
+            self.model = answered_model(&response, &self.model).to_string();
         }
         match response.get("candidates").and_then(Value::as_array) {
             Some(candidates) => {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod agents_routes;
 mod cli;
 mod errors;
 mod files;
