@@ -47,6 +47,18 @@ if [ ! -x "$keyrelay" ]; then
 fi
 keyrelay=$(cd "$(dirname "$keyrelay")" && pwd)/$(basename "$keyrelay")
 
+work=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-agents.XXXXXX")
+mock_log=$work/mock.jsonl
+: >"$mock_log"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    [ -n "${AGENTS_CHECK_KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE # so that cleanup runs
+
 claude_bin=$prefix/node_modules/.bin/claude
 codex_bin=$prefix/node_modules/.bin/codex
 
@@ -55,11 +67,15 @@ installed_version() { # package -> its version under target/agents, or nothing
         "$prefix/node_modules/$1/package.json" 2>/dev/null
 }
 
+# Even `--version` may write to the agents' home directories: give them temporary ones.
+version_env=(env -i PATH="$PATH" HOME="$work/version" CODEX_HOME="$work/version/.codex")
+
 installed() {
+    mkdir -p "$work/version/.codex"
     [ "$(installed_version @anthropic-ai/claude-code)" = "$CLAUDE_CODE_VERSION" ] &&
         [ "$(installed_version @openai/codex)" = "$CODEX_VERSION" ] &&
-        "$claude_bin" --version 2>/dev/null | grep -q "^$CLAUDE_CODE_VERSION " &&
-        "$codex_bin" --version 2>/dev/null | grep -q " $CODEX_VERSION\$"
+        "${version_env[@]}" "$claude_bin" --version 2>/dev/null | grep -q "^$CLAUDE_CODE_VERSION " &&
+        "${version_env[@]}" "$codex_bin" --version 2>/dev/null | grep -q " $CODEX_VERSION\$"
 }
 
 install_agents() {
@@ -72,7 +88,7 @@ install_agents() {
         "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" "@openai/codex@$CODEX_VERSION" || return 1
     # An npm that skips install scripts leaves Claude Code's placeholder in place: run the
     # package's own postinstall, which takes the binary from the installed platform package.
-    if ! "$claude_bin" --version >/dev/null 2>&1; then
+    if ! "${version_env[@]}" "$claude_bin" --version >/dev/null 2>&1; then
         (cd "$prefix/node_modules/@anthropic-ai/claude-code" && node install.cjs) || return 1
     fi
 }
@@ -87,18 +103,6 @@ else
 fi
 
 # ---- mock upstream and keyrelay -------------------------------------------------------------
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-agents.XXXXXX")
-mock_log=$work/mock.jsonl
-: >"$mock_log"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-    wait 2>/dev/null
-    [ -n "${AGENTS_CHECK_KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP PIPE # so that cleanup runs
 
 # start_server NAME COMMAND...: runs the command in the background, waits (blocking on its
 # output, no polling) for its `listening on http://127.0.0.1:PORT` line, keeps draining its output
@@ -130,8 +134,8 @@ fi
 mock=http://127.0.0.1:$port
 
 # keyrelay's data directory: one custom OpenAI-compatible provider `mock`, and the built-in
-# `openai`, `anthropic` and `gemini` providers, all pointed at the mock. DEFAULT_PROVIDER takes the bare
-# claude-* names Claude Code sends when no model is set. Request logging gives the client's exact
+# `openai`, `anthropic` and `gemini` providers, all pointed at the mock. DEFAULT_PROVIDER takes
+# the bare claude-* names Claude Code sends when no model is set. Request logging gives the client's exact
 # body, which the cache_control check compares with what reached the mock.
 mkdir -p "$work/keyrelay"
 cat >"$work/keyrelay/.env" <<EOF
@@ -146,15 +150,10 @@ GEMINI_API_BASE=$mock/gemini/v1beta
 GEMINI_API_KEY=gemini-mock-0001
 DEFAULT_PROVIDER=anthropic
 EOF
-# Real provider keys and bases in this environment would win over the .env file.
-unset_provider_vars=()
-for name in $(compgen -e); do
-    if [[ $name =~ _API_KEY(_[0-9]+)?$|_API_BASE$|^(HTTPS?|ALL|NO)_PROXY$|^(https?|all|no)_proxy$|^KEYRELAY_DIR$|^MODEL_ALIASES$|^DEFAULT_PROVIDER$ ]]; then
-        unset_provider_vars+=(-u "$name")
-    fi
-done
-if ! start_server keyrelay env "${unset_provider_vars[@]}" "$keyrelay" --dir "$work/keyrelay" \
-    serve --port 0 --enable-request-logging; then
+# A clean environment and a temporary HOME: real provider keys, bases and OAuth variables would win
+# over the .env file, and OAuth credentials under ~/.gemini and the like would be imported.
+if ! start_server keyrelay env -i PATH="$PATH" HOME="$work/keyrelay-home" SKIP_OAUTH_INIT_CHECK=true \
+    "$keyrelay" --dir "$work/keyrelay" serve --port 0 --enable-request-logging; then
     fail "keyrelay start-up" "$(tail -5 "$work/keyrelay.out" 2>/dev/null)"
     exit 1
 fi
