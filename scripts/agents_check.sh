@@ -31,7 +31,7 @@ passed=0
 failed=0
 
 ok() { passed=$((passed + 1)); echo "ok  $1: $2"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1: ${*:2}"; }
 
 # ---- prerequisites and the install ----------------------------------------------------------
 
@@ -98,7 +98,8 @@ if installed; then
 elif install_agents && installed; then
     ok "agents installed" "claude $CLAUDE_CODE_VERSION and codex $CODEX_VERSION from npm into target/agents"
 else
-    fail "agents installed" "npm could not install @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION and @openai/codex@$CODEX_VERSION into target/agents"
+    fail "agents installed" "npm could not install @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" \
+        "and @openai/codex@$CODEX_VERSION into target/agents"
     exit 1
 fi
 
@@ -254,7 +255,8 @@ run_agent() {
         agent_env+=(CODEX_HOME="$home/.codex" KEYRELAY_API_KEY="$PROXY_KEY")
         # --strict-config: a key a newer Codex renamed fails the check instead of being ignored
         # (and whatever it switched off switched on again).
-        set -- "$codex_bin" exec --strict-config --skip-git-repo-check --ephemeral --sandbox read-only --color never "$@" "say hello"
+        set -- "$codex_bin" exec --strict-config --skip-git-repo-check --ephemeral --sandbox read-only \
+            --color never "$@" "say hello"
     fi
     (cd "$project" && timeout "$AGENT_TIMEOUT" env -i "${base_env[@]}" "${agent_env[@]}" "$@" \
         </dev/null >"$work/$name.stdout" 2>"$work/$name.stderr")
@@ -266,15 +268,16 @@ run_agent() {
 # agent_error LOG: the agent's own words about what went wrong (its error lines, else its last
 # lines), on one line.
 agent_error() {
-    { grep -E 'API Error|ERROR|[Ee]rror:|issue with' "$1" || tail -n 3 "$1"; } | sort -u | head -n 3 | tr '\n' ' ' | cut -c1-600
+    { grep -E 'API Error|ERROR|[Ee]rror:|issue with' "$1" || tail -n 3 "$1"; } |
+        sort -u | head -n 3 | tr '\n' ' ' | cut -c1-600
 }
 
 # check NAME FAMILY [--cache-control] [--path SUFFIX] AGENT [VAR=VALUE...] [ARGS...]: runs the
 # agent against keyrelay and passes when it exits 0, prints the mock's answer for FAMILY, the
 # request reached the mock's FAMILY endpoints (one whose path ends with SUFFIX), nothing tried to
 # leave loopback, and with --cache-control every cache_control the agent sent reached the mock
-# unchanged. A failure is run once more through a recording relay
-# (agents_mock.py tap) to show the exchanges.
+# unchanged. A failure is run once more through a recording relay (agents_mock.py tap) to show
+# the exchanges.
 check() {
     local name=$1 family=$2 expect_args=()
     shift 2
@@ -300,7 +303,8 @@ check() {
     elif [ -z "$answer" ]; then
         reason="the mock's answer is not in the output: $(agent_error "$work/$id.log")"
     else
-        reason=$(python3 scripts/agents_mock.py expect "$mock_log" --since "$since" --family "$family" "${expect_args[@]}")
+        reason=$(python3 scripts/agents_mock.py expect "$mock_log" --since "$since" --family "$family" \
+            "${expect_args[@]}")
     fi
     if [ -z "$reason" ]; then
         ok "$name" "$answer"
@@ -313,7 +317,7 @@ check() {
 # diagnose ID AGENT ARGS...: the failed run again, through a recording relay in front of
 # keyrelay, with its exchanges and the agent's output printed under the FAIL line.
 diagnose() {
-    local name=$1
+    local id=$1
     shift
     local tap_log=$work/$id.tap.jsonl since
     since=$(wc -l <"$mock_log" 2>/dev/null || echo 0)
@@ -326,7 +330,7 @@ diagnose() {
     kill "$tap_pid" 2>/dev/null
     echo "    what the agent sent and what keyrelay answered (a second run through a recording relay):"
     python3 scripts/agents_mock.py show "$tap_log" "$mock_log:$since" | sed 's/^/  /'
-    echo "    the agent's output (last lines):"
+    echo "    the agent's output in the first run (last lines):"
     tail -n 8 "$work/$id.log" | sed 's/^/      /'
 }
 

@@ -166,7 +166,8 @@ class MockHandler(BaseHTTPRequestHandler):
         self.record(self.family(), None, b"")
         model = "mock-model"
         if self.path.startswith("/anthropic/") and self.path.split("?")[0].endswith("/models"):
-            data = [{"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}]
+            data = [{"type": "model", "id": model, "display_name": model,
+                     "created_at": "2025-01-01T00:00:00Z"}]
             return self.send_json(200, {"data": data, "has_more": False, "first_id": model, "last_id": model})
         if self.path.startswith("/gemini/") and self.path.split("?")[0].endswith("/models"):
             return self.send_json(200, {"models": [{"name": f"models/{model}",
@@ -218,12 +219,14 @@ class MockHandler(BaseHTTPRequestHandler):
 
     def openai_chat(self, body: dict) -> None:
         model = body.get("model") or "mock-model"
-        usage = {"prompt_tokens": USAGE_IN, "completion_tokens": USAGE_OUT, "total_tokens": USAGE_IN + USAGE_OUT}
+        usage = {"prompt_tokens": USAGE_IN, "completion_tokens": USAGE_OUT,
+                 "total_tokens": USAGE_IN + USAGE_OUT}
         base = {"id": "chatcmpl-agents-mock", "created": 1700000000, "model": model}
         if not body.get("stream"):
             message = {"role": "assistant", "content": self.text()}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            return self.send_json(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return self.send_json(200, answer)
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
