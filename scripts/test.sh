@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests, then the official OpenAI Python SDK
-# against a real keyrelay and a mock upstream. What CI runs (.ci/run) and what README.md gives.
+# The whole test suite: Rust unit and integration tests, then the official OpenAI and Anthropic
+# Python SDKs and the Claude Code and Codex agents against a real keyrelay and a mock upstream.
+# What CI runs (.ci/run) and what README.md gives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,5 @@ fi
 cargo build --locked --quiet
 "$venv/bin/python" scripts/sdk_check.py target/debug/keyrelay
 "$venv/bin/python" scripts/sdk_native_check.py target/debug/keyrelay
+# Claude Code and Codex from npm, against the same binary and a mock upstream.
+bash scripts/agents_check.sh target/debug/keyrelay
