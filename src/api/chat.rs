@@ -16,6 +16,7 @@ use crate::sse;
 use crate::state::AppState;
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -227,4 +228,56 @@ impl Iterator for OpenAiEvents {
 fn is_usage_only(chunk: &Value) -> bool {
     chunk.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty())
         && chunk.get("usage").is_some_and(|u| !u.is_null())
+}
+
+/// A client format's stream writer, fed the hub's chunks: `/v1/messages` and `/v1/responses`
+/// each have one. Every method returns complete SSE events, ready to write.
+pub trait EventFramer: Send {
+    fn chunk(&mut self, chunk: &Value) -> Vec<Vec<u8>>;
+    /// An in-band error; the stream ends after it.
+    fn error(&mut self, error: &Value) -> Vec<Vec<u8>>;
+    /// The hub stream ended normally.
+    fn finish(&mut self) -> Vec<Vec<u8>>;
+}
+
+/// A chat stream in a client format: what the framer makes of each step, until an error or
+/// the end. Dropping it drops the upstream stream, which frees its key.
+pub struct FramedEvents<F> {
+    stream: Box<UpstreamStream>,
+    framer: F,
+    ready: VecDeque<Vec<u8>>,
+    done: bool,
+}
+
+impl<F: EventFramer> FramedEvents<F> {
+    pub fn new(stream: Box<UpstreamStream>, framer: F) -> FramedEvents<F> {
+        FramedEvents { stream, framer, ready: VecDeque::new(), done: false }
+    }
+}
+
+impl<F: EventFramer> Iterator for FramedEvents<F> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            let events = match self.stream.next() {
+                Some(Translated::Chunk(chunk)) => self.framer.chunk(&chunk),
+                Some(Translated::Error(error)) => {
+                    self.done = true;
+                    self.framer.error(&error)
+                }
+                None => {
+                    self.done = true;
+                    self.framer.finish()
+                }
+            };
+            self.ready.extend(events);
+        }
+    }
 }

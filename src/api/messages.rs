@@ -6,18 +6,17 @@
 //! For every other provider the request is translated to the OpenAI format, run like any chat
 //! request, and the answer (or stream) translated back. Errors use Anthropic's shape.
 
-use super::chat::{self, ChatOutput};
+use super::chat::{self, ChatOutput, EventFramer, FramedEvents};
 use super::messages_format::{self, EventWriter};
 use super::{Body, Incoming, Reply};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic};
+use crate::providers::{Family, StreamTranslator, anthropic};
 use crate::relay::{self, stream::StreamItem, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
 use crate::tokens;
 use serde_json::{Map, Value, json};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,12 +39,10 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
             let model = messages_format::model_name(&provider, &sent, completion.get("model"));
             Body::Json(messages_format::from_openai_response(&completion, &model, &id).to_string().into_bytes())
         }
-        ChatOutput::Stream(stream) => Body::Sse(Box::new(AnthropicEvents {
-            stream,
-            writer: EventWriter::new(&format!("{provider}/{sent}"), &id).naming(&provider, &sent),
-            ready: VecDeque::new(),
-            done: false,
-        })),
+        ChatOutput::Stream(stream) => {
+            let writer = EventWriter::new(&format!("{provider}/{sent}"), &id).naming(&provider, &sent);
+            Body::Sse(Box::new(FramedEvents::new(stream, writer)))
+        }
     };
     Ok(Reply { status: 200, headers: Vec::new(), body, meta })
 }
@@ -224,40 +221,23 @@ impl StreamTranslator<AnthropicEvent> for PassedEvents {
     }
 }
 
-/// An OpenAI stream as Anthropic SSE events (`event: <name>\ndata: <json>\n\n`).
-struct AnthropicEvents {
-    stream: Box<UpstreamStream>,
-    writer: EventWriter,
-    ready: VecDeque<Vec<u8>>,
-    done: bool,
+/// Anthropic SSE events (`event: <name>\ndata: <json>\n\n`) from the hub's chunks.
+impl EventFramer for EventWriter {
+    fn chunk(&mut self, chunk: &Value) -> Vec<Vec<u8>> {
+        anthropic_events(EventWriter::chunk(self, chunk))
+    }
+
+    fn error(&mut self, error: &Value) -> Vec<Vec<u8>> {
+        anthropic_events(EventWriter::error(self, error))
+    }
+
+    fn finish(&mut self) -> Vec<Vec<u8>> {
+        anthropic_events(EventWriter::finish(self))
+    }
 }
 
-impl Iterator for AnthropicEvents {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            if self.done {
-                return None;
-            }
-            let events = match self.stream.next() {
-                Some(Translated::Chunk(chunk)) => self.writer.chunk(&chunk),
-                Some(Translated::Error(error)) => {
-                    self.done = true;
-                    self.writer.error(&error)
-                }
-                None => {
-                    self.done = true;
-                    self.writer.finish()
-                }
-            };
-            self.ready
-                .extend(events.into_iter().map(|(name, data)| format!("event: {name}\ndata: {data}\n\n").into_bytes()));
-        }
-    }
+fn anthropic_events(events: Vec<messages_format::Event>) -> Vec<Vec<u8>> {
+    events.into_iter().map(|(name, data)| format!("event: {name}\ndata: {data}\n\n").into_bytes()).collect()
 }
 
 #[cfg(test)]

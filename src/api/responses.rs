@@ -4,7 +4,7 @@
 //! through the chat pipeline (`responses_format` translates both ways). Errors before the
 //! first byte are HTTP errors in OpenAI's shape; after it, a `response.failed` event.
 
-use super::chat::{self, ChatOutput};
+use super::chat::{self, ChatOutput, EventFramer, FramedEvents};
 use super::responses_format::{self, EventWriter, Frame};
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
@@ -15,7 +15,6 @@ use crate::sse;
 use crate::state::AppState;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value, json};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,14 +58,14 @@ fn translate(
             frame.model = responses_format::model_name(&provider.name, completion["model"].as_str(), model);
             Body::Json(responses_format::from_chat_completion(&completion, &frame).to_string().into_bytes())
         }
-        ChatOutput::Stream(stream) => Body::Sse(Box::new(ResponsesEvents {
-            stream,
-            writer: EventWriter::new(frame),
-            provider: provider.name.clone(),
-            model: model.to_string(),
-            ready: VecDeque::new(),
-            done: false,
-        })),
+        ChatOutput::Stream(stream) => {
+            let framer = ResponsesFramer {
+                writer: EventWriter::new(frame),
+                provider: provider.name.clone(),
+                model: model.to_string(),
+            };
+            Body::Sse(Box::new(FramedEvents::new(stream, framer)))
+        }
     };
     Ok(Reply { status: 200, headers: Vec::new(), body, meta })
 }
@@ -78,47 +77,29 @@ fn framed(event: &Value) -> Vec<u8> {
     format!("event: {kind}\ndata: {event}\n\n").into_bytes()
 }
 
-/// A chat stream as Responses events.
-struct ResponsesEvents {
-    stream: Box<UpstreamStream>,
+/// Responses events from the hub's chunks; the model is named from the first chunk.
+struct ResponsesFramer {
     writer: EventWriter,
-    /// For the model name, learnt from the first chunk.
     provider: String,
+    /// The id sent, for when the upstream names none.
     model: String,
-    ready: VecDeque<Vec<u8>>,
-    done: bool,
 }
 
-impl Iterator for ResponsesEvents {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            if self.done {
-                return None;
-            }
-            let events = match self.stream.next() {
-                Some(Translated::Chunk(chunk)) => {
-                    if !self.writer.is_started() {
-                        let name = responses_format::model_name(&self.provider, chunk["model"].as_str(), &self.model);
-                        self.writer.set_model(&name);
-                    }
-                    self.writer.chunk(&chunk)
-                }
-                Some(Translated::Error(error)) => {
-                    self.done = true;
-                    self.writer.error(&error)
-                }
-                None => {
-                    self.done = true;
-                    self.writer.finish()
-                }
-            };
-            self.ready.extend(events.iter().map(framed));
+impl EventFramer for ResponsesFramer {
+    fn chunk(&mut self, chunk: &Value) -> Vec<Vec<u8>> {
+        if !self.writer.is_started() {
+            let name = responses_format::model_name(&self.provider, chunk["model"].as_str(), &self.model);
+            self.writer.set_model(&name);
         }
+        self.writer.chunk(chunk).iter().map(framed).collect()
+    }
+
+    fn error(&mut self, error: &Value) -> Vec<Vec<u8>> {
+        self.writer.error(error).iter().map(framed).collect()
+    }
+
+    fn finish(&mut self) -> Vec<Vec<u8>> {
+        self.writer.finish().iter().map(framed).collect()
     }
 }
 
