@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(test)]
 mod golden;
 pub mod http;
+mod json_splice;
 pub mod keys;
 pub mod logging;
 pub mod providers;

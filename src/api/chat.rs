@@ -10,6 +10,7 @@
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
+use crate::json_splice;
 use crate::providers::{Family, StreamTranslator, Translated, anthropic, gemini, openai};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
@@ -61,6 +62,9 @@ pub fn complete(
     let meta = relay::meta(&relayed);
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let output = match relayed.body {
+        relay::Body::Whole(bytes) if provider.family == Family::OpenAi => {
+            ChatOutput::Whole(named_openai_answer(openai::parse_chat(bytes), &provider.name, &model))
+        }
         relay::Body::Whole(bytes) => {
             let mut completion = parse(provider, &model, created, bytes)?;
             if let Some(tool) = &answer_tool {
@@ -97,9 +101,27 @@ fn build(
 }
 
 /// A whole answer in the OpenAI format.
+/// An OpenAI-family answer with its model named (module comment): the upstream's own bytes
+/// with that one value replaced, since the relay has already parsed them once.
+fn named_openai_answer(bytes: Vec<u8>, provider: &str, sent: &str) -> Vec<u8> {
+    let answered = json_splice::string_at(&bytes, &["model"]).filter(|m| !m.is_empty());
+    let named = answer_model(provider, answered.as_deref().unwrap_or(sent));
+    match json_splice::replace_string(&bytes, &["model"], &named) {
+        Some(renamed) => renamed,
+        // No `model` string at all (or not an object): the rare slow path.
+        None => {
+            let mut answer = json_of(&bytes);
+            name_model(&mut answer, provider, sent);
+            answer.to_string().into_bytes()
+        }
+    }
+}
+
+/// A translated family's whole answer as a `chat.completion` (the OpenAI family's is
+/// `named_openai_answer`).
 fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Value, ApiError> {
     let translated = match provider.family {
-        Family::OpenAi => Ok(json_of(&openai::parse_chat(bytes))),
+        Family::OpenAi => return Ok(json_of(&bytes)),
         Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
         Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
         Family::CodeAssist => return Err(not_translated(provider)),

@@ -11,6 +11,7 @@ use super::messages_format::{self, EventWriter};
 use super::{Body, Incoming, Reply};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
+use crate::json_splice;
 use crate::providers::{Family, StreamTranslator, anthropic};
 use crate::relay::{self, stream::StreamItem, stream::UpstreamStream};
 use crate::sse;
@@ -85,7 +86,7 @@ fn pass_through(
 ) -> Result<Reply, ApiError> {
     let map = body.as_object().cloned().unwrap_or_default();
     let (provider, model) = super::resolve(config, &map)?;
-    let bytes = messages_format::replace_string(&req.body, &["model"], &model)
+    let bytes = json_splice::replace_string(&req.body, &["model"], &model)
         .ok_or_else(|| ApiError::invalid_request("'model' must be a string").with_param("model"))?;
     let stream = path == "messages" && body.get("stream") == Some(&Value::Bool(true));
     let request = anthropic::build_passthrough(&provider.base, path, bytes, &req.headers, stream);
@@ -113,7 +114,7 @@ fn named_answer(bytes: Vec<u8>, provider: &ProviderConfig, sent: &str) -> Vec<u8
         return bytes;
     }
     let name = messages_format::model_name(&provider.name, sent, answered.as_ref());
-    messages_format::replace_string(&bytes, &["model"], &name).unwrap_or(bytes)
+    json_splice::replace_string(&bytes, &["model"], &name).unwrap_or(bytes)
 }
 
 /// One of Anthropic's events, framed for the client, with what the key's report needs.
@@ -196,7 +197,7 @@ impl StreamTranslator<AnthropicEvent> for PassedEvents {
                 let data = parsed();
                 usage = self.add_usage(data.pointer("/message/usage"));
                 let model = messages_format::model_name(&self.provider, &self.sent, data.pointer("/message/model"));
-                renamed = messages_format::replace_string(event.data.as_bytes(), &["message", "model"], &model)
+                renamed = json_splice::replace_string(event.data.as_bytes(), &["message", "model"], &model)
                     .and_then(|b| String::from_utf8(b).ok());
             }
             Some("message_delta") => usage = self.add_usage(parsed().get("usage")),
