@@ -36,6 +36,12 @@ pub fn build_chat(
         "nvidia_nim" if model.to_ascii_lowercase().contains("deepseek") => nim_deepseek_thinking(&mut body),
         "qwen_code" | "iflow" => clean_tool_schemas(&mut body),
         "openai" if is_reasoning_model(model) => rename_max_tokens(&mut body),
+        // OpenAI refuses `reasoning_effort` on models that do not reason (gpt-4o, gpt-4.1), and
+        // translated requests carry one whenever the client asked for thinking (Claude Code
+        // always does): a 400 for every such request would be worse than no effort hint.
+        "openai" => {
+            body.remove("reasoning_effort");
+        }
         _ => {}
     }
     UpstreamRequest {
@@ -396,8 +402,17 @@ mod tests {
         let sent = |r: UpstreamRequest| serde_json::from_slice::<Value>(&r.body.unwrap()).unwrap();
         let o3 = sent(build_chat("openai", "b", "o3-mini", body(json!({"messages": [], "max_tokens": 9})), false));
         assert_eq!((o3.get("max_tokens"), o3["max_completion_tokens"].clone()), (None, json!(9)));
-        let gpt4 = sent(build_chat("openai", "b", "gpt-4o", body(json!({"messages": [], "max_tokens": 9})), false));
-        assert_eq!(gpt4["max_tokens"], 9);
+        let gpt4 = sent(build_chat(
+            "openai",
+            "b",
+            "gpt-4o",
+            body(json!({"messages": [], "max_tokens": 9, "reasoning_effort": "high"})),
+            false,
+        ));
+        assert_eq!((gpt4["max_tokens"].clone(), gpt4.get("reasoning_effort")), (json!(9), None));
+        let gpt5 =
+            sent(build_chat("openai", "b", "gpt-5", body(json!({"messages": [], "reasoning_effort": "high"})), false));
+        assert_eq!(gpt5["reasoning_effort"], "high", "reasoning models keep it");
         let nim = sent(build_chat(
             "nvidia_nim",
             "b",
