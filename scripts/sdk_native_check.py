@@ -13,7 +13,9 @@ Then a keyrelay whose `anthropic`, `gemini` and `openai` providers point at them
   to Messages and generateContent requests;
 - the `anthropic` SDK against `openai/gpt-mock` through keyrelay's `/v1/messages` (create, stream,
   tools, the proxy key as Bearer and as x-api-key, count_tokens and the Anthropic error shape),
-  which keyrelay translates to Chat Completions.
+  which keyrelay translates to Chat Completions;
+- the `anthropic` SDK against `anthropic/claude-mock` (create, stream, count_tokens), which
+  keyrelay passes through to the Anthropic mock with `cache_control` and betas intact.
 
 Prints `ok  <name>` or `FAIL <name>: reason` per check and `N passed, M failed` last; exits 0 only
 if all passed. SDK_CHECK_VERBOSE=1 adds a traceback to each failure.
@@ -99,6 +101,9 @@ CLAUDE_TOOL_PREAMBLE = "Checking."
 CLAUDE_TOOL_ID = "toolu_mock_01"
 CLAUDE_TOOL_FRAGMENTS = ["", '{"city": "Par', 'is", "unit": "cel', 'sius"}']
 CLAUDE_USAGE = {"input_tokens": 11, "output_tokens": 6}
+# What the mock's count_tokens answers: no local count could give it.
+CLAUDE_COUNTED_TOKENS = 4242
+BETA = "prompt-caching-2024-07-31"
 
 # Gemini upstream (serves `gemini/gemini-mock` and `gemini/embedding-mock` to the openai SDK).
 GEMINI_MODEL = "gemini-mock"
@@ -392,6 +397,8 @@ class AnthropicMock(MockHandler):
         path, _, body = self.take_request()
         if not self.authorised():
             return
+        if path == "/v1/messages/count_tokens":
+            return self.send_json(200, {"input_tokens": CLAUDE_COUNTED_TOKENS})
         if path != "/v1/messages":
             return self.error(404, "not_found_error", f"no route {path}")
         with_tool = bool(body.get("tools"))
@@ -959,6 +966,69 @@ class AnthropicSdkChecks:
         ]
 
 
+class AnthropicPassThroughChecks:
+    """The anthropic SDK against `anthropic/*` on `/v1/messages`: passed through to the Anthropic
+    mock with the client's body unchanged but for the model, betas forwarded, and the answer
+    Anthropic's own (its model named `anthropic/...`)."""
+
+    model = f"anthropic/{CLAUDE_MODEL}"
+
+    def __init__(self, clients: dict[str, anthropic.Anthropic], recorder: Recorder) -> None:
+        self.client = clients["bearer"]
+        self.recorder = recorder
+
+    def request(self) -> dict:
+        system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+        return dict(
+            model=self.model,
+            max_tokens=64,
+            system=system,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"anthropic-beta": BETA},
+        )
+
+    def expect_passed_through(self, path: str, stream: bool) -> None:
+        call = self.recorder.last("POST", path)
+        body, headers = call["body"], call["headers"]
+        assert body.get("model") == CLAUDE_MODEL, f"upstream got model {body.get('model')!r}"
+        assert headers.get("x-api-key") == ANTHROPIC_KEY, "upstream did not get the pool key"
+        assert BETA in (headers.get("anthropic-beta") or ""), f"beta header {headers.get('anthropic-beta')!r}"
+        if path == "/v1/messages":
+            assert bool(body.get("stream")) == stream, f"upstream got stream {body.get('stream')!r}"
+            cached = body.get("system", [{}])[0].get("cache_control")
+            assert cached == {"type": "ephemeral"}, f"cache_control arrived as {cached!r}"
+
+    def create(self) -> None:
+        message = self.client.messages.create(**self.request())
+        text = "".join(block.text for block in message.content if block.type == "text")
+        assert text == CLAUDE_TEXT, f"got {message.content!r}"
+        assert message.model == self.model, f"model named {message.model!r}"
+        assert message.usage.input_tokens == CLAUDE_USAGE["input_tokens"], f"usage {message.usage!r}"
+        self.expect_passed_through("/v1/messages", stream=False)
+
+    def stream(self) -> None:
+        with self.client.messages.stream(**self.request()) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == CLAUDE_TEXT, f"streamed {text!r}"
+        assert final.model == self.model, f"model named {final.model!r}"
+        self.expect_passed_through("/v1/messages", stream=True)
+
+    def count_tokens(self) -> None:
+        request = self.request()
+        request.pop("max_tokens")
+        counted = self.client.messages.count_tokens(**request)
+        assert counted.input_tokens == CLAUDE_COUNTED_TOKENS, f"counted {counted.input_tokens}"
+        self.expect_passed_through("/v1/messages/count_tokens", stream=False)
+
+    def all(self) -> list[tuple[str, Callable[[], None]]]:
+        return [
+            ("anthropic sdk -> anthropic pass-through: messages.create (cache_control, beta)", self.create),
+            ("anthropic sdk -> anthropic pass-through: messages.stream", self.stream),
+            ("anthropic sdk -> anthropic pass-through: count_tokens is Anthropic's", self.count_tokens),
+        ]
+
+
 def anthropic_clients(port: int) -> dict[str, anthropic.Anthropic]:
     """anthropic 2.x sends its api_key as `Authorization: Bearer`; older versions, Claude Code and
     curl users send `x-api-key`, which the second client does (the SDK drops an omitted header)."""
@@ -1004,6 +1074,7 @@ def run_checks(port: int, recorders: dict[str, Recorder], tally: Tally) -> None:
             + GeminiUpstreamChecks(oa, recorders["gemini"]).all()
             + [("openai sdk: models list has every provider", lambda: models_listed(oa, recorders))]
             + AnthropicSdkChecks(an, recorders["openai"]).all()
+            + AnthropicPassThroughChecks(an, recorders["anthropic"]).all()
             + [
                 (
                     "upstreams never saw the proxy key",
