@@ -47,6 +47,7 @@
 //!   half-streamed arguments as complete.
 
 use crate::error::ApiError;
+use crate::providers::openai::{first_choice, reasoning_text};
 use serde_json::{Map, Value, json};
 
 // ---- request -------------------------------------------------------------------------------
@@ -563,20 +564,6 @@ pub fn from_openai_response(openai: &Value, model: &str, id: &str) -> Value {
         "stop_sequence": null,
         "usage": usage(openai.get("usage")),
     })
-}
-
-/// The first choice (index 0 when the indices are given): Anthropic has one answer.
-fn first_choice(value: &Value) -> Option<&Value> {
-    let choices = value.get("choices").and_then(Value::as_array)?;
-    choices.iter().find(|c| c.get("index").and_then(Value::as_u64) == Some(0)).or_else(|| choices.first())
-}
-
-/// `reasoning_content`, or OpenRouter's `reasoning` when a provider passes it through.
-fn reasoning_text(message: &Value) -> &str {
-    ["reasoning_content", "reasoning"]
-        .iter()
-        .find_map(|k| message.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
-        .unwrap_or_default()
 }
 
 /// The call's own id, or one made from the message id when the upstream sent none.

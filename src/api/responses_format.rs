@@ -38,6 +38,7 @@
 //!   not look complete.
 
 use crate::error::ApiError;
+use crate::providers::openai::{first_choice, reasoning_text};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 
@@ -489,20 +490,6 @@ pub fn usage(chat: Option<&Value>) -> Value {
         "output_tokens_details": {"reasoning_tokens": n(chat.pointer("/completion_tokens_details/reasoning_tokens"))},
         "total_tokens": total,
     })
-}
-
-/// The first choice (index 0 when indices are given): a Response has one answer.
-fn first_choice(value: &Value) -> Option<&Value> {
-    let choices = value.get("choices").and_then(Value::as_array)?;
-    choices.iter().find(|c| c.get("index").and_then(Value::as_u64) == Some(0)).or_else(|| choices.first())
-}
-
-/// `reasoning_content`, or OpenRouter's `reasoning` when a provider passes it through.
-fn reasoning_text(message: &Value) -> &str {
-    ["reasoning_content", "reasoning"]
-        .iter()
-        .find_map(|k| message.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
-        .unwrap_or_default()
 }
 
 fn reasoning_item(id: String, text: &str) -> Value {

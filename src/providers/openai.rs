@@ -392,6 +392,21 @@ fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// The choice a translation reads in a hub answer or chunk: index 0, else the first.
+pub fn first_choice(value: &Value) -> Option<&Value> {
+    let choices = value.get("choices").and_then(Value::as_array)?;
+    choices.iter().find(|c| c.get("index").and_then(Value::as_u64) == Some(0)).or_else(|| choices.first())
+}
+
+/// A hub message's or delta's reasoning: `reasoning_content`, or OpenRouter's `reasoning`
+/// when a provider passes it through.
+pub fn reasoning_text(message: &Value) -> &str {
+    ["reasoning_content", "reasoning"]
+        .iter()
+        .find_map(|k| message.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,13 +102,14 @@ fn a_claude_code_request_works_on_an_openai_compatible_model() {
         }
         MockReply::json(200, completion("hi from openai"))
     });
-    let proxy = Proxy::start(&format!("OPENAI_API_KEY=sk-o\nOPENAI_API_BASE={}\nPROXY_API_KEY=pk\n", mock.base()));
+    // A custom OpenAI-compatible provider: OpenAI itself gets no `reasoning_effort` on gpt-4o.
+    let proxy = Proxy::start(&format!("LOCAL_API_KEY=sk-o\nLOCAL_API_BASE={}\nPROXY_API_KEY=pk\n", mock.base()));
     let c = proxy.client();
-    let answer = c.post_with("/v1/messages", &claude_code_body("openai/gpt-4o-mini", false), &claude_headers("pk"));
+    let answer = c.post_with("/v1/messages", &claude_code_body("local/gpt-4o-mini", false), &claude_headers("pk"));
     assert_eq!(answer.status, 200, "{}", answer.text());
     let v = answer.json();
     assert_eq!((v["type"].clone(), v["content"][0]["text"].clone()), (json!("message"), json!("hi from openai")));
-    assert_eq!(v["model"], "openai/m", "provider/ + the id the upstream answered with");
+    assert_eq!(v["model"], "local/m", "provider/ + the id the upstream answered with");
 
     let sent = mock.requests()[0].json();
     assert_eq!(sent["model"], "gpt-4o-mini");
@@ -125,11 +126,11 @@ fn a_claude_code_request_works_on_an_openai_compatible_model() {
         assert!(!text.contains(gone), "{gone} reached an OpenAI upstream: {text}");
     }
 
-    let streamed = c.post_with("/v1/messages", &claude_code_body("openai/gpt-4o-mini", true), &claude_headers("pk"));
+    let streamed = c.post_with("/v1/messages", &claude_code_body("local/gpt-4o-mini", true), &claude_headers("pk"));
     assert_eq!(streamed.status, 200, "{}", streamed.text());
     let body = streamed.text();
     assert!(body.starts_with("event: message_start\n"), "{body}");
-    assert!(body.contains(r#""model":"openai/gpt-4o-mini""#), "{body}");
+    assert!(body.contains(r#""model":"local/gpt-4o-mini""#), "{body}");
     assert!(body.contains("streamed hi") && body.trim_end().ends_with(r#"data: {"type":"message_stop"}"#), "{body}");
 }
 
