@@ -306,6 +306,23 @@ mod tests {
         Redactor::new([KEY_A, KEY_B, "pxy42"])
     }
 
+    #[test]
+    fn the_config_redactor_covers_every_oauth_token() {
+        let vars = [
+            ("IFLOW_1_REFRESH_TOKEN", "iflow-refresh-1234567"),
+            ("IFLOW_1_ACCESS_TOKEN", "iflow-access-7654321"),
+            ("IFLOW_1_API_KEY", "sk-iflow-api-key-000"),
+            ("GEMINI_CLI_REFRESH_TOKEN", "1//0g-gemini-refresh"),
+        ];
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let config = Config::from_env(std::path::Path::new("."), &env, Default::default()).unwrap();
+        let r = Redactor::from_config(&config);
+        for (_, secret) in vars {
+            let out = r.text(&format!("echo {secret} back")).into_owned();
+            assert_eq!(out, "echo [REDACTED] back");
+        }
+    }
+
     /// Every form an upstream was seen to echo a key in.
     fn mutilations(key: &str) -> Vec<String> {
         vec![key.to_string(), key[..key.len() - 1].to_string(), key.to_ascii_uppercase(), key[5..].to_string()]
