@@ -94,6 +94,26 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar { name: "CLIENT_IDLE_TIMEOUT", default: "30", doc: "seconds an idle keep-alive connection stays open" },
     EnvVar {
+        name: "SKIP_OAUTH_INIT_CHECK",
+        default: "false",
+        doc: "skip validating OAuth credentials at start-up (nothing validates them yet)",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless Gemini CLI credential N with _ACCESS_TOKEN, _EXPIRY_DATE, _EMAIL, _PROJECT_ID, ...; no N is set 0",
+    },
+    EnvVar {
+        name: "QWEN_CODE_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless Qwen Code credential N with _ACCESS_TOKEN, _EXPIRY_DATE, _RESOURCE_URL, _EMAIL; no N is set 0",
+    },
+    EnvVar {
+        name: "IFLOW_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless iFlow credential N with _ACCESS_TOKEN, _API_KEY, _EXPIRY_DATE, _EMAIL; always numbered",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
