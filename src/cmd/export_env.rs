@@ -18,8 +18,13 @@ pub fn run(config: Config, args: ExportEnvArgs) -> Result<ExitCode> {
             Error::Usage(format!("unknown OAuth provider '{name}'; use gemini_cli, qwen_code or iflow"))
         })?),
     };
-    let chosen: Vec<&OAuthCredential> =
-        config.oauth.iter().filter(|c| wanted.is_none_or(|w| c.provider == w)).filter(|c| usable(c)).collect();
+    let (chosen, dead): (Vec<&OAuthCredential>, Vec<&OAuthCredential>) =
+        config.oauth.iter().filter(|c| wanted.is_none_or(|w| c.provider == w)).partition(|c| !c.needs_login);
+    // A refused refresh left a dead refresh token: exporting it would only move the failure to
+    // another host.
+    for cred in dead {
+        eprintln!("skipped {} account {}: it needs a new login", cred.provider, identity::account(cred));
+    }
     if chosen.is_empty() {
         eprintln!("no OAuth credentials to export");
         return Ok(ExitCode::from(1));
@@ -37,15 +42,6 @@ pub fn run(config: Config, args: ExportEnvArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A credential whose refresh was refused carries a dead refresh token: exporting it would
-/// only move the failure to another host.
-fn usable(cred: &OAuthCredential) -> bool {
-    if cred.needs_login {
-        eprintln!("skipped {} account {}: it needs a new login", cred.provider, identity::account(cred));
-    }
-    !cred.needs_login
 }
 
 /// The blocks, numbered from 1 within each provider, a blank line between them.

@@ -86,6 +86,8 @@ pub struct OAuthCredential {
     pub token_type: Option<String>,
     pub scope: Option<String>,
     pub expiry: Option<Expiry>,
+    /// The name the expiry was read under: `expiry_date`, or `expired` in some iFlow files.
+    pub expiry_field: &'static str,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub token_uri: Option<String>,
@@ -105,6 +107,8 @@ pub struct OAuthCredential {
 const TEXT_FIELDS: [&str; 7] =
     ["token_type", "scope", "client_id", "client_secret", "token_uri", "project_id", "email"];
 const SECRET_FIELDS: [&str; 3] = ["access_token", "refresh_token", "id_token"];
+const EXPIRY_DATE: &str = "expiry_date";
+const EXPIRED: &str = "expired";
 
 impl OAuthCredential {
     /// An empty credential, filled in by the readers.
@@ -118,6 +122,7 @@ impl OAuthCredential {
             token_type: None,
             scope: None,
             expiry: None,
+            expiry_field: EXPIRY_DATE,
             client_id: None,
             client_secret: None,
             token_uri: None,
@@ -157,13 +162,18 @@ impl OAuthCredential {
         if provider == Provider::Iflow {
             cred.read_api_key(&mut map)?;
         }
-        cred.expiry = match map.remove("expiry_date") {
+        cred.expiry = match map.remove(EXPIRY_DATE) {
             None | Some(Value::Null) => None,
             Some(v) => Some(Expiry::parse(&v).ok_or("expiry_date is neither milliseconds nor an ISO 8601 time")?),
         };
         if cred.expiry.is_none() {
-            // Another iFlow writer keeps the time as an RFC 3339 `expired`; it stays in `extra`.
-            cred.expiry = map.get("expired").and_then(Expiry::parse);
+            // Another iFlow writer keeps the time as an RFC 3339 `expired`: read it, and write
+            // it back under that name.
+            if let Some(expiry) = map.get(EXPIRED).and_then(Expiry::parse) {
+                map.remove(EXPIRED);
+                cred.expiry = Some(expiry);
+                cred.expiry_field = EXPIRED;
+            }
         }
         cred.needs_login = match map.remove("needs_login") {
             None | Some(Value::Null) => false,
@@ -235,7 +245,7 @@ impl OAuthCredential {
             map.insert(self.api_key_field.name().into(), json!(key.expose()));
         }
         if let Some(expiry) = &self.expiry {
-            map.insert("expiry_date".into(), expiry.to_json());
+            map.insert(self.expiry_field.into(), expiry.to_json());
         }
         if self.needs_login {
             map.insert("needs_login".into(), json!(true));
@@ -308,6 +318,12 @@ mod tests {
         assert_eq!(cred.expiry.as_ref().unwrap().at_ms, clock::parse_rfc3339("2026-12-01T10:00:00Z").unwrap());
         assert_eq!(cred.api_key.as_ref().unwrap().expose(), "sk-iflow");
         assert_eq!(cred.to_json(), serde_json::from_str::<Value>(iso).unwrap());
+
+        let cpa =
+            r#"{"refresh_token":"rt-1","api_key":"sk-iflow","expired":"2026-12-01T10:00:00+08:00","type":"iflow"}"#;
+        let cred = OAuthCredential::from_json(Provider::Iflow, file(), cpa).unwrap();
+        assert_eq!(cred.expiry.as_ref().unwrap().at_ms, clock::parse_rfc3339("2026-12-01T02:00:00Z").unwrap());
+        assert_eq!(cred.to_json(), serde_json::from_str::<Value>(cpa).unwrap());
 
         let ms = r#"{"access_token":"at-1","refresh_token":"rt-1","api_key":"sk-iflow","expiry_date":1767225600000,"cookie":"c"}"#;
         let cred = OAuthCredential::from_json(Provider::Iflow, file(), ms).unwrap();

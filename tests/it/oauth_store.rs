@@ -215,6 +215,12 @@ fn export_env_to_a_file_is_private_and_takes_either_provider_spelling() {
     let (code, _, err) = run_cli(dir.path(), &["export-env", "gemini"], "");
     assert_eq!(code, 2);
     assert!(err.contains("unknown OAuth provider"), "{err}");
-    let (code, out, _) = run_cli(dir.path(), &["export-env", "iflow"], "");
-    assert_eq!((code, out.as_str()), (1, ""));
+    let (code, out, err) = run_cli(dir.path(), &["export-env", "iflow"], "");
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+
+    // A credential whose refresh was refused carries a dead refresh token: not exported.
+    store(&dir, "iflow_oauth_1.json", r#"{"refresh_token":"dead","email":"gone@example.com","needs_login":true}"#);
+    let (code, out, err) = run_cli(dir.path(), &["export-env", "iflow"], "");
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("gone@example.com") && err.contains("needs a new login"), "{err}");
 }
