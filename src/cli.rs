@@ -31,6 +31,8 @@ pub enum Command {
     Serve(ServeArgs),
     Status(StatusArgs),
     Models(ModelsArgs),
+    Oauth(OauthArgs),
+    ExportEnv(ExportEnvArgs),
 }
 
 /// Run the proxy server.
@@ -86,4 +88,46 @@ pub struct StatusArgs {
     /// exit 1 when some provider has no key that could take a request now
     #[argh(switch)]
     pub check: bool,
+}
+
+/// Manage OAuth accounts (Gemini CLI, Qwen Code, iFlow): list them, import the official CLIs' logins.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "oauth")]
+pub struct OauthArgs {
+    #[argh(subcommand)]
+    pub command: OauthCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum OauthCommand {
+    List(OauthListArgs),
+    Import(OauthImportArgs),
+}
+
+/// List every OAuth credential: provider, account, state, expiry and where it comes from.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct OauthListArgs {
+    /// print JSON Lines, one {"type":"credential","provider","account","file","expires_in_seconds","state"} object per credential
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Copy the logins of the official CLIs (~/.gemini, ~/.qwen, ~/.iflow) into oauth_creds/; an account already stored is skipped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+pub struct OauthImportArgs {}
+
+/// Print every OAuth credential as .env variables (one numbered block per credential), for hosts without credential files.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "export-env")]
+pub struct ExportEnvArgs {
+    /// only this provider's credentials: gemini_cli, qwen_code or iflow (gemini-cli and qwen-code also work)
+    #[argh(positional)]
+    pub provider: Option<String>,
+
+    /// write to this file (mode 0600) instead of standard output
+    #[argh(option)]
+    pub output: Option<PathBuf>,
 }

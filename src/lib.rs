@@ -13,6 +13,7 @@ pub mod http;
 mod json_splice;
 pub mod keys;
 pub mod logging;
+pub mod oauth;
 pub mod providers;
 pub mod redact;
 pub mod relay;
@@ -61,12 +62,27 @@ fn dispatch(config: config::Config, command: Command) -> Result<ExitCode> {
     match command {
         Command::Serve(args) => cmd::serve::run(config, args),
         Command::Status(args) => {
-            let _ = logging::init(logging::level(&config.log_level), None);
+            start_logging(&config);
             cmd::status::run(config, args)
         }
         Command::Models(args) => {
-            let _ = logging::init(logging::level(&config.log_level), None);
+            start_logging(&config);
             cmd::models::run(config, args)
         }
+        Command::Oauth(args) => {
+            start_logging(&config);
+            cmd::oauth::run(config, args)
+        }
+        Command::ExportEnv(args) => {
+            start_logging(&config);
+            cmd::export_env::run(config, args)
+        }
     }
+}
+
+/// Logging to stderr for the commands other than `serve` (which also logs to its file), and
+/// what loading the configuration found worth a warning.
+fn start_logging(config: &config::Config) {
+    let _ = logging::init(logging::level(&config.log_level), None);
+    config.log_warnings();
 }

@@ -1,3 +1,5 @@
+//! The binary: runs `keyrelay::run` and turns its result into an exit code and a message.
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -7,7 +9,9 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(keyrelay::error::Error::Usage(msg)) => {
             eprintln!("keyrelay: {msg}");
-            eprintln!("usage: keyrelay [--dir DIR] <serve|models> [...]; keyrelay --help for more");
+            eprintln!(
+                "usage: keyrelay [--dir DIR] <serve|status|models|oauth|export-env> [...]; keyrelay --help for more"
+            );
             ExitCode::from(2)
         }
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Secret redaction for everything that leaves the process. A `Redactor` is built from every
-//! configured secret (provider keys and `PROXY_API_KEY`) and removes any run of eight or more
+//! configured secret (provider keys, `PROXY_API_KEY` and OAuth tokens) and removes any run of eight or more
 //! characters of any secret, ASCII case-insensitively, wherever it appears: a key echoed whole,
 //! cut short, upper-cased or from its middle on is caught alike.
 //!
@@ -73,10 +73,12 @@ impl Redactor {
         r
     }
 
-    /// Every configured secret: each provider's keys and the proxy key.
+    /// Every configured secret: each provider's keys, the proxy key, and every OAuth
+    /// credential's tokens and API key.
     pub fn from_config(config: &Config) -> Redactor {
         let keys = config.providers.values().flat_map(|p| p.keys.iter());
-        Redactor::new(keys.chain(config.proxy_api_key.iter()).map(|s| s.expose()))
+        let oauth = config.oauth.iter().flat_map(|c| c.secrets());
+        Redactor::new(keys.chain(config.proxy_api_key.iter()).chain(oauth).map(|s| s.expose()))
     }
 
     fn is_empty(&self) -> bool {
@@ -302,6 +304,23 @@ mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new([KEY_A, KEY_B, "pxy42"])
+    }
+
+    #[test]
+    fn the_config_redactor_covers_every_oauth_token() {
+        let vars = [
+            ("IFLOW_1_REFRESH_TOKEN", "iflow-refresh-1234567"),
+            ("IFLOW_1_ACCESS_TOKEN", "iflow-access-7654321"),
+            ("IFLOW_1_API_KEY", "sk-iflow-api-key-000"),
+            ("GEMINI_CLI_REFRESH_TOKEN", "1//0g-gemini-refresh"),
+        ];
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let config = Config::from_env(std::path::Path::new("."), &env, Default::default()).unwrap();
+        let r = Redactor::from_config(&config);
+        for (_, secret) in vars {
+            let out = r.text(&format!("echo {secret} back")).into_owned();
+            assert_eq!(out, "echo [REDACTED] back");
+        }
     }
 
     /// Every form an upstream was seen to echo a key in.

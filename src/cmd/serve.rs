@@ -30,6 +30,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     logging::init(logging::level(&config.log_level), Some(&config.data_dir.join("logs")))
         .map_err(|source| Error::Io { what: "opening logs/keyrelay.log".into(), source })?;
+    config.log_warnings();
 
     let data_dir = config.data_dir.clone();
     let request_logging = args.enable_request_logging || config.launcher.enable_request_logging;
@@ -67,6 +68,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
         match signal {
             SIGHUP => match Config::load(&data_dir) {
                 Ok(config) => {
+                    config.log_warnings();
                     state.reload(config);
                     log::info!("SIGHUP: configuration reloaded");
                 }

@@ -113,6 +113,39 @@ fn expand(value: &str, earlier: &[(String, String)], outer: &dyn Fn(&str) -> Opt
     out
 }
 
+/// `value` quoted so that `parse` and python-dotenv both read it back unchanged. Single quotes
+/// when they can carry it (nothing is special inside them for `parse`); python-dotenv decodes
+/// `\\` and `\'` even there, so a value with a backslash or a single quote is double-quoted
+/// with escapes instead. Double quotes expand `${NAME}` in both readers and no escape stops
+/// that in python-dotenv, so such a value cannot be carried and is refused (the error names
+/// no part of it).
+pub fn quote(value: &str) -> Result<String, &'static str> {
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err("the value has a control character no .env quoting carries");
+    }
+    let plain = !value.contains(['\'', '\\', '\n', '\r', '\t']);
+    if plain {
+        return Ok(format!("'{value}'"));
+    }
+    if value.contains("${") {
+        return Err("the value holds both ${ and a quote or backslash, which no .env quoting carries");
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Ok(out)
+}
+
 /// Merges parsed files in order: an earlier file wins over a later one.
 pub fn merge_first_wins(target: &mut BTreeMap<String, String>, pairs: Vec<(String, String)>) {
     for (k, v) in pairs {
@@ -147,6 +180,26 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn quoted_values_parse_back_unchanged() {
+        let values = [
+            "plain-token_1//0g.x",
+            "with space # and hash",
+            "dollar ${HOME_X} in single quotes",
+            "it's",
+            "back\\slash",
+            "quote \" and 'single'",
+            "multi\nline\r\tend",
+            "",
+        ];
+        for value in values {
+            let line = format!("K={}\n", quote(value).unwrap());
+            assert_eq!(parse_plain(&line), [("K".to_string(), value.to_string())], "{line}");
+        }
+        assert!(quote("it's ${HOME_X}").is_err());
+        assert!(quote("bell\u{7}").is_err());
     }
 
     #[test]

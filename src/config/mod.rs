@@ -2,10 +2,11 @@
 //! `launcher_config.json`, and the providers and settings resolved from them. A `Config` is
 //! built once and never mutated; a reload builds a new one.
 
-mod dotenv;
+pub(crate) mod dotenv;
 
 use crate::error::{Context, Error, Result};
 use crate::keys::Secret;
+use crate::oauth::{self, OAuthCredential};
 use crate::providers::{self, Family};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -92,6 +93,26 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "bytes of request body each CLIENT_BODY_TIMEOUT interval must bring",
     },
     EnvVar { name: "CLIENT_IDLE_TIMEOUT", default: "30", doc: "seconds an idle keep-alive connection stays open" },
+    EnvVar {
+        name: "SKIP_OAUTH_INIT_CHECK",
+        default: "false",
+        doc: "skip validating OAuth credentials at start-up (nothing validates them yet)",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless Gemini CLI credential N with _ACCESS_TOKEN, _EXPIRY_DATE, _EMAIL, _PROJECT_ID, ...; no N is set 0",
+    },
+    EnvVar {
+        name: "QWEN_CODE_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless Qwen Code credential N with _ACCESS_TOKEN, _EXPIRY_DATE, _RESOURCE_URL, _EMAIL; no N is set 0",
+    },
+    EnvVar {
+        name: "IFLOW_<N>_REFRESH_TOKEN",
+        default: "-",
+        doc: "stateless iFlow credential N with _ACCESS_TOKEN, _API_KEY, _EXPIRY_DATE, _EMAIL; always numbered",
+    },
     EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
@@ -225,6 +246,15 @@ pub struct Config {
     pub aliases: ModelAliases,
     /// `DEFAULT_PROVIDER`: takes any other name without a provider prefix, unchanged.
     pub default_provider: Option<String>,
+    /// OAuth accounts: the store, the official CLIs' files and the stateless variables, each
+    /// account once (`oauth::discovery`).
+    pub oauth: Vec<OAuthCredential>,
+    /// What discovery had to say (duplicates, unreadable files), for `log_warnings`: the
+    /// configuration is loaded before logging starts.
+    pub oauth_warnings: Vec<String>,
+    /// `SKIP_OAUTH_INIT_CHECK`: do not validate OAuth credentials at start-up. Nothing
+    /// validates them yet; the flag is read now so that a setting given today keeps working.
+    pub skip_oauth_init_check: bool,
 }
 
 /// `MODEL_ALIASES`, in the order exact names first, then globs in the order given.
@@ -277,11 +307,24 @@ impl Config {
         let mut env = read_env_files(data_dir)?;
         env.extend(std::env::vars());
         let launcher = read_launcher_config(data_dir)?;
-        Config::from_env(data_dir, &env, launcher)
+        let mut config = Config::from_env(data_dir, &env, launcher)?;
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let found = oauth::discover(data_dir, home.as_deref(), &env).map_err(Error::Config)?;
+        config.oauth = found.credentials;
+        config.oauth_warnings = found.warnings;
+        Ok(config)
+    }
+
+    /// Logs what loading found worth a warning; called once logging is up.
+    pub fn log_warnings(&self) {
+        for warning in &self.oauth_warnings {
+            log::warn!("{warning}");
+        }
     }
 
     /// Builds a config from an explicit variable map (tests pass one instead of touching the
-    /// process environment).
+    /// process environment). OAuth credentials come from the stateless variables only; `load`
+    /// adds the files.
     pub fn from_env(data_dir: &Path, env: &BTreeMap<String, String>, launcher: LauncherConfig) -> Result<Config> {
         let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.trim().is_empty());
         let settings = Settings {
@@ -307,6 +350,7 @@ impl Config {
                 h => return Err(Error::Config(format!("DAILY_RESET_HOUR_UTC must be 0 to 23, got {h}"))),
             },
         };
+        let found = oauth::discovery::from_env_only(env).map_err(Error::Config)?;
         Ok(Config {
             data_dir: data_dir.to_path_buf(),
             log_level: get("KEYRELAY_LOG").unwrap_or("info").trim().to_string(),
@@ -316,6 +360,9 @@ impl Config {
             launcher,
             aliases: ModelAliases::parse(get("MODEL_ALIASES"))?,
             default_provider: get("DEFAULT_PROVIDER").map(|p| p.trim().to_ascii_lowercase().replace('-', "_")),
+            oauth: found.credentials,
+            oauth_warnings: found.warnings,
+            skip_oauth_init_check: flag(get, "SKIP_OAUTH_INIT_CHECK")?,
         })
     }
 
@@ -372,6 +419,16 @@ fn positive_seconds<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, defau
     match seconds(get, name, default)? {
         d if d.is_zero() => Err(Error::Config(format!("{name} must be more than 0 seconds"))),
         d => Ok(d),
+    }
+}
+
+/// A true/false setting: `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off` (any case);
+/// unset is false.
+fn flag<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str) -> Result<bool> {
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no" | "off") => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some(other) => Err(Error::Config(format!("{name} must be true or false, got {other:?}"))),
     }
 }
 
@@ -517,6 +574,19 @@ mod tests {
         let e = env(&[("TIMEOUT_CONNECT", "0.5")]);
         let cfg = Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap();
         assert_eq!(cfg.settings.timeout_connect, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn oauth_variables_and_the_skip_flag() {
+        let e = env(&[("SKIP_OAUTH_INIT_CHECK", "True"), ("QWEN_CODE_REFRESH_TOKEN", "r"), ("IFLOW_API_KEY", "k")]);
+        let cfg = Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap();
+        assert!(cfg.skip_oauth_init_check);
+        assert_eq!(cfg.oauth.len(), 1);
+        assert_eq!(cfg.providers["iflow"].keys.len(), 1, "IFLOW_API_KEY stays a plain API key");
+        let e = env(&[("SKIP_OAUTH_INIT_CHECK", "maybe")]);
+        assert!(Config::from_env(Path::new("."), &e, LauncherConfig::default()).is_err());
+        let e = env(&[]);
+        assert!(!Config::from_env(Path::new("."), &e, LauncherConfig::default()).unwrap().skip_oauth_init_check);
     }
 
     #[test]

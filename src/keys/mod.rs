@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 /// A provider key or the proxy key. `Debug` and `Display` show only the masked form, so a
 /// secret cannot reach a log line through `{:?}` or `{}`; `expose()` is the one way out (an
-/// outgoing header, and the `redact::Redactor` that learns what to remove).
+/// outgoing header, the `redact::Redactor` that learns what to remove, and handing an OAuth
+/// credential to its owner: its file and `export-env`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(Arc<str>);
 
@@ -20,7 +21,7 @@ impl Secret {
         Secret(Arc::from(value))
     }
 
-    /// The raw value, for an outgoing header and nothing else.
+    /// The raw value, for an outgoing header, the redactor, and a credential's own file or export.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -8,7 +8,7 @@ pub mod proxy;
 
 pub use client::{Answer, Client};
 pub use mock::{Mock, MockReply, Recorded};
-pub use proxy::{Proxy, TempDir, run_cli};
+pub use proxy::{Proxy, TempDir, run_cli, run_cli_with_env};
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 
 use super::Client;
 use crossbeam_channel::Receiver;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -224,12 +225,17 @@ impl Drop for Proxy {
 
 /// Runs a subcommand to completion: (exit code, stdout, stderr).
 pub fn run_cli(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = command(dir, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run keyrelay");
+    run_cli_with_env(dir, args, stdin, &[])
+}
+
+/// `run_cli` with extra environment variables (`HOME`, say) on top of the cleared environment.
+pub fn run_cli_with_env(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &OsStr)]) -> (i32, String, String) {
+    let mut cmd = command(dir, args);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run keyrelay");
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().expect("wait for keyrelay");
     (

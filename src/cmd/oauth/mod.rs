@@ -1,0 +1,16 @@
+//! `keyrelay oauth ...`: the OAuth account commands, one file each.
+
+pub mod import;
+pub mod list;
+
+use crate::cli::{OauthArgs, OauthCommand};
+use crate::config::Config;
+use crate::error::Result;
+use std::process::ExitCode;
+
+pub fn run(config: Config, args: OauthArgs) -> Result<ExitCode> {
+    match args.command {
+        OauthCommand::List(args) => list::run(config, args),
+        OauthCommand::Import(args) => import::run(config, args),
+    }
+}
