@@ -25,6 +25,8 @@ pub struct AppState {
     pub models: Mutex<HashMap<String, (Instant, Vec<String>)>>,
     /// Where detailed request logs go, when they are on.
     pub request_logs: Option<PathBuf>,
+    /// Embedding requests being batched together.
+    pub embedding_batches: crate::api::EmbeddingBatches,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
             usage_rx,
             models: Mutex::new(HashMap::new()),
             request_logs: None,
+            embedding_batches: Default::default(),
             config: RwLock::new(Arc::new(config)),
         }
     }

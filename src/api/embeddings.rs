@@ -2,9 +2,9 @@
 //! Token-id inputs (`[1, 2, 3]` or `[[1, 2], [3]]`, as LangChain's `OpenAIEmbeddings` sends)
 //! go unchanged to OpenAI-compatible upstreams, and are decoded to text for Gemini, which
 //! embeds text only. The answer names the model `provider/` + the id the upstream answered
-//! with, as every route does.
+//! with, as every route does. Concurrent requests are batched (`embed_batch`).
 
-use super::{Incoming, Reply, parse_object, resolve};
+use super::{Incoming, Reply, embed_batch, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::providers::{Family, gemini, openai};
@@ -12,14 +12,14 @@ use crate::relay;
 use crate::state::AppState;
 use crate::tokens;
 use crate::upstream::{Method, UpstreamRequest};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<Reply, ApiError> {
-    let mut body = parse_object(&req.body)?;
+    let body = parse_object(&req.body)?;
     let (provider, model) = resolve(config, &body)?;
-    check_input(body.get("input"))?;
+    let (items, kind) = input_items(body.get("input"))?;
     let base64_wanted = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(f)) if f == "float" => false,
@@ -29,40 +29,22 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
                 .with_param("encoding_format"));
         }
     };
-    let request = match provider.family {
-        Family::OpenAi => UpstreamRequest {
-            method: Method::Post,
-            url: format!("{}/embeddings", provider.base),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(openai::embeddings_body(body, &model)),
-            stream: false,
-        },
-        Family::Gemini => {
-            let named = body.get("model").and_then(Value::as_str).unwrap_or(&model).to_string();
-            if let Some(input) = body.get_mut("input") {
-                *input = texts_of(&named, input)?;
-            }
-            gemini::build_embeddings(&provider.base, &model, &body)?
-        }
-        Family::Anthropic | Family::CodeAssist => {
-            let message = format!("provider '{}' has no embeddings API", provider.name);
-            return Err(ApiError::invalid_request(message).with_param("model"));
-        }
-    };
-    let relayed = relay::relay(state, provider, &model, &request, Instant::now() + config.settings.global_timeout)?;
-    log::debug!(
-        "embeddings {}/{model} key={} attempts={}",
-        provider.name,
-        relayed.lease.masked,
-        relayed.attempts.len() + 1
-    );
-    let meta = relay::meta(&relayed);
-    let relay::Body::Whole(bytes) = relayed.body else { unreachable!("a non-streaming call returns a whole body") };
-    let upstream: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
-    let mut response = match provider.family {
-        Family::Gemini => gemini::parse_embeddings(&model, &upstream).map_err(|why| unusable(provider, &why))?,
-        _ => upstream,
-    };
+    if matches!(provider.family, Family::Anthropic | Family::CodeAssist) {
+        let message = format!("provider '{}' has no embeddings API", provider.name);
+        return Err(ApiError::invalid_request(message).with_param("model"));
+    }
+    // Requests batch together only when everything but their inputs is the same.
+    let mut shared = body.clone();
+    shared.remove("input");
+    let key = format!("{}/{model} {kind} {}", provider.name, Value::Object(shared));
+    let settings = &config.settings;
+    let (mut response, meta) = state.embedding_batches.run(
+        key,
+        items,
+        settings.embedding_batch_window,
+        settings.embedding_batch_max_inputs,
+        |items| embed(state, config, provider, &model, &body, items),
+    )?;
     openai::encode_embeddings(&mut response, base64_wanted).map_err(|why| unusable(provider, &why))?;
     if let Some(object) = response.as_object_mut() {
         let answered = object.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(&model);
@@ -74,22 +56,78 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     Ok(reply)
 }
 
+/// One upstream embeddings call for `items` (one request's inputs, or a batch's): the answer
+/// in OpenAI's shape, and the request log's metadata.
+fn embed(
+    state: &Arc<AppState>,
+    config: &Config,
+    provider: &ProviderConfig,
+    model: &str,
+    body: &Map<String, Value>,
+    items: Vec<Value>,
+) -> embed_batch::Answer {
+    let mut body = body.clone();
+    body.insert("input".into(), Value::Array(items));
+    let request = match provider.family {
+        Family::Gemini => {
+            let named = body.get("model").and_then(Value::as_str).unwrap_or(model).to_string();
+            if let Some(input) = body.get_mut("input") {
+                *input = texts_of(&named, input)?;
+            }
+            gemini::build_embeddings(&provider.base, model, &body)?
+        }
+        _ => UpstreamRequest {
+            method: Method::Post,
+            url: format!("{}/embeddings", provider.base),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(openai::embeddings_body(body, model)),
+            stream: false,
+        },
+    };
+    let relayed = relay::relay(state, provider, model, &request, Instant::now() + config.settings.global_timeout)?;
+    log::debug!(
+        "embeddings {}/{model} key={} attempts={}",
+        provider.name,
+        relayed.lease.masked,
+        relayed.attempts.len() + 1
+    );
+    let meta = relay::meta(&relayed);
+    let relay::Body::Whole(bytes) = relayed.body else { unreachable!("a non-streaming call returns a whole body") };
+    let upstream: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
+    let response = match provider.family {
+        Family::Gemini => gemini::parse_embeddings(model, &upstream).map_err(|why| unusable(provider, &why))?,
+        _ => upstream,
+    };
+    Ok((response, meta))
+}
+
 fn unusable(provider: &ProviderConfig, why: &str) -> ApiError {
     let message = format!("{} answered an unusable embeddings response: {why}", provider.name);
     ApiError::new(502, "api_error", "upstream_error", message)
 }
 
-/// `input`: a non-empty string, or a non-empty array of strings, token ids or token-id arrays.
-fn check_input(input: Option<&Value>) -> Result<(), ApiError> {
+/// `input` as a list of items (a string, or one token-id list, is one item) and their kind
+/// (`text`, `tokens` or `mixed`): a non-empty string, or a non-empty array of strings, token
+/// ids or token-id arrays.
+fn input_items(input: Option<&Value>) -> Result<(Vec<Value>, &'static str), ApiError> {
     let bad = |why: &str| Err(ApiError::invalid_request(why).with_param("input"));
-    match input {
-        None => bad("missing required field 'input'"),
-        Some(Value::String(s)) if s.is_empty() => bad("'input' must not be empty"),
-        Some(Value::String(_)) => Ok(()),
-        Some(Value::Array(items)) if items.is_empty() => bad("'input' must not be an empty array"),
-        Some(Value::Array(items)) if items.iter().all(|i| i.is_string() || i.is_u64() || i.is_array()) => Ok(()),
-        Some(_) => bad("'input' must be a string or an array of strings or token ids"),
-    }
+    let items = match input {
+        None => return bad("missing required field 'input'"),
+        Some(Value::String(s)) if s.is_empty() => return bad("'input' must not be empty"),
+        Some(text @ Value::String(_)) => vec![text.clone()],
+        Some(Value::Array(items)) if items.is_empty() => return bad("'input' must not be an empty array"),
+        Some(ids @ Value::Array(items)) if items.iter().all(Value::is_u64) => vec![ids.clone()],
+        Some(Value::Array(items)) if items.iter().all(|i| i.is_string() || i.is_array()) => items.clone(),
+        Some(_) => return bad("'input' must be a string or an array of strings or token ids"),
+    };
+    let kind = if items.iter().all(Value::is_string) {
+        "text"
+    } else if items.iter().all(Value::is_array) {
+        "tokens"
+    } else {
+        "mixed"
+    };
+    Ok((items, kind))
 }
 
 /// `input` with every token-id list decoded to its text, in the encoding the client's model

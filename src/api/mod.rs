@@ -3,6 +3,8 @@
 
 mod chat;
 mod completions;
+mod embed_batch;
+pub use embed_batch::Batches as EmbeddingBatches;
 mod embeddings;
 mod messages;
 pub mod messages_format;

@@ -61,6 +61,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "hour at which daily counters, ladders and lockouts reset",
     },
     EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
+    EnvVar {
+        name: "EMBEDDING_BATCH_WINDOW_MS",
+        default: "10",
+        doc: "how long concurrent embedding requests are gathered into one upstream call; 0 turns batching off",
+    },
+    EnvVar {
+        name: "EMBEDDING_BATCH_MAX_INPUTS",
+        default: "64",
+        doc: "the most inputs one batched embeddings call carries",
+    },
     EnvVar { name: "MODELS_CACHE_SECONDS", default: "600", doc: "how long upstream model lists are cached" },
     EnvVar {
         name: "MODEL_ALIASES",
@@ -130,6 +140,8 @@ pub struct Settings {
     pub max_request_body_bytes: u64,
     pub models_cache: Duration,
     pub client: ClientLimits,
+    pub embedding_batch_window: Duration,
+    pub embedding_batch_max_inputs: usize,
     /// 0..=23.
     pub daily_reset_hour: u64,
 }
@@ -334,6 +346,11 @@ impl Config {
             timeout_read_streaming: seconds(get, "TIMEOUT_READ_STREAMING", 300.0)?,
             max_request_body_bytes: number(get, "MAX_REQUEST_BODY_BYTES", 33_554_432)?,
             models_cache: seconds(get, "MODELS_CACHE_SECONDS", 600.0)?,
+            embedding_batch_window: Duration::from_millis(number(get, "EMBEDDING_BATCH_WINDOW_MS", 10)?),
+            embedding_batch_max_inputs: match number(get, "EMBEDDING_BATCH_MAX_INPUTS", 64)? {
+                0 => return Err(Error::Config("EMBEDDING_BATCH_MAX_INPUTS must be at least 1".into())),
+                n => n as usize,
+            },
             client: ClientLimits {
                 max_connections: match number(get, "MAX_CONNECTIONS", 1024)? {
                     0 => return Err(Error::Config("MAX_CONNECTIONS must be at least 1".into())),

@@ -327,3 +327,82 @@ fn cors_preflight_allows_the_headers_it_asks_for() {
     assert_eq!(answer.header("access-control-allow-headers"), Some(asked));
     assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
 }
+
+/// An embeddings upstream whose vector for each input is `[length of the input]`, whose usage
+/// is 3 tokens per input, and which refuses any batch holding the input "bad".
+fn embeddings_upstream() -> Mock {
+    Mock::start(|req| {
+        let inputs: Vec<String> =
+            req.json()["input"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+        if inputs.iter().any(|i| i == "bad") {
+            return MockReply::json(400, json!({"error": {"message": "bad input", "type": "invalid_request_error"}}));
+        }
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": [text.len() as f64]}))
+            .collect();
+        let tokens = 3 * inputs.len();
+        MockReply::json(
+            200,
+            json!({"object": "list", "model": "emb", "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        )
+    })
+}
+
+/// Sends each body from its own thread, all at once; the answers in the same order.
+fn embed_concurrently(proxy: &Proxy, bodies: Vec<Value>) -> Vec<crate::support::Answer> {
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let client = proxy.client_with_key("proxy-key");
+            std::thread::spawn(move || client.post("/v1/embeddings", &body.to_string()))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn concurrent_embedding_requests_share_one_upstream_call() {
+    let mock = embeddings_upstream();
+    // A window far longer than the test: the batch goes the moment its six inputs are in.
+    let proxy = Proxy::start(&env_for(&mock, "EMBEDDING_BATCH_WINDOW_MS=60000\nEMBEDDING_BATCH_MAX_INPUTS=6\n"));
+    let inputs = [vec!["a"], vec!["bb", "ccc"], vec!["dddd"], vec!["eeeee", "ffffff"]];
+    let bodies = inputs.iter().map(|i| json!({"model": "openai/emb", "input": i})).collect();
+    let answers = embed_concurrently(&proxy, bodies);
+    assert_eq!(mock.requests().len(), 1, "one upstream call for the batch");
+    assert_eq!(mock.requests()[0].json()["input"].as_array().unwrap().len(), 6);
+    let mut tokens = 0;
+    for (answer, asked) in answers.iter().zip(&inputs) {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let v = answer.json();
+        let lengths: Vec<f64> =
+            v["data"].as_array().unwrap().iter().map(|d| d["embedding"][0].as_f64().unwrap()).collect();
+        let expected: Vec<f64> = asked.iter().map(|t| t.len() as f64).collect();
+        assert_eq!(lengths, expected, "each caller gets its own vectors, in its own order");
+        assert_eq!(v["data"][0]["index"], 0);
+        assert_eq!(v["usage"]["prompt_tokens"], 3 * asked.len() as u64, "usage in proportion to its inputs");
+        tokens += v["usage"]["total_tokens"].as_u64().unwrap();
+        assert_eq!(v["model"], "openai/emb");
+    }
+    assert_eq!(tokens, 18, "the shares add up to the upstream's total");
+}
+
+#[test]
+fn an_upstream_error_reaches_every_caller_of_a_batch_and_window_0_turns_batching_off() {
+    let mock = embeddings_upstream();
+    let proxy = Proxy::start(&env_for(&mock, "EMBEDDING_BATCH_WINDOW_MS=60000\nEMBEDDING_BATCH_MAX_INPUTS=2\n"));
+    let bodies = ["fine", "bad"].iter().map(|i| json!({"model": "openai/emb", "input": i})).collect();
+    for answer in embed_concurrently(&proxy, bodies) {
+        assert_eq!(answer.status, 400, "{}", answer.text());
+        assert_eq!(answer.json()["error"]["message"], "bad input");
+    }
+    assert_eq!(mock.requests().len(), 1);
+
+    let mock = embeddings_upstream();
+    let proxy = Proxy::start(&env_for(&mock, "EMBEDDING_BATCH_WINDOW_MS=0\n"));
+    let bodies = ["a", "b", "c"].iter().map(|i| json!({"model": "openai/emb", "input": i})).collect();
+    assert!(embed_concurrently(&proxy, bodies).iter().all(|a| a.status == 200));
+    assert_eq!(mock.requests().len(), 3, "no batching with a window of 0");
+}
