@@ -406,3 +406,19 @@ fn an_upstream_error_reaches_every_caller_of_a_batch_and_window_0_turns_batching
     assert!(embed_concurrently(&proxy, bodies).iter().all(|a| a.status == 200));
     assert_eq!(mock.requests().len(), 3, "no batching with a window of 0");
 }
+
+#[test]
+fn twenty_concurrent_single_inputs_become_at_most_two_upstream_calls() {
+    let mock = embeddings_upstream();
+    // Twenty inputs fill a batch, which then goes at once; the window only bounds stragglers.
+    let proxy = Proxy::start(&env_for(&mock, "EMBEDDING_BATCH_WINDOW_MS=5000\nEMBEDDING_BATCH_MAX_INPUTS=20\n"));
+    let texts: Vec<String> = (1..=20).map(|n| "x".repeat(n)).collect();
+    let bodies = texts.iter().map(|t| json!({"model": "openai/emb", "input": t})).collect();
+    let answers = embed_concurrently(&proxy, bodies);
+    for (answer, text) in answers.iter().zip(&texts) {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["data"][0]["embedding"], json!([text.len() as f64]), "its own vector");
+    }
+    let calls = mock.requests().len();
+    assert!((1..=2).contains(&calls), "{calls} upstream calls for 20 concurrent requests");
+}
