@@ -21,5 +21,7 @@ fi
 cargo build --locked --quiet
 "$venv/bin/python" scripts/sdk_check.py target/debug/keyrelay
 "$venv/bin/python" scripts/sdk_native_check.py target/debug/keyrelay
+# What a user runs after installing: one relayed request, status, a clean stop.
+bash scripts/smoke.sh target/debug/keyrelay
 # Claude Code and Codex from npm, against the same binary and a mock upstream.
 bash scripts/agents_check.sh target/debug/keyrelay
