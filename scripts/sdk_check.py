@@ -18,12 +18,14 @@ import sys
 import tempfile
 import threading
 import traceback
+import urllib.request
 from array import array
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
 import openai
+from prometheus_client.parser import text_string_to_metric_families
 from sdk_harness import (
     IO_TIMEOUT,
     Tally,
@@ -574,6 +576,29 @@ class Checks:
         call = self.expect_forwarded("/v1/responses")
         assert call["body"].get("input") == "hi", f"body {call['body']}"
 
+    def chat_requests_counted(self) -> float:
+        """The chat completions answered 200 so far, as `/metrics` (parsed by the Prometheus
+        client library's own text parser) counts them."""
+        url = str(self.client.base_url).rstrip("/").removesuffix("/v1") + "/metrics"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {PROXY_KEY}"})
+        with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as page:
+            assert page.status == 200, f"/metrics answered {page.status}"
+            text = page.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "keyrelay_requests_total" and labels.get("route") == "/v1/chat/completions":
+                    total += sample.value if labels.get("status") == "200" else 0
+        return total
+
+    def metrics_match_the_requests_sent(self) -> None:
+        before = self.chat_requests_counted()
+        for _ in range(3):
+            self.client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        after = self.chat_requests_counted()
+        assert after - before == 3, f"/metrics counted {after - before} of 3 chat completions"
+
     def all(self) -> list[tuple[str, Callable[[], None]]]:
         return [
             ("chat non-streaming", self.chat_non_streaming),
@@ -592,6 +617,7 @@ class Checks:
             ("responses.stream tool call", self.responses_stream_tool_call),
             ("responses json_schema (parse and stream)", self.responses_json_schema),
             ("responses pass-through for openai", self.responses_passthrough),
+            ("/metrics parses as Prometheus text and counts the requests sent", self.metrics_match_the_requests_sent),
             ("upstream only saw the provider key", self.upstream_never_saw_proxy_key),
         ]
 

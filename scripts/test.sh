@@ -11,13 +11,14 @@ command -v groff >/dev/null || { command -v apt-get >/dev/null &&
 
 cargo test --locked
 
-# The SDK checks need the `openai` and `anthropic` packages; it lives in a venv under target/ so the system
+# The SDK checks need the `openai` and `anthropic` packages (and `prometheus_client`, whose parser reads
+# /metrics); it lives in a venv under target/ so the system
 # Python stays untouched.
 venv=target/sdk-venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check openai anthropic
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check openai anthropic prometheus_client
 cargo build --locked --quiet
 "$venv/bin/python" scripts/sdk_check.py target/debug/keyrelay
 "$venv/bin/python" scripts/sdk_native_check.py target/debug/keyrelay

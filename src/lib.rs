@@ -13,6 +13,7 @@ pub mod http;
 mod json_splice;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod oauth;
 pub mod providers;
 pub mod redact;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub request_logs: Option<PathBuf>,
     /// Embedding requests being batched together.
     pub embedding_batches: crate::api::EmbeddingBatches,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             models: Mutex::new(HashMap::new()),
             request_logs: None,
             embedding_batches: Default::default(),
+            metrics: Default::default(),
             config: RwLock::new(Arc::new(config)),
         }
     }

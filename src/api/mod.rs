@@ -15,6 +15,7 @@ mod token_count;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
+use crate::metrics::{self, RequestLabels};
 use crate::providers::openai::StreamSummary;
 use crate::providers::{self, Family};
 use crate::reqlog::RequestLog;
@@ -47,6 +48,11 @@ pub type EventStream = Box<dyn Iterator<Item = Vec<u8>> + Send>;
 
 pub enum Body {
     Json(Vec<u8>),
+    /// Another text format (`/metrics`).
+    Text {
+        content_type: &'static str,
+        bytes: Vec<u8>,
+    },
     Sse(EventStream),
     Empty,
 }
@@ -85,6 +91,12 @@ impl Reply {
 /// routes, CORS preflight, the proxy key, unknown routes and wrong methods. `None` means the
 /// request is admitted: read its body (within the limit) and `dispatch` it.
 pub fn admit(state: &AppState, req: &Incoming) -> Option<Reply> {
+    let reply = answer_from_head(state, req)?;
+    count(state, &state.config(), req, &reply);
+    Some(reply)
+}
+
+fn answer_from_head(state: &AppState, req: &Incoming) -> Option<Reply> {
     let method = req.method.as_str();
     match req.path.as_str() {
         "/" if method == "GET" || method == "HEAD" => {
@@ -101,7 +113,7 @@ pub fn admit(state: &AppState, req: &Incoming) -> Option<Reply> {
     if method == "OPTIONS" {
         return Some(preflight(req));
     }
-    if req.path.starts_with("/v1/") && !authorized(&state.config(), req) {
+    if (req.path.starts_with("/v1/") || req.path == "/metrics") && !authorized(&state.config(), req) {
         return Some(error_reply(req, &ApiError::unauthorized()));
     }
     let refused = match allowed_methods(&req.path) {
@@ -122,6 +134,7 @@ pub fn dispatch(state: &Arc<AppState>, req: &Incoming) -> Reply {
         _ => None,
     };
     let reply = route(state, &config, req);
+    count(state, &config, req, &reply);
     match log {
         Some(log) => reqlog_reply(log, req, reply),
         None => reply,
@@ -144,6 +157,7 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
             let statuses = lock(&state.pool).status(crate::clock::now_ms());
             Ok(Reply::json(200, &crate::keys::report::build(&statuses)))
         }
+        ("GET", "/metrics") => Ok(metrics(state)),
         ("GET", "/v1/providers") => {
             Ok(Reply::json(200, &json!(config.configured().map(|p| &p.name).collect::<Vec<_>>())))
         }
@@ -153,6 +167,37 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         }),
     };
     result.unwrap_or_else(|e| error_reply(req, &e))
+}
+
+/// `GET /metrics`: the counters, and the key pool's gauges as they are now.
+fn metrics(state: &AppState) -> Reply {
+    let keys = lock(&state.pool).status(crate::clock::now_ms());
+    let text = state.metrics.render(&keys, crate::logging::dropped());
+    let body = Body::Text { content_type: "text/plain; version=0.0.4; charset=utf-8", bytes: text.into_bytes() };
+    Reply { status: 200, headers: Vec::new(), body, meta: Map::new() }
+}
+
+/// Counts an answered request for `/metrics`, under bounded labels: known routes (model cards
+/// as one), configured providers, and models from the provider's lists, else `other`.
+fn count(state: &AppState, config: &Config, req: &Incoming, reply: &Reply) {
+    let route = match req.path.as_str() {
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        p if allowed_methods(p).is_some() => p,
+        _ => metrics::OTHER,
+    };
+    let provider = reply.meta.get("provider").and_then(Value::as_str).and_then(|p| config.providers.get(p));
+    let (provider, model) = match provider {
+        Some(p) => (p.name.as_str(), model_label(state, p, reply.meta.get("model").and_then(Value::as_str))),
+        None => ("none", "none".to_string()),
+    };
+    state.metrics.request(RequestLabels { route, provider, model: &model, status: reply.status });
+}
+
+fn model_label(state: &AppState, provider: &ProviderConfig, model: Option<&str>) -> String {
+    let Some(model) = model else { return metrics::OTHER.to_string() };
+    let listed = provider.static_models.iter().any(|m| m == model)
+        || lock(&state.models).get(&provider.name).is_some_and(|(_, ids)| ids.iter().any(|m| m == model));
+    if listed { model.to_string() } else { metrics::OTHER.to_string() }
 }
 
 /// The route a path names: every `/v1/...` route is also served without `/v1`, for clients
@@ -189,6 +234,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/v1/token-count" => Some("POST"),
         "/v1/models" | "/v1/providers" | "/v1/quota-stats" => Some("GET"),
         "/" | "/health" => Some("GET, HEAD"),
+        "/metrics" => Some("GET"),
         p if p.starts_with("/v1/models/") => Some("GET"),
         _ => None,
     }
@@ -329,7 +375,7 @@ fn reqlog_reply(log: RequestLog, req: &Incoming, mut reply: Reply) -> Reply {
             meta.insert("usage".into(), response.get("usage").cloned().unwrap_or(Value::Null));
             log.finish(&response, Value::Object(meta));
         }
-        Body::Empty => log.finish(&Value::Null, Value::Object(meta)),
+        Body::Empty | Body::Text { .. } => log.finish(&Value::Null, Value::Object(meta)),
     }
     reply
 }

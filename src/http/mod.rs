@@ -395,6 +395,9 @@ fn send(conn: &mut Conn, head: &Head, id: &str, reply: Reply, next: Next) -> Nex
     }
     let written = match reply.body {
         Body::Json(bytes) => conn.write_all(&out.with_body("application/json", &bytes, head.method == "HEAD")),
+        Body::Text { content_type, bytes } => {
+            conn.write_all(&out.with_body(content_type, &bytes, head.method == "HEAD"))
+        }
         Body::Empty => conn.write_all(&out.with_body("text/plain", b"", false)),
         Body::Sse(events) => {
             let chunked = head.minor_version == 1;

@@ -36,6 +36,7 @@ pub struct Lease {
 impl Lease {
     pub fn report(&mut self, outcome: Outcome) {
         self.reported = true;
+        self.state.metrics.attempt(&self.provider, &outcome);
         let now = clock::now_ms();
         lock(&self.state.pool).report(&self.provider, &self.key_id, &self.model, &outcome, now);
         self.state.pool_changed.notify_all();
@@ -86,6 +87,8 @@ pub fn meta(relayed: &Relayed) -> serde_json::Map<String, Value> {
         .collect();
     let mut meta = serde_json::Map::new();
     meta.insert("key".into(), Value::String(relayed.lease.masked.clone()));
+    meta.insert("provider".into(), Value::String(relayed.lease.provider.clone()));
+    meta.insert("model".into(), Value::String(relayed.lease.model.clone()));
     meta.insert("attempts".into(), Value::Array(attempts));
     meta
 }
@@ -140,6 +143,7 @@ pub fn relay(
                 if Instant::now() + backoff < deadline {
                     log::info!("{} key {} failed ({}); retrying it once", provider.name, lease.masked, f.what);
                     std::thread::sleep(backoff);
+                    state.metrics.retry(&provider.name);
                     result = attempt(state, provider, request, &lease);
                 }
             }
@@ -238,7 +242,9 @@ fn attempt(
 ) -> Result<(UpstreamResponse, Body, Value), Failure> {
     let secret = &lease.secret;
     let keyed = providers::with_key(provider.family, request.clone(), secret);
+    let started = Instant::now();
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
+    state.metrics.upstream_latency(&provider.name, started.elapsed());
     if (200..300).contains(&response.status) {
         let (body, usage) = take_body(&mut response.body, request.stream)?;
         return Ok((response, body, usage));

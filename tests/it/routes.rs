@@ -422,3 +422,40 @@ fn twenty_concurrent_single_inputs_become_at_most_two_upstream_calls() {
     let calls = mock.requests().len();
     assert!((1..=2).contains(&calls), "{calls} upstream calls for 20 concurrent requests");
 }
+
+/// The value of the sample `line_start` (name and labels as written) in a Prometheus text page.
+fn sample(page: &str, line_start: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_was_sent_under_bounded_labels() {
+    let mock = upstream();
+    let proxy = Proxy::start(&env_for(&mock, "OPENAI_MODELS='[\"listed\"]'\n"));
+    assert_eq!(proxy.client().get("/metrics").status, 401, "the same auth as /v1");
+    let c = proxy.client_with_key("proxy-key");
+    for model in ["listed", "listed", "listed", "random-1", "random-2"] {
+        let answer =
+            c.post("/v1/chat/completions", &json!({"model": format!("openai/{model}"), "messages": []}).to_string());
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(c.post("/v1/chat/completions", r#"{"model":"nosuch/m","messages":[]}"#).status, 404);
+    let page = c.get("/metrics");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    let text = page.text();
+    let chat = r#"keyrelay_requests_total{route="/v1/chat/completions",provider="openai","#;
+    assert_eq!(sample(&text, &format!(r#"{chat}model="listed",status="200"}}"#)), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&text, &format!(r#"{chat}model="other",status="200"}}"#)),
+        Some(2.0),
+        "models outside the lists fold"
+    );
+    let refused = r#"keyrelay_requests_total{route="/v1/chat/completions",provider="none",model="none",status="404"}"#;
+    assert_eq!(sample(&text, refused), Some(1.0), "{text}");
+    assert_eq!(sample(&text, r#"keyrelay_upstream_attempts_total{provider="openai",class="success"}"#), Some(5.0));
+    assert_eq!(sample(&text, r#"keyrelay_upstream_latency_seconds_count{provider="openai"}"#), Some(5.0));
+    assert_eq!(sample(&text, r#"keyrelay_keys{provider="openai",state="ready"}"#), Some(1.0));
+    assert_eq!(sample(&text, r#"keyrelay_in_flight{provider="openai"}"#), Some(0.0));
+    assert!(sample(&text, "keyrelay_log_lines_dropped_total").is_some());
+}
