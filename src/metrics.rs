@@ -22,18 +22,31 @@ pub struct Metrics {
     counters: Mutex<Counters>,
 }
 
+/// Nested maps keyed by `String`, so a counter that exists is found by `&str` without
+/// allocating: counting costs no allocation once a label set has been seen.
 #[derive(Default)]
 struct Counters {
-    /// (route, provider, model, status)
-    requests: BTreeMap<(String, String, String, u16), u64>,
+    /// route -> provider -> model -> status -> count
+    requests: BTreeMap<String, BTreeMap<String, ByModel>>,
     /// provider -> (bucket counts, sum of seconds, count)
     latency: BTreeMap<String, Histogram>,
-    /// (provider, outcome class)
-    attempts: BTreeMap<(String, &'static str), u64>,
+    /// provider -> outcome class -> count
+    attempts: BTreeMap<String, BTreeMap<&'static str, u64>>,
     /// provider -> same-key retries of transient failures
     retries: BTreeMap<String, u64>,
-    /// (provider, reason)
-    cooldowns: BTreeMap<(String, &'static str), u64>,
+    /// provider -> reason -> count
+    cooldowns: BTreeMap<String, BTreeMap<&'static str, u64>>,
+}
+
+/// model -> status -> count
+type ByModel = BTreeMap<String, BTreeMap<u16, u64>>;
+
+/// The entry for `key`, made on first use.
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 #[derive(Default)]
@@ -53,15 +66,17 @@ pub struct RequestLabels<'a> {
 
 impl Metrics {
     pub fn request(&self, labels: RequestLabels<'_>) {
-        let key = (labels.route.to_string(), labels.provider.to_string(), labels.model.to_string(), labels.status);
-        *lock(&self.counters).requests.entry(key).or_insert(0) += 1;
+        let mut counters = lock(&self.counters);
+        let by_provider = slot(&mut counters.requests, labels.route);
+        let by_model = slot(slot(by_provider, labels.provider), labels.model);
+        *by_model.entry(labels.status).or_insert(0) += 1;
     }
 
     /// How long an upstream took to answer (status and headers, or a stream's start).
     pub fn upstream_latency(&self, provider: &str, took: Duration) {
         let seconds = took.as_secs_f64();
         let mut counters = lock(&self.counters);
-        let histogram = counters.latency.entry(provider.to_string()).or_default();
+        let histogram = slot(&mut counters.latency, provider);
         for (count, bound) in histogram.buckets.iter_mut().zip(LATENCY_BUCKETS) {
             if seconds <= bound {
                 *count += 1;
@@ -83,15 +98,15 @@ impl Metrics {
             Outcome::Cancelled => ("cancelled", None),
         };
         let mut counters = lock(&self.counters);
-        *counters.attempts.entry((provider.to_string(), class)).or_insert(0) += 1;
+        *slot(&mut counters.attempts, provider).entry(class).or_insert(0) += 1;
         if let Some(reason) = cooldown {
-            *counters.cooldowns.entry((provider.to_string(), reason)).or_insert(0) += 1;
+            *slot(&mut counters.cooldowns, provider).entry(reason).or_insert(0) += 1;
         }
     }
 
     /// A transient failure retried once on the same key.
     pub fn retry(&self, provider: &str) {
-        *lock(&self.counters).retries.entry(provider.to_string()).or_insert(0) += 1;
+        *slot(&mut lock(&self.counters).retries, provider) += 1;
     }
 
     /// The exposition: the counters, then the gauges from `keys` (the pool's status now).
@@ -104,10 +119,17 @@ impl Metrics {
             "counter",
             "Requests answered, by route, provider, model and status.",
         );
-        for ((route, provider, model, status), n) in &counters.requests {
-            let labels =
-                labels(&[("route", route), ("provider", provider), ("model", model), ("status", &status.to_string())]);
-            let _ = writeln!(out, "keyrelay_requests_total{labels} {n}");
+        for (route, by_provider) in &counters.requests {
+            for (provider, by_model) in by_provider {
+                for (model, by_status) in by_model {
+                    for (status, n) in by_status {
+                        let status = status.to_string();
+                        let set =
+                            labels(&[("route", route), ("provider", provider), ("model", model), ("status", &status)]);
+                        let _ = writeln!(out, "keyrelay_requests_total{set} {n}");
+                    }
+                }
+            }
         }
         render_latency(&mut out, &counters.latency);
         family(
@@ -116,24 +138,22 @@ impl Metrics {
             "counter",
             "Upstream attempts, by provider and outcome class.",
         );
-        for ((provider, class), n) in &counters.attempts {
-            let _ = writeln!(
-                out,
-                "keyrelay_upstream_attempts_total{} {n}",
-                labels(&[("provider", provider), ("class", class)])
-            );
+        for (provider, by_class) in &counters.attempts {
+            for (class, n) in by_class {
+                let set = labels(&[("provider", provider), ("class", class)]);
+                let _ = writeln!(out, "keyrelay_upstream_attempts_total{set} {n}");
+            }
         }
         family(&mut out, "keyrelay_retries_total", "counter", "Transient failures retried once on the same key.");
         for (provider, n) in &counters.retries {
             let _ = writeln!(out, "keyrelay_retries_total{} {n}", labels(&[("provider", provider)]));
         }
         family(&mut out, "keyrelay_cooldowns_started_total", "counter", "Cooldowns and lockouts started, by reason.");
-        for ((provider, reason), n) in &counters.cooldowns {
-            let _ = writeln!(
-                out,
-                "keyrelay_cooldowns_started_total{} {n}",
-                labels(&[("provider", provider), ("reason", reason)])
-            );
+        for (provider, by_reason) in &counters.cooldowns {
+            for (reason, n) in by_reason {
+                let set = labels(&[("provider", provider), ("reason", reason)]);
+                let _ = writeln!(out, "keyrelay_cooldowns_started_total{set} {n}");
+            }
         }
         drop(counters);
         render_keys(&mut out, keys);
