@@ -304,8 +304,7 @@ impl Config {
     /// Loads the data directory: `.env`, then the other `*.env` files sorted by name (an
     /// earlier file wins), with the real environment winning over all of them.
     pub fn load(data_dir: &Path) -> Result<Config> {
-        let mut env = read_env_files(data_dir)?;
-        env.extend(std::env::vars());
+        let env = environment(data_dir)?;
         let launcher = read_launcher_config(data_dir)?;
         let mut config = Config::from_env(data_dir, &env, launcher)?;
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -370,6 +369,14 @@ impl Config {
     pub fn configured(&self) -> impl Iterator<Item = &ProviderConfig> {
         self.providers.values().filter(|p| !p.keys.is_empty())
     }
+}
+
+/// The variables every command sees: the data directory's `.env` files, with the real
+/// environment winning over them.
+pub fn environment(data_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut env = read_env_files(data_dir)?;
+    env.extend(std::env::vars());
+    Ok(env)
 }
 
 fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {
