@@ -113,6 +113,34 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "-",
         doc: "stateless iFlow credential N with _ACCESS_TOKEN, _API_KEY, _EXPIRY_DATE, _EMAIL; always numbered",
     },
+    EnvVar { name: "GEMINI_CLI_OAUTH_PORT", default: "8085", doc: "loopback port of the Gemini CLI login's callback" },
+    EnvVar { name: "IFLOW_OAUTH_PORT", default: "11451", doc: "loopback port of the iFlow login's callback" },
+    EnvVar {
+        name: "GEMINI_CLI_AUTH_URL",
+        default: "https://accounts.google.com/o/oauth2/v2/auth",
+        doc: "authorization endpoint of the Gemini CLI login",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_TOKEN_URL",
+        default: "https://oauth2.googleapis.com/token",
+        doc: "token endpoint of the Gemini CLI login",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_USERINFO_URL",
+        default: "https://www.googleapis.com/oauth2/v2/userinfo",
+        doc: "where the Gemini CLI login asks the account's email when the id_token has none",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_CLIENT_ID",
+        default: "the official CLI's",
+        doc: "OAuth client id of the Gemini CLI login, also GEMINI_CLI_CLIENT_SECRET",
+    },
+    EnvVar {
+        name: "QWEN_CODE_OAUTH_BASE",
+        default: "https://chat.qwen.ai",
+        doc: "origin of the Qwen Code device login's endpoints",
+    },
+    EnvVar { name: "IFLOW_OAUTH_BASE", default: "https://iflow.cn", doc: "origin of the iFlow login's endpoints" },
     EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
