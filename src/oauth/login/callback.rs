@@ -67,7 +67,11 @@ impl CallbackServer {
 fn accept_loop(listener: TcpListener, state: Arc<str>, tx: Sender<Outcome>) {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of file descriptors, say: wait a little instead of spinning on the error.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             continue;
