@@ -90,7 +90,7 @@ pub struct StatusArgs {
     pub check: bool,
 }
 
-/// Manage OAuth accounts (Gemini CLI, Qwen Code, iFlow): list them, import the official CLIs' logins.
+/// Manage OAuth accounts (Gemini CLI, Qwen Code, iFlow): log in, list them, import the official CLIs' logins.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "oauth")]
 pub struct OauthArgs {
@@ -103,7 +103,70 @@ pub struct OauthArgs {
 pub enum OauthCommand {
     List(OauthListArgs),
     Import(OauthImportArgs),
+    GeminiCli(LoginGeminiCli),
+    GeminiCliAlias(LoginGeminiCliAlias),
+    QwenCode(LoginQwenCode),
+    QwenCodeAlias(LoginQwenCodeAlias),
+    Iflow(LoginIflow),
 }
+
+/// The flags of an interactive login (`keyrelay oauth gemini-cli|qwen-code|iflow`), one
+/// struct per accepted name since argh names each subcommand by its type.
+#[derive(Debug, Clone)]
+pub struct LoginArgs {
+    pub provider: &'static str,
+    pub no_browser: bool,
+    pub timeout: u64,
+    pub label: Option<String>,
+}
+
+macro_rules! login_args {
+    ($type:ident, $name:tt, $provider:tt, $doc:tt) => {
+        #[doc = $doc]
+        #[derive(FromArgs, Debug)]
+        #[argh(subcommand, name = $name)]
+        pub struct $type {
+            /// do not open a browser (the URL to open is printed either way)
+            #[argh(switch)]
+            pub no_browser: bool,
+
+            /// seconds the whole login may take before it gives up with exit 1 (default 300)
+            #[argh(option, default = "300")]
+            pub timeout: u64,
+
+            /// the account name to store when the provider names none (Qwen Code's token names none)
+            #[argh(option)]
+            pub label: Option<String>,
+        }
+
+        impl From<$type> for LoginArgs {
+            fn from(a: $type) -> LoginArgs {
+                LoginArgs { provider: $provider, no_browser: a.no_browser, timeout: a.timeout, label: a.label }
+            }
+        }
+    };
+}
+
+login_args!(
+    LoginGeminiCli,
+    "gemini-cli",
+    "gemini_cli",
+    "Log in with a Google account (Gemini CLI) in a browser and store the account in oauth_creds/."
+);
+login_args!(LoginGeminiCliAlias, "gemini_cli", "gemini_cli", "Same as gemini-cli.");
+login_args!(
+    LoginQwenCode,
+    "qwen-code",
+    "qwen_code",
+    "Log in with a Qwen account (Qwen Code) by approving a device code and store the account in oauth_creds/."
+);
+login_args!(LoginQwenCodeAlias, "qwen_code", "qwen_code", "Same as qwen-code.");
+login_args!(
+    LoginIflow,
+    "iflow",
+    "iflow",
+    "Log in with an iFlow account in a browser, fetch its API key and store the account in oauth_creds/."
+);
 
 /// List every OAuth credential: provider, account, state, expiry and where it comes from.
 #[derive(FromArgs, Debug)]

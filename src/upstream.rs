@@ -103,6 +103,22 @@ impl Client {
     }
 
     pub fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
+        self.send_with(req, redact::current())
+    }
+
+    /// `send` without redaction, for OAuth login endpoints only: their answers are the tokens
+    /// themselves, and a login of an account already configured gets tokens (iFlow's API key,
+    /// say) that the configured redactor would blank out. The caller must keep those bodies
+    /// out of logs and messages.
+    pub fn send_unredacted(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
+        self.send_with(req, std::sync::Arc::new(redact::Redactor::new([])))
+    }
+
+    fn send_with(
+        &self,
+        req: &UpstreamRequest,
+        redactor: std::sync::Arc<redact::Redactor>,
+    ) -> Result<UpstreamResponse, TransportError> {
         let result = match req.method {
             Method::Get => {
                 let mut b = self.agent.get(&req.url);
@@ -122,7 +138,6 @@ impl Client {
         };
         let response = result.map_err(transport_error)?;
         let status = response.status().as_u16();
-        let redactor = redact::current();
         let headers = response
             .headers()
             .iter()

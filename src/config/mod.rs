@@ -123,6 +123,34 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "-",
         doc: "stateless iFlow credential N with _ACCESS_TOKEN, _API_KEY, _EXPIRY_DATE, _EMAIL; always numbered",
     },
+    EnvVar { name: "GEMINI_CLI_OAUTH_PORT", default: "8085", doc: "loopback port of the Gemini CLI login's callback" },
+    EnvVar { name: "IFLOW_OAUTH_PORT", default: "11451", doc: "loopback port of the iFlow login's callback" },
+    EnvVar {
+        name: "GEMINI_CLI_AUTH_URL",
+        default: "https://accounts.google.com/o/oauth2/v2/auth",
+        doc: "authorization endpoint of the Gemini CLI login",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_TOKEN_URL",
+        default: "https://oauth2.googleapis.com/token",
+        doc: "token endpoint of the Gemini CLI login",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_USERINFO_URL",
+        default: "https://www.googleapis.com/oauth2/v2/userinfo",
+        doc: "where the Gemini CLI login asks the account's email when the id_token has none",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_CLIENT_ID",
+        default: "the official CLI's",
+        doc: "OAuth client id of the Gemini CLI login, also GEMINI_CLI_CLIENT_SECRET",
+    },
+    EnvVar {
+        name: "QWEN_CODE_OAUTH_BASE",
+        default: "https://chat.qwen.ai",
+        doc: "origin of the Qwen Code device login's endpoints",
+    },
+    EnvVar { name: "IFLOW_OAUTH_BASE", default: "https://iflow.cn", doc: "origin of the iFlow login's endpoints" },
     EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
@@ -316,8 +344,7 @@ impl Config {
     /// Loads the data directory: `.env`, then the other `*.env` files sorted by name (an
     /// earlier file wins), with the real environment winning over all of them.
     pub fn load(data_dir: &Path) -> Result<Config> {
-        let mut env = read_env_files(data_dir)?;
-        env.extend(std::env::vars());
+        let env = environment(data_dir)?;
         let launcher = read_launcher_config(data_dir)?;
         let mut config = Config::from_env(data_dir, &env, launcher)?;
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -387,6 +414,14 @@ impl Config {
     pub fn configured(&self) -> impl Iterator<Item = &ProviderConfig> {
         self.providers.values().filter(|p| !p.keys.is_empty())
     }
+}
+
+/// The variables every command sees: the data directory's `.env` files, with the real
+/// environment winning over them.
+pub fn environment(data_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut env = read_env_files(data_dir)?;
+    env.extend(std::env::vars());
+    Ok(env)
 }
 
 fn read_env_files(dir: &Path) -> Result<BTreeMap<String, String>> {

@@ -40,7 +40,7 @@ fn extra_text(cred: &OAuthCredential, name: &str) -> Option<String> {
 
 /// The first of `names` found as a non-empty string claim of a JWT. The signature is not
 /// checked: the claim only names the account, it grants nothing.
-fn claim(token: Option<&Secret>, names: &[&str]) -> Option<String> {
+pub fn claim(token: Option<&Secret>, names: &[&str]) -> Option<String> {
     let payload = token?.expose().split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;

@@ -10,6 +10,7 @@ mod front_door;
 mod man;
 mod messages_api;
 mod native;
+mod oauth_login;
 mod oauth_store;
 mod resilience;
 mod responses;

@@ -2,6 +2,7 @@
 
 pub mod import;
 pub mod list;
+pub mod login;
 
 use crate::cli::{OauthArgs, OauthCommand};
 use crate::config::Config;
@@ -12,5 +13,10 @@ pub fn run(config: Config, args: OauthArgs) -> Result<ExitCode> {
     match args.command {
         OauthCommand::List(args) => list::run(config, args),
         OauthCommand::Import(args) => import::run(config, args),
+        OauthCommand::GeminiCli(args) => login::run(config, args.into()),
+        OauthCommand::GeminiCliAlias(args) => login::run(config, args.into()),
+        OauthCommand::QwenCode(args) => login::run(config, args.into()),
+        OauthCommand::QwenCodeAlias(args) => login::run(config, args.into()),
+        OauthCommand::Iflow(args) => login::run(config, args.into()),
     }
 }
