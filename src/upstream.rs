@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::redact::{self, RedactingReader};
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::ResolvedSocketAddrs;
 
@@ -103,6 +103,21 @@ impl Client {
     }
 
     pub fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
+        self.send_with(req, redact::current())
+    }
+
+    /// Like `send`, but the answer is not redacted: for OAuth token endpoints only, whose
+    /// answer is the credential's own new tokens (an unchanged refresh token sent back would
+    /// otherwise come out as `[REDACTED]`). The caller keeps the body out of every message.
+    pub fn send_unredacted(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
+        self.send_with(req, Arc::new(redact::Redactor::new([])))
+    }
+
+    fn send_with(
+        &self,
+        req: &UpstreamRequest,
+        redactor: Arc<redact::Redactor>,
+    ) -> Result<UpstreamResponse, TransportError> {
         let result = match req.method {
             Method::Get => {
                 let mut b = self.agent.get(&req.url);
@@ -122,7 +137,6 @@ impl Client {
         };
         let response = result.map_err(transport_error)?;
         let status = response.status().as_u16();
-        let redactor = redact::current();
         let headers = response
             .headers()
             .iter()

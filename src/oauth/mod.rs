@@ -1,12 +1,16 @@
 //! OAuth accounts as credentials: the three providers that log in with an account rather than
 //! an API key (`gemini_cli`, `qwen_code`, `iflow`), their credential files (`credential`), the
 //! account each one belongs to (`identity`), the `oauth_creds/` store (`store`), the stateless
-//! variables that carry credentials without files (`stateless`), and discovery at start-up
-//! (`discovery`). Nothing here talks to the network.
+//! variables that carry credentials without files (`stateless`), discovery at start-up
+//! (`discovery`), and at run time the tokens of each credential, refreshed before expiry
+//! (`refresh`) at the token endpoints (`endpoint`, the only part that talks to the network).
 
+pub mod background;
 pub mod credential;
 pub mod discovery;
+pub mod endpoint;
 pub mod identity;
+pub mod refresh;
 pub mod stateless;
 pub mod store;
 

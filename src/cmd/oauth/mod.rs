@@ -2,6 +2,7 @@
 
 pub mod import;
 pub mod list;
+pub mod refresh;
 
 use crate::cli::{OauthArgs, OauthCommand};
 use crate::config::Config;
@@ -12,5 +13,6 @@ pub fn run(config: Config, args: OauthArgs) -> Result<ExitCode> {
     match args.command {
         OauthCommand::List(args) => list::run(config, args),
         OauthCommand::Import(args) => import::run(config, args),
+        OauthCommand::Refresh(args) => refresh::run(config, args),
     }
 }
