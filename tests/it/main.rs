@@ -10,6 +10,7 @@ mod front_door;
 mod man;
 mod messages_api;
 mod native;
+mod oauth_refresh;
 mod oauth_store;
 mod resilience;
 mod responses;
