@@ -24,7 +24,7 @@ pub fn build(statuses: &[KeyStatus], oauth: &BTreeMap<String, Value>) -> Value {
             v
         })
         .collect();
-    let mut providers: BTreeMap<&str, [u64; 7]> = BTreeMap::new();
+    let mut providers: BTreeMap<&str, [u64; 8]> = BTreeMap::new();
     for k in &keys {
         let p = providers.entry(k["provider"].as_str().unwrap_or_default()).or_default();
         p[0] += 1;
@@ -37,12 +37,18 @@ pub fn build(statuses: &[KeyStatus], oauth: &BTreeMap<String, Value>) -> Value {
         };
         p[slot] += 1;
         p[5] += k["in_flight"].as_u64().unwrap_or(0);
+        p[7] += u64::from(k.get("oauth").is_some());
     }
     let provider_lines: Vec<Value> = providers
         .iter()
-        .map(|(name, [keys, ready, busy, cooldown, locked, in_flight, needs_login])| {
-            json!({"type": "provider", "provider": name, "keys": keys, "ready": ready, "busy": busy,
-                   "cooldown": cooldown, "locked": locked, "in_flight": in_flight, "needs_login": needs_login})
+        .map(|(name, [keys, ready, busy, cooldown, locked, in_flight, needs_login, oauth])| {
+            let mut line = json!({"type": "provider", "provider": name, "keys": keys, "ready": ready, "busy": busy,
+                   "cooldown": cooldown, "locked": locked, "in_flight": in_flight});
+            // Only providers with OAuth accounts have accounts that can need a login.
+            if *oauth > 0 {
+                line["needs_login"] = json!(needs_login);
+            }
+            line
         })
         .collect();
     let total = |i: usize| providers.values().map(|p| p[i]).sum::<u64>();
