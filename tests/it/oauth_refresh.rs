@@ -272,3 +272,17 @@ fn qwen_code_api_base_wins_over_the_resource_url() {
     assert!(named.requests().is_empty());
     assert_eq!(chosen.keys_seen(), [OLD_ACCESS]);
 }
+
+#[test]
+fn the_background_refresher_refreshes_before_any_request_and_stops_with_the_server() {
+    let (tokens, api) = (token_endpoint(false), qwen_api());
+    let (dir, path) = data_dir(&tokens, &credential(&api, 60_000));
+    dir.write(".env", &format!("QWEN_CODE_OAUTH_BASE=http://127.0.0.1:{}\nOAUTH_REFRESH_INTERVAL=0.05\n", tokens.port));
+    let proxy = Proxy::start_in(dir, &[]);
+    proxy.wait_for_log("work: token refreshed");
+    assert!(api.requests().is_empty());
+    assert_eq!(read_json(&path)["refresh_token"], "qwen-refresh-rotated-1");
+    let (status, _) = proxy.stop();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(tokens.requests().len(), 1, "a fresh token is not refreshed again");
+}
