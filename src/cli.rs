@@ -108,6 +108,7 @@ pub enum OauthCommand {
     QwenCode(LoginQwenCode),
     QwenCodeAlias(LoginQwenCodeAlias),
     Iflow(LoginIflow),
+    Refresh(OauthRefreshArgs),
 }
 
 /// The flags of an interactive login (`keyrelay oauth gemini-cli|qwen-code|iflow`), one
@@ -181,6 +182,15 @@ pub struct OauthListArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "import")]
 pub struct OauthImportArgs {}
+
+/// Refresh OAuth tokens now: every credential, or the one whose id (as status shows it) or account is ID. Exit 1 when a refresh was refused (the credential then needs a new login).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "refresh")]
+pub struct OauthRefreshArgs {
+    /// a credential's pool id (qwen_code:0123456789ab) or account; all credentials when left out
+    #[argh(positional)]
+    pub id: Option<String>,
+}
 
 /// Print every OAuth credential as .env variables (one numbered block per credential), for hosts without credential files.
 #[derive(FromArgs, Debug)]

@@ -35,6 +35,7 @@ const WINDOW: usize = 8;
 const REPLACEMENT: &[u8] = b"[REDACTED]";
 
 /// Every secret's windows and whole short secrets, and the byte classes the scan needs.
+#[derive(Clone)]
 pub struct Redactor {
     windows: HashSet<u64, BuildHasherDefault<WindowHasher>>,
     short: HashSet<Vec<u8>>,
@@ -56,6 +57,13 @@ impl Redactor {
         for b in 0..=255u8 {
             r.word[b as usize] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
         }
+        r.add(secrets);
+        r
+    }
+
+    /// Learns more secrets (empty ones are ignored).
+    fn add<'a>(&mut self, secrets: impl IntoIterator<Item = &'a str>) {
+        let r = self;
         for secret in secrets.into_iter().map(str::as_bytes).filter(|s| !s.is_empty()) {
             for &b in secret {
                 for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
@@ -70,7 +78,6 @@ impl Redactor {
                 r.windows.insert(pack(w));
             }
         }
-        r
     }
 
     /// Every configured secret: each provider's keys, the proxy key, and every OAuth
@@ -278,6 +285,14 @@ static GLOBAL: LazyLock<RwLock<Arc<Redactor>>> = LazyLock::new(|| RwLock::new(Ar
 /// Makes the secrets of `config` the ones every later redaction removes.
 pub fn install(config: &Config) {
     *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Redactor::from_config(config));
+}
+
+/// Adds secrets learned after start-up (the tokens a refresh brought) to the installed ones.
+pub fn learn<'a>(secrets: impl IntoIterator<Item = &'a str>) {
+    let mut global = GLOBAL.write().unwrap_or_else(PoisonError::into_inner);
+    let mut grown = (**global).clone();
+    grown.add(secrets);
+    *global = Arc::new(grown);
 }
 
 /// The redactor in force now.

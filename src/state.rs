@@ -2,7 +2,9 @@
 //! and the model-list cache.
 
 use crate::config::Config;
+use crate::keys::Secret;
 use crate::keys::pool::KeyPool;
+use crate::oauth::refresh::Registry;
 use crate::upstream::Client;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub embedding_batches: crate::api::EmbeddingBatches,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// Every OAuth credential's current tokens, by pool id; its own locks, never the pool's.
+    pub oauth: Registry,
 }
 
 impl AppState {
@@ -44,6 +48,7 @@ impl AppState {
             request_logs: None,
             embedding_batches: Default::default(),
             metrics: Default::default(),
+            oauth: Registry::new(&config.oauth),
             config: RwLock::new(Arc::new(config)),
         }
     }
@@ -63,6 +68,10 @@ impl AppState {
     /// The redactor learns the new secrets first, so no answer under the new keys escapes it.
     pub fn reload(&self, config: Config) {
         crate::redact::install(&config);
+        self.oauth.sync(&config.oauth);
+        // Tokens refreshed in memory only (stateless credentials) are not in the new config.
+        let learned = self.oauth.secrets();
+        crate::redact::learn(learned.iter().map(Secret::expose));
         lock(&self.pool).sync(&config);
         lock(&self.models).clear();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::redact::{self, RedactingReader};
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::ResolvedSocketAddrs;
 
@@ -106,18 +106,17 @@ impl Client {
         self.send_with(req, redact::current())
     }
 
-    /// `send` without redaction, for OAuth login endpoints only: their answers are the tokens
-    /// themselves, and a login of an account already configured gets tokens (iFlow's API key,
-    /// say) that the configured redactor would blank out. The caller must keep those bodies
-    /// out of logs and messages.
+    /// Like `send`, but the answer is not redacted: for OAuth token endpoints only, whose
+    /// answer is the credential's own new tokens (an unchanged refresh token sent back would
+    /// otherwise come out as `[REDACTED]`). The caller keeps the body out of every message.
     pub fn send_unredacted(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {
-        self.send_with(req, std::sync::Arc::new(redact::Redactor::new([])))
+        self.send_with(req, Arc::new(redact::Redactor::new([])))
     }
 
     fn send_with(
         &self,
         req: &UpstreamRequest,
-        redactor: std::sync::Arc<redact::Redactor>,
+        redactor: Arc<redact::Redactor>,
     ) -> Result<UpstreamResponse, TransportError> {
         let result = match req.method {
             Method::Get => {

@@ -154,8 +154,15 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         ("GET", "/v1/models") => Ok(models::list(state, config)),
         ("GET", path) if path.starts_with("/v1/models/") => models::card(state, config, &path["/v1/models/".len()..]),
         ("GET", "/v1/quota-stats") => {
-            let statuses = lock(&state.pool).status(crate::clock::now_ms());
-            Ok(Reply::json(200, &crate::keys::report::build(&statuses)))
+            let now = crate::clock::now_ms();
+            let statuses = lock(&state.pool).status(now);
+            let oauth = state
+                .oauth
+                .all()
+                .iter()
+                .map(|s| (s.id.clone(), crate::oauth::refresh::describe(&s.credential(), now)))
+                .collect();
+            Ok(Reply::json(200, &crate::keys::report::build(&statuses, &oauth)))
         }
         ("GET", "/metrics") => Ok(metrics(state)),
         ("GET", "/v1/providers") => {
@@ -292,7 +299,7 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
         return Err(ApiError::model_not_found(format!("model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"))
             .with_param("model"));
     }
-    if provider.keys.is_empty() {
+    if !provider.has_credentials() {
         return Err(crate::relay::no_credentials(name));
     }
     if provider.family == Family::CodeAssist {

@@ -35,7 +35,7 @@ pub fn card(state: &Arc<AppState>, config: &Config, raw_id: &str) -> Result<Repl
     let Some(provider) = config.providers.get(name) else {
         return Err(ApiError::model_not_found(format!("unknown provider '{name}'")));
     };
-    let known = provider.keys.is_empty().then(Vec::new).unwrap_or_else(|| provider_ids(state, provider));
+    let known = (!provider.has_credentials()).then(Vec::new).unwrap_or_else(|| provider_ids(state, provider));
     if !provider.filter.allows(name, model) || !known.iter().any(|m| m == model) {
         return Err(ApiError::model_not_found(format!(
             "the model '{id}' does not exist or is not served by this proxy"
@@ -100,7 +100,7 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
 pub fn aliases(config: &Config) -> Vec<(String, String)> {
     let servable = |target: &str| {
         let Some((name, model)) = providers::split_model(target) else { return false };
-        config.providers.get(name).is_some_and(|p| !p.keys.is_empty() && p.filter.allows(name, model))
+        config.providers.get(name).is_some_and(|p| p.has_credentials() && p.filter.allows(name, model))
     };
     config.aliases.names().filter(|(_, target)| servable(target)).map(|(a, t)| (a.to_string(), t.to_string())).collect()
 }

@@ -44,6 +44,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     let state = Arc::new(state);
     let usage_writer = usage_file::Writer::start(state.clone(), usage_path);
+    let refresher = crate::oauth::background::Refresher::start(state.clone());
     let (events_tx, events) = crossbeam_channel::unbounded::<i32>();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|source| Error::Io { what: "installing signal handlers".into(), source })?;
@@ -86,6 +87,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     if busy > 0 {
         log::warn!("{busy} requests were still running after {} s; exiting anyway", SHUTDOWN_GRACE.as_secs());
     }
+    refresher.stop();
     usage_writer.stop();
     signal_handle.close();
     let _ = signal_thread.join();

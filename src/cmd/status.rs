@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::keys::pool::KeyPool;
 use crate::keys::{report, usage_file};
+use crate::oauth;
 use crate::upstream::{Client, Method, UpstreamRequest};
 use serde_json::Value;
 use std::io::Write;
@@ -88,5 +89,6 @@ fn offline(config: &Config) -> Value {
     if let Some(snapshot) = usage_file::read(&config.data_dir.join(usage_file::FILE_NAME)) {
         pool.restore(snapshot, now);
     }
-    report::build(&pool.status(now))
+    let oauth = config.oauth.iter().map(|c| (oauth::identity::pool_id(c), oauth::refresh::describe(c, now))).collect();
+    report::build(&pool.status(now), &oauth)
 }

@@ -131,11 +131,6 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "authorization endpoint of the Gemini CLI login",
     },
     EnvVar {
-        name: "GEMINI_CLI_TOKEN_URL",
-        default: "https://oauth2.googleapis.com/token",
-        doc: "token endpoint of the Gemini CLI login",
-    },
-    EnvVar {
         name: "GEMINI_CLI_USERINFO_URL",
         default: "https://www.googleapis.com/oauth2/v2/userinfo",
         doc: "where the Gemini CLI login asks the account's email when the id_token has none",
@@ -146,11 +141,30 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "OAuth client id of the Gemini CLI login, also GEMINI_CLI_CLIENT_SECRET",
     },
     EnvVar {
+        name: "OAUTH_REFRESH_INTERVAL",
+        default: "600",
+        doc: "seconds between background checks that refresh OAuth tokens near expiry",
+    },
+    EnvVar {
         name: "QWEN_CODE_OAUTH_BASE",
         default: "https://chat.qwen.ai",
-        doc: "origin of the Qwen Code device login's endpoints",
+        doc: "origin of Qwen's OAuth endpoints (device login and token refresh)",
     },
-    EnvVar { name: "IFLOW_OAUTH_BASE", default: "https://iflow.cn", doc: "origin of the iFlow login's endpoints" },
+    EnvVar {
+        name: "GEMINI_CLI_TOKEN_URL",
+        default: "https://oauth2.googleapis.com/token",
+        doc: "Google's token endpoint (login and refresh), whole URL; wins over a credential's token_uri",
+    },
+    EnvVar {
+        name: "IFLOW_OAUTH_BASE",
+        default: "https://iflow.cn",
+        doc: "origin of iFlow's OAuth endpoints (login, token refresh, API key)",
+    },
+    EnvVar {
+        name: "QWEN_CODE_API_BASE",
+        default: "the credential's resource_url",
+        doc: "Qwen Code API base; wins over an OAuth credential's resource_url (normalised to https://<host>/v1)",
+    },
     EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
@@ -270,6 +284,25 @@ pub struct ProviderConfig {
     /// `MAX_CONCURRENT_REQUESTS_PER_KEY_<P>`: requests per key for one model.
     pub max_concurrent: u32,
     pub rotation: Rotation,
+    /// OAuth credentials in the key pool (`qwen_code`, `gemini_cli`), after the API keys.
+    pub oauth: Vec<OAuthKey>,
+    /// `<PROVIDER>_API_BASE` was set: for `qwen_code` it wins over a credential's `resource_url`.
+    pub base_from_env: bool,
+}
+
+/// An OAuth credential as a key of the pool: an id and a name derived from its account, never
+/// from a token, so both survive refreshes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthKey {
+    pub id: String,
+    pub account: String,
+}
+
+impl ProviderConfig {
+    /// Whether the provider has an API key or an OAuth credential.
+    pub fn has_credentials(&self) -> bool {
+        !self.keys.is_empty() || !self.oauth.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +328,11 @@ pub struct Config {
     /// `SKIP_OAUTH_INIT_CHECK`: do not validate OAuth credentials at start-up. Nothing
     /// validates them yet; the flag is read now so that a setting given today keeps working.
     pub skip_oauth_init_check: bool,
+    /// Where OAuth tokens are refreshed (`QWEN_CODE_OAUTH_BASE`, `GEMINI_CLI_TOKEN_URL`,
+    /// `IFLOW_OAUTH_BASE`).
+    pub oauth_endpoints: oauth::endpoint::Endpoints,
+    /// `OAUTH_REFRESH_INTERVAL`: how often the background refresher looks for tokens near expiry.
+    pub oauth_refresh_interval: Duration,
 }
 
 /// `MODEL_ALIASES`, in the order exact names first, then globs in the order given.
@@ -351,6 +389,7 @@ impl Config {
         let found = oauth::discover(data_dir, home.as_deref(), &env).map_err(Error::Config)?;
         config.oauth = found.credentials;
         config.oauth_warnings = found.warnings;
+        attach_oauth(&mut config.providers, &config.oauth);
         Ok(config)
     }
 
@@ -395,11 +434,13 @@ impl Config {
             },
         };
         let found = oauth::discovery::from_env_only(env).map_err(Error::Config)?;
+        let mut providers = discover_providers(env)?;
+        attach_oauth(&mut providers, &found.credentials);
         Ok(Config {
             data_dir: data_dir.to_path_buf(),
             log_level: get("KEYRELAY_LOG").unwrap_or("info").trim().to_string(),
             proxy_api_key: get("PROXY_API_KEY").map(|k| Secret::new(k.trim())),
-            providers: discover_providers(env)?,
+            providers,
             settings,
             launcher,
             aliases: ModelAliases::parse(get("MODEL_ALIASES"))?,
@@ -407,12 +448,27 @@ impl Config {
             oauth: found.credentials,
             oauth_warnings: found.warnings,
             skip_oauth_init_check: flag(get, "SKIP_OAUTH_INIT_CHECK")?,
+            oauth_endpoints: oauth::endpoint::Endpoints::from_env(get),
+            oauth_refresh_interval: positive_seconds(get, "OAUTH_REFRESH_INTERVAL", 600.0)?,
         })
     }
 
     /// Providers with at least one credential, by name.
     pub fn configured(&self) -> impl Iterator<Item = &ProviderConfig> {
-        self.providers.values().filter(|p| !p.keys.is_empty())
+        self.providers.values().filter(|p| p.has_credentials())
+    }
+}
+
+/// Puts each served OAuth credential into its provider's key pool (replacing what an earlier
+/// call put there). iFlow credentials stay out: their provider does not serve them yet.
+fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuthCredential]) {
+    for p in providers.values_mut() {
+        p.oauth.clear();
+    }
+    for cred in creds.iter().filter(|c| oauth::refresh::in_pool(c.provider)) {
+        if let Some(p) = providers.get_mut(cred.provider.name()) {
+            p.oauth.push(OAuthKey { id: oauth::identity::pool_id(cred), account: oauth::identity::account(cred) });
+        }
     }
 }
 
@@ -580,6 +636,8 @@ fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, fami
         filter,
         max_concurrent,
         rotation,
+        oauth: Vec::new(),
+        base_from_env: get("_API_BASE").is_some(),
     })
 }
 

@@ -118,7 +118,8 @@ pub struct KeyRecord {
 #[derive(Debug)]
 struct Key {
     id: String,
-    secret: Secret,
+    /// None for an OAuth credential, whose token is taken at attempt time (`oauth::refresh`).
+    secret: Option<Secret>,
     record: KeyRecord,
     in_flight: BTreeMap<String, u32>,
     /// The sum of `in_flight`, kept so the "idle" test costs nothing.
@@ -128,7 +129,7 @@ struct Key {
 }
 
 impl Key {
-    fn new(id: String, secret: Secret, record: KeyRecord) -> Key {
+    fn new(id: String, secret: Option<Secret>, record: KeyRecord) -> Key {
         Key { id, secret, record, in_flight: BTreeMap::new(), in_flight_total: 0, dirty: false }
     }
 
@@ -382,7 +383,10 @@ pub enum Pick {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub id: String,
-    pub secret: Secret,
+    /// The API key; None for an OAuth credential (its token comes from `AppState::oauth`).
+    pub secret: Option<Secret>,
+    /// What people see: the key's masked form, or the OAuth credential's account.
+    pub masked: String,
 }
 
 #[derive(Debug)]
@@ -477,15 +481,16 @@ impl KeyPool {
                 .remove(&p.name)
                 .map(|o| o.keys.into_iter().map(|k| (k.id.clone(), k)).collect())
                 .unwrap_or_default();
-            let keys: Vec<Key> = p
-                .keys
-                .iter()
-                .map(|secret| {
-                    let id = secret.id(&p.name);
+            // API keys, then OAuth credentials: an OAuth credential's id and masked form come
+            // from its account, so they stay the same across token refreshes.
+            let api_keys = p.keys.iter().map(|secret| (secret.id(&p.name), secret.masked(), Some(secret.clone())));
+            let oauth = p.oauth.iter().map(|o| (o.id.clone(), o.account.clone(), None));
+            let keys: Vec<Key> = api_keys
+                .chain(oauth)
+                .map(|(id, masked, secret)| {
                     old.remove(&id).unwrap_or_else(|| {
-                        let record =
-                            KeyRecord { provider: p.name.clone(), masked: secret.masked(), ..KeyRecord::default() };
-                        Key::new(id, secret.clone(), record)
+                        let record = KeyRecord { provider: p.name.clone(), masked, ..KeyRecord::default() };
+                        Key::new(id, secret, record)
                     })
                 })
                 .collect();
@@ -539,7 +544,7 @@ impl KeyPool {
             }
         }
         key.in_flight_total += 1;
-        let candidate = Candidate { id: key.id.clone(), secret: key.secret.clone() };
+        let candidate = Candidate { id: key.id.clone(), secret: key.secret.clone(), masked: key.record.masked.clone() };
         p.relocate(chosen, rng);
         Pick::Key(candidate)
     }
@@ -794,13 +799,19 @@ mod tests {
 
     fn take(p: &mut KeyPool, model: &str, now: u64) -> String {
         match p.acquire("openai", model, now, &[]) {
-            Pick::Key(c) => c.secret.expose().to_string(),
+            Pick::Key(c) => c.secret.expect("an API key").expose().to_string(),
             other => panic!("expected a key, got {other:?}"),
         }
     }
 
     fn id(p: &KeyPool, secret: &str) -> String {
-        p.providers["openai"].keys.iter().find(|k| k.secret.expose() == secret).unwrap().id.clone()
+        p.providers["openai"]
+            .keys
+            .iter()
+            .find(|k| k.secret.as_ref().is_some_and(|s| s.expose() == secret))
+            .unwrap()
+            .id
+            .clone()
     }
 
     fn fail(p: &mut KeyPool, secret: &str, model: &str, outcome: Outcome, now: u64) {

@@ -28,6 +28,14 @@ pub fn duplicate_key(cred: &OAuthCredential) -> (Provider, String) {
     (cred.provider, account(cred).to_ascii_lowercase())
 }
 
+/// The credential's id in the key pool and `key_usage.json`: `<provider>:<12 hex digits>` of
+/// SHA-256 over the provider and the account (as duplicates compare it), so a refresh, which
+/// changes every token, keeps the id and the usage recorded under it.
+pub fn pool_id(cred: &OAuthCredential) -> String {
+    let (provider, account) = duplicate_key(cred);
+    Secret::new(&format!("oauth:{provider}:{account}")).id(provider.name())
+}
+
 /// `email`, else the Python proxy's `_proxy_metadata.email`.
 fn stored_email(cred: &OAuthCredential) -> Option<String> {
     let meta = cred.extra.get("_proxy_metadata").and_then(|m| m.get("email")).and_then(Value::as_str);
@@ -108,6 +116,20 @@ mod tests {
         assert_eq!(account(&c), "q@example.com");
         c.email = Some("work".into());
         assert_eq!(account(&c), "work");
+    }
+
+    #[test]
+    fn the_pool_id_follows_the_account_not_the_tokens() {
+        let mut a = cred(Provider::QwenCode);
+        a.email = Some("Work".into());
+        let id = pool_id(&a);
+        assert!(id.starts_with("qwen_code:") && id.len() == "qwen_code:".len() + 12, "{id}");
+        a.refresh_token = Some(Secret::new("rt-rotated"));
+        a.access_token = Some(Secret::new("at-new"));
+        a.email = Some("work".into());
+        assert_eq!(pool_id(&a), id);
+        a.email = Some("other".into());
+        assert_ne!(pool_id(&a), id);
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //! an API key (`gemini_cli`, `qwen_code`, `iflow`), their credential files (`credential`), the
 //! account each one belongs to (`identity`), the `oauth_creds/` store (`store`), the stateless
 //! variables that carry credentials without files (`stateless`), discovery at start-up
-//! (`discovery`), and the interactive logins that create them (`login`, the only part that
-//! talks to the network).
+//! (`discovery`), the interactive logins that create them (`login`), and at run time the
+//! tokens of each credential, refreshed before expiry (`refresh`) at the token endpoints
+//! (`endpoint`); `login` and `endpoint` are the only parts that talk to the network.
 
+pub mod background;
 pub mod credential;
 pub mod discovery;
+pub mod endpoint;
 pub mod identity;
 pub mod login;
+pub mod refresh;
 pub mod stateless;
 pub mod store;
 

@@ -139,6 +139,14 @@ pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> Upstr
     req
 }
 
+/// The API base an OAuth credential's `resource_url` names: `https://` when it has no scheme,
+/// `/v1` appended when it does not end so (`portal.qwen.ai` is `https://portal.qwen.ai/v1`).
+pub fn resource_base(resource_url: &str) -> String {
+    let url = resource_url.trim().trim_end_matches('/');
+    let url = if url.contains("://") { url.to_string() } else { format!("https://{url}") };
+    if url.ends_with("/v1") { url } else { format!("{url}/v1") }
+}
+
 /// The family's model list request: `GET {base}/models`, asking for one big page where the
 /// API pages (Anthropic's default page is 20 models, Gemini's 50).
 pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
@@ -179,6 +187,13 @@ mod tests {
         assert_eq!(split_model("gpt-4o"), None);
         assert_eq!(split_model("/gpt-4o"), None);
         assert_eq!(split_model("openai/"), None);
+    }
+
+    #[test]
+    fn resource_urls_become_v1_bases() {
+        assert_eq!(resource_base("portal.qwen.ai"), "https://portal.qwen.ai/v1");
+        assert_eq!(resource_base("https://portal.qwen.ai/v1/"), "https://portal.qwen.ai/v1");
+        assert_eq!(resource_base("http://127.0.0.1:9"), "http://127.0.0.1:9/v1");
     }
 
     #[test]

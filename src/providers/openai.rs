@@ -34,7 +34,11 @@ pub fn build_chat(
     match provider {
         "openrouter" => openrouter(&mut body, &mut headers),
         "nvidia_nim" if model.to_ascii_lowercase().contains("deepseek") => nim_deepseek_thinking(&mut body),
-        "qwen_code" | "iflow" => clean_tool_schemas(&mut body),
+        "qwen_code" => {
+            clean_tool_schemas(&mut body);
+            placeholder_tool(&mut body);
+        }
+        "iflow" => clean_tool_schemas(&mut body),
         "openai" if is_reasoning_model(model) => rename_max_tokens(&mut body),
         // OpenAI refuses `reasoning_effort` on models that do not reason (gpt-4o, gpt-4.1), and
         // translated requests carry one whenever the client asked for thinking (Claude Code
@@ -97,6 +101,19 @@ fn clean_tool_schemas(body: &mut Map<String, Value>) {
                 remove_key_recursively(parameters, "additionalProperties");
             }
         }
+    }
+}
+
+/// Qwen's API corrupts streams of requests that define no tool, so a request without tools
+/// gets one the model is told never to call (Qwen Code does the same).
+fn placeholder_tool(body: &mut Map<String, Value>) {
+    let has_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if !has_tools {
+        body.insert(
+            "tools".into(),
+            json!([{"type": "function", "function": {"name": "do_not_call_me", "description": "Do not call this tool.",
+                    "parameters": {"type": "object", "properties": {}}}}]),
+        );
     }
 }
 
@@ -441,6 +458,9 @@ mod tests {
             sent(build_chat("qwen_code", "b", "qwen3-coder", body(json!({"messages": [], "tools": tools})), true));
         assert!(!qwen.to_string().contains("additionalProperties") && !qwen.to_string().contains("strict"), "{qwen}");
         assert_eq!(qwen["stream_options"]["include_usage"], true);
+        assert_eq!(qwen["tools"].as_array().unwrap().len(), 1, "the client's tools, no placeholder");
+        let bare = sent(build_chat("qwen_code", "b", "qwen3-coder", body(json!({"messages": []})), false));
+        assert_eq!(bare["tools"][0]["function"]["name"], "do_not_call_me");
         let or = build_chat("openrouter", "b", "x", body(json!({"messages": [], "reasoning_effort": "low"})), false);
         assert!(or.headers.iter().any(|(n, _)| n == "x-title"));
         assert_eq!(sent(or)["reasoning"], json!({"effort": "low"}));

@@ -28,8 +28,9 @@ pub struct Lease {
     model: String,
     pub key_id: String,
     pub masked: String,
-    /// For the outgoing request's header only.
-    secret: Secret,
+    /// For the outgoing request's header only; None for an OAuth credential, whose token is
+    /// taken from `AppState::oauth` at attempt time.
+    secret: Option<Secret>,
     reported: bool,
 }
 
@@ -100,14 +101,22 @@ struct Failure {
     retry_after: Option<u64>,
     /// The upstream's own error, passed to the client for request errors.
     error: Option<Box<ApiError>>,
+    /// The upstream's status (0 when none came).
+    status: u16,
+    /// An OAuth credential whose refresh was refused: not used again until a new login, so it
+    /// is left out of rotation rather than locked.
+    needs_login: bool,
 }
 
 impl Failure {
     fn transient(what: String) -> Failure {
-        Failure { class: ErrorClass::Transient, what, retry_after: None, error: None }
+        Failure { class: ErrorClass::Transient, what, retry_after: None, error: None, status: 0, needs_login: false }
     }
 
     fn outcome(&self) -> Outcome {
+        if self.needs_login {
+            return Outcome::Cancelled;
+        }
         let reason = self.what.clone();
         match self.class {
             ErrorClass::RateLimit => Outcome::RateLimited { retry_after: self.retry_after, reason },
@@ -131,6 +140,10 @@ pub fn relay(
     let mut excluded: Vec<String> = Vec::new();
     let mut second_chances: Vec<String> = Vec::new();
     let mut attempts: Vec<Attempt> = Vec::new();
+    for (id, attempt) in needs_login(state, provider) {
+        excluded.push(id);
+        attempts.push(attempt);
+    }
     loop {
         let mut lease = match wait_for_key(state, provider, model, &excluded, deadline) {
             Ok(lease) => lease,
@@ -209,7 +222,7 @@ fn wait_for_key(
                     provider: provider.name.clone(),
                     model: model.to_string(),
                     key_id: candidate.id,
-                    masked: candidate.secret.masked(),
+                    masked: candidate.masked,
                     secret: candidate.secret,
                     reported: false,
                 });
@@ -232,6 +245,24 @@ fn wait_for_key(
     }
 }
 
+/// The provider's OAuth credentials marked `needs_login`: left out of rotation from the
+/// start, each with the failure that says how to log in again.
+fn needs_login(state: &AppState, provider: &ProviderConfig) -> Vec<(String, Attempt)> {
+    provider
+        .oauth
+        .iter()
+        .filter(|o| state.oauth.get(&o.id).is_some_and(|s| s.needs_login()))
+        .map(|o| {
+            let what = login_hint(&provider.name);
+            (o.id.clone(), Attempt { key: o.account.clone(), class: ErrorClass::Auth, what })
+        })
+        .collect()
+}
+
+fn login_hint(provider: &str) -> String {
+    format!("needs login: its refresh was refused; run `keyrelay oauth {}`", provider.replace('_', "-"))
+}
+
 /// One call on one key: the key attached, the answer checked (the whole JSON body, or the
 /// first bytes of a stream). Every failure is classified.
 fn attempt(
@@ -240,13 +271,78 @@ fn attempt(
     request: &UpstreamRequest,
     lease: &Lease,
 ) -> Result<(UpstreamResponse, Body, Value), Failure> {
-    let secret = &lease.secret;
-    let keyed = providers::with_key(provider.family, request.clone(), secret);
+    match &lease.secret {
+        Some(secret) => {
+            call(state, provider, providers::with_key(provider.family, request.clone(), secret), request.stream)
+        }
+        None => oauth_attempt(state, provider, request, &lease.key_id),
+    }
+}
+
+/// A call with an OAuth credential: its token taken now (refreshed first when expiry is near),
+/// and after a 401 one forced refresh and one more call; a second 401 fails like any.
+fn oauth_attempt(
+    state: &AppState,
+    provider: &ProviderConfig,
+    request: &UpstreamRequest,
+    id: &str,
+) -> Result<(UpstreamResponse, Body, Value), Failure> {
+    let cred = state.oauth.get(id).ok_or_else(|| Failure::transient("OAuth credential no longer configured".into()))?;
+    let config = state.config();
+    let endpoint = crate::oauth::endpoint::Http { client: &state.client, endpoints: &config.oauth_endpoints };
+    let access = cred.access(&endpoint, &clock::now_ms, None).map_err(|e| access_failure(provider, e))?;
+    match call(state, provider, oauth_request(provider, request, &access), request.stream) {
+        Err(f) if f.status == 401 => {
+            log::info!("{} {}: 401 from the API; refreshing its token once", provider.name, cred.account);
+            let again =
+                cred.access(&endpoint, &clock::now_ms, Some(&access.token)).map_err(|e| access_failure(provider, e))?;
+            call(state, provider, oauth_request(provider, request, &again), request.stream)
+        }
+        other => other,
+    }
+}
+
+/// The request with the credential's bearer token, sent to the credential's own base when
+/// it names one (Qwen's `resource_url`) and `<PROVIDER>_API_BASE` is not set.
+fn oauth_request(
+    provider: &ProviderConfig,
+    request: &UpstreamRequest,
+    access: &crate::oauth::refresh::Access,
+) -> UpstreamRequest {
+    let mut req = providers::with_key(provider.family, request.clone(), &access.token);
+    let base = access.resource_url.as_deref().filter(|_| !provider.base_from_env).map(providers::resource_base);
+    if let (Some(base), Some(path)) = (base, req.url.strip_prefix(&provider.base)) {
+        req.url = format!("{base}{path}");
+    }
+    req
+}
+
+fn access_failure(provider: &ProviderConfig, e: crate::oauth::refresh::AccessError) -> Failure {
+    match e {
+        crate::oauth::refresh::AccessError::NeedsLogin => Failure {
+            class: ErrorClass::Auth,
+            what: login_hint(&provider.name),
+            retry_after: None,
+            error: None,
+            status: 0,
+            needs_login: true,
+        },
+        crate::oauth::refresh::AccessError::Failed(why) => Failure::transient(format!("token refresh failed: {why}")),
+    }
+}
+
+/// Sends a request that carries its credential and checks the answer.
+fn call(
+    state: &AppState,
+    provider: &ProviderConfig,
+    keyed: UpstreamRequest,
+    stream: bool,
+) -> Result<(UpstreamResponse, Body, Value), Failure> {
     let started = Instant::now();
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     state.metrics.upstream_latency(&provider.name, started.elapsed());
     if (200..300).contains(&response.status) {
-        let (body, usage) = take_body(&mut response.body, request.stream)?;
+        let (body, usage) = take_body(&mut response.body, stream)?;
         return Ok((response, body, usage));
     }
     let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
@@ -255,7 +351,7 @@ fn attempt(
     let retry_after = providers::errors::retry_hint(&response.headers, &parsed, clock::now_ms());
     let error = providers::openai::upstream_error(response.status, &bytes);
     let what = format!("{} ({}: {})", class.describe(), response.status, error.message);
-    Err(Failure { class, what, retry_after, error: Some(Box::new(error)) })
+    Err(Failure { class, what, retry_after, error: Some(Box::new(error)), status: response.status, needs_login: false })
 }
 
 /// Reads what a successful answer must have before it is accepted: the whole JSON body, or a
@@ -338,7 +434,7 @@ fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
     let retry_after = providers::errors::retry_hint(&[], v, clock::now_ms());
     let api_error = providers::openai::upstream_error(status, bytes);
     let what = format!("{} ({status} in a 2xx answer: {})", class.describe(), api_error.message);
-    Failure { class, what, retry_after, error: Some(Box::new(api_error)) }
+    Failure { class, what, retry_after, error: Some(Box::new(api_error)), status, needs_login: false }
 }
 
 /// A success with the tokens of a usage object in OpenAI's names, or in Anthropic's (whose

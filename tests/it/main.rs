@@ -11,6 +11,7 @@ mod man;
 mod messages_api;
 mod native;
 mod oauth_login;
+mod oauth_refresh;
 mod oauth_store;
 mod resilience;
 mod responses;

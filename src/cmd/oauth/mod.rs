@@ -3,6 +3,7 @@
 pub mod import;
 pub mod list;
 pub mod login;
+pub mod refresh;
 
 use crate::cli::{OauthArgs, OauthCommand};
 use crate::config::Config;
@@ -18,5 +19,6 @@ pub fn run(config: Config, args: OauthArgs) -> Result<ExitCode> {
         OauthCommand::QwenCode(args) => login::run(config, args.into()),
         OauthCommand::QwenCodeAlias(args) => login::run(config, args.into()),
         OauthCommand::Iflow(args) => login::run(config, args.into()),
+        OauthCommand::Refresh(args) => refresh::run(config, args),
     }
 }

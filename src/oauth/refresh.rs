@@ -1,0 +1,532 @@
+//! OAuth credentials at run time: each one's current tokens behind a lock of its own (never
+//! the pool's), handed out at attempt time and refreshed on demand when expiry is near.
+//!
+//! Rules, each tested here with time passed in:
+//! - near expiry: Qwen under 30 minutes left, Gemini CLI under 5, iFlow under 24 hours; an
+//!   unknown expiry or a missing access token counts as expired;
+//! - one refresh at a time per credential: callers that find one under way wait for it and use
+//!   its result;
+//! - the file is read again first, since another process (the official CLI, a second proxy)
+//!   may have refreshed it and rotated the refresh token: what it holds is the starting point,
+//!   and a token it holds that is not near expiry is used without a refresh;
+//! - new tokens (a rotated refresh token included) are written to the file before use;
+//!   stateless credentials keep them in memory only;
+//! - a refused refresh marks the credential `needs_login`, in its file too, and it is not used
+//!   again until a new login.
+
+use super::endpoint::{RefreshError, TokenEndpoint, Tokens};
+use super::{OAuthCredential, Provider, Source, credential::Expiry, credential::ExpiryForm, identity, store};
+use crate::clock::{self, HOUR, MINUTE, SECOND};
+use crate::keys::Secret;
+use crate::state::lock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Whether the provider's OAuth credentials join its key pool. iFlow's do not yet: its
+/// provider serves API keys only.
+pub fn in_pool(provider: Provider) -> bool {
+    matches!(provider, Provider::QwenCode | Provider::GeminiCli)
+}
+
+/// How long before expiry a token is refreshed.
+pub fn refresh_margin(provider: Provider) -> u64 {
+    match provider {
+        Provider::QwenCode => 30 * MINUTE,
+        Provider::GeminiCli => 5 * MINUTE,
+        Provider::Iflow => 24 * HOUR,
+    }
+}
+
+/// Whether `cred`'s token must be refreshed before use at `now`.
+pub fn near_expiry(cred: &OAuthCredential, now: u64) -> bool {
+    let usable = match cred.provider {
+        // iFlow calls use the API key, but the refresh is what keeps it current.
+        Provider::Iflow => cred.api_key.is_some() || cred.access_token.is_some(),
+        _ => cred.access_token.is_some(),
+    };
+    match &cred.expiry {
+        Some(e) if usable => e.at_ms < now.saturating_add(refresh_margin(cred.provider)),
+        _ => true,
+    }
+}
+
+/// What an attempt needs from a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The bearer token of API calls: the access token, or iFlow's API key.
+    pub token: Secret,
+    /// Qwen's `resource_url`, as read.
+    pub resource_url: Option<String>,
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessError {
+    /// A refresh was refused (now or earlier): run `keyrelay oauth <provider>`.
+    NeedsLogin,
+    /// The refresh failed for a reason that may pass (network, 5xx).
+    Failed(String),
+}
+
+struct Inner {
+    cred: OAuthCredential,
+    refreshing: bool,
+    /// Counts finished refreshes, so a waiter can tell that the one it waited for failed.
+    finished: u64,
+    last_failure: Option<String>,
+    /// Callers waiting for the refresh under way (the single-flight test watches it).
+    waiting: usize,
+}
+
+/// One credential's tokens, shared by every request and the background refresher.
+pub struct CredentialState {
+    pub id: String,
+    pub provider: Provider,
+    pub account: String,
+    inner: Mutex<Inner>,
+    done: Condvar,
+}
+
+impl CredentialState {
+    pub fn new(cred: OAuthCredential) -> CredentialState {
+        CredentialState {
+            id: identity::pool_id(&cred),
+            provider: cred.provider,
+            account: identity::account(&cred),
+            inner: Mutex::new(Inner { cred, refreshing: false, finished: 0, last_failure: None, waiting: 0 }),
+            done: Condvar::new(),
+        }
+    }
+
+    /// A copy of the credential as it is now.
+    pub fn credential(&self) -> OAuthCredential {
+        lock(&self.inner).cred.clone()
+    }
+
+    pub fn needs_login(&self) -> bool {
+        lock(&self.inner).cred.needs_login
+    }
+
+    /// The token to use now, refreshed first when expiry is near. `failed` is a token the API
+    /// just refused (401): unless a refresh has replaced it meanwhile, a refresh is forced.
+    pub fn access(
+        &self,
+        endpoint: &dyn TokenEndpoint,
+        now: &dyn Fn() -> u64,
+        failed: Option<&Secret>,
+    ) -> Result<Access, AccessError> {
+        let mut inner = lock(&self.inner);
+        let mut waited_for = None;
+        loop {
+            if inner.refreshing {
+                waited_for = Some(inner.finished);
+                inner.waiting += 1;
+                inner = self.done.wait(inner).unwrap_or_else(|e| e.into_inner());
+                inner.waiting -= 1;
+                continue;
+            }
+            if inner.cred.needs_login {
+                return Err(AccessError::NeedsLogin);
+            }
+            let stale = match failed {
+                Some(token) => bearer(&inner.cred) == Some(token),
+                None => near_expiry(&inner.cred, now()),
+            };
+            if !stale {
+                return Ok(access_of(&inner.cred));
+            }
+            // The refresh this caller waited for failed: report that rather than start another.
+            if waited_for.is_some_and(|n| n < inner.finished) {
+                if let Some(why) = &inner.last_failure {
+                    return Err(AccessError::Failed(why.clone()));
+                }
+            }
+            inner.refreshing = true;
+            let start = inner.cred.clone();
+            drop(inner);
+            let result = refresh(&start, endpoint, now, failed);
+            inner = lock(&self.inner);
+            inner.refreshing = false;
+            inner.finished += 1;
+            let outcome = match result {
+                Ok(cred) => {
+                    inner.cred = *cred;
+                    inner.last_failure = None;
+                    Ok(access_of(&inner.cred))
+                }
+                Err((cred, AccessError::NeedsLogin)) => {
+                    inner.cred = *cred;
+                    Err(AccessError::NeedsLogin)
+                }
+                Err((_, AccessError::Failed(why))) => {
+                    inner.last_failure = Some(why.clone());
+                    Err(AccessError::Failed(why))
+                }
+            };
+            self.done.notify_all();
+            return outcome;
+        }
+    }
+
+    /// Refreshes now whatever the expiry (`keyrelay oauth refresh`), unless marked `needs_login`.
+    pub fn force_refresh(&self, endpoint: &dyn TokenEndpoint, now: &dyn Fn() -> u64) -> Result<Access, AccessError> {
+        let current = bearer(&lock(&self.inner).cred).cloned().unwrap_or_else(|| Secret::new(""));
+        self.access(endpoint, now, Some(&current))
+    }
+}
+
+/// The token API calls carry: iFlow's API key, every other provider's access token.
+fn bearer(cred: &OAuthCredential) -> Option<&Secret> {
+    match cred.provider {
+        Provider::Iflow => cred.api_key.as_ref(),
+        _ => cred.access_token.as_ref(),
+    }
+}
+
+fn access_of(cred: &OAuthCredential) -> Access {
+    Access { token: bearer(cred).cloned().unwrap_or_else(|| Secret::new("")), resource_url: cred.resource_url.clone() }
+}
+
+/// One refresh, outside every lock: the file read again, the endpoint called, the result
+/// written back. On failure, the credential to keep (marked `needs_login` when refused).
+fn refresh(
+    start: &OAuthCredential,
+    endpoint: &dyn TokenEndpoint,
+    now: &dyn Fn() -> u64,
+    failed: Option<&Secret>,
+) -> Result<Box<OAuthCredential>, (Box<OAuthCredential>, AccessError)> {
+    let base = match &start.source {
+        Source::File(path) => match store::read(start.provider, path) {
+            Ok(on_disk) => on_disk,
+            Err(why) => {
+                log::warn!(
+                    "{} {}: cannot read {} again ({why}); refreshing from memory",
+                    start.provider,
+                    identity::account(start),
+                    path.display()
+                );
+                start.clone()
+            }
+        },
+        Source::Env(_) => start.clone(),
+    };
+    if base.needs_login {
+        return Err((Box::new(base), AccessError::NeedsLogin));
+    }
+    let rotated_elsewhere = bearer(&base) != bearer(start) && bearer(&base) != failed;
+    if rotated_elsewhere && !near_expiry(&base, now()) {
+        log::info!("{} {}: using the token another process refreshed", base.provider, identity::account(&base));
+        return Ok(Box::new(base));
+    }
+    match endpoint.refresh(&base) {
+        Ok(tokens) => {
+            let fresh = apply(&base, tokens, now());
+            crate::redact::learn(fresh.secrets().map(Secret::expose));
+            if let Source::File(path) = &fresh.source {
+                if let Err(e) = store::rewrite(&fresh) {
+                    log::error!(
+                        "{} {}: refreshed, but writing {} failed: {e}",
+                        fresh.provider,
+                        identity::account(&fresh),
+                        path.display()
+                    );
+                }
+            }
+            log::info!("{} {}: token refreshed", fresh.provider, identity::account(&fresh));
+            Ok(Box::new(fresh))
+        }
+        Err(RefreshError::Refused(why)) => {
+            let mut dead = base;
+            dead.needs_login = true;
+            if let Source::File(path) = &dead.source {
+                if let Err(e) = store::rewrite(&dead) {
+                    log::error!(
+                        "{} {}: writing needs_login to {} failed: {e}",
+                        dead.provider,
+                        identity::account(&dead),
+                        path.display()
+                    );
+                }
+            }
+            log::error!(
+                "{} {}: {why}; run `keyrelay oauth {}` to log in again",
+                dead.provider,
+                identity::account(&dead),
+                dead.provider.name().replace('_', "-")
+            );
+            Err((Box::new(dead), AccessError::NeedsLogin))
+        }
+        Err(RefreshError::Failed(why)) => {
+            log::warn!("{} {}: refresh failed: {why}", base.provider, identity::account(&base));
+            Err((Box::new(base), AccessError::Failed(why)))
+        }
+    }
+}
+
+/// The credential with a refresh's tokens in it. The account stays the one it was, even when
+/// it was named after the old refresh token, so the pool id does not move.
+fn apply(base: &OAuthCredential, tokens: Tokens, now: u64) -> OAuthCredential {
+    let account = identity::account(base);
+    let mut cred = base.clone();
+    cred.access_token = tokens.access_token.or(cred.access_token);
+    cred.refresh_token = tokens.refresh_token.or(cred.refresh_token);
+    cred.id_token = tokens.id_token.or(cred.id_token);
+    cred.resource_url = tokens.resource_url.or(cred.resource_url);
+    cred.api_key = tokens.api_key.or(cred.api_key);
+    cred.needs_login = false;
+    if let Some(seconds) = tokens.expires_in {
+        let at_ms = now.saturating_add(seconds.saturating_mul(SECOND));
+        let form = match cred.expiry.as_ref().map(|e| &e.form) {
+            Some(ExpiryForm::Iso(_)) => ExpiryForm::Iso(clock::rfc3339(at_ms)),
+            _ => ExpiryForm::Millis,
+        };
+        cred.expiry = Some(Expiry { at_ms, form });
+    }
+    if identity::account(&cred) != account {
+        cred.email = Some(account);
+    }
+    cred
+}
+
+/// Every OAuth credential's state, by pool id.
+#[derive(Default)]
+pub struct Registry {
+    states: Mutex<BTreeMap<String, Arc<CredentialState>>>,
+}
+
+impl Registry {
+    pub fn new(creds: &[OAuthCredential]) -> Registry {
+        let registry = Registry::default();
+        registry.sync(creds);
+        registry
+    }
+
+    /// Takes a reloaded credential list. A state is kept when the reload brings nothing newer:
+    /// a stateless credential (its variables still hold the tokens its refreshes replaced in
+    /// memory), or a file with the refresh token and `needs_login` the state has. A file changed
+    /// by someone else (a new login) replaces it; gone accounts are dropped.
+    pub fn sync(&self, creds: &[OAuthCredential]) {
+        let mut states = lock(&self.states);
+        let mut old = std::mem::take(&mut *states);
+        for cred in creds {
+            let id = identity::pool_id(cred);
+            let kept = old.remove(&id).filter(|s| {
+                let had = s.credential();
+                matches!(cred.source, Source::Env(_))
+                    || (had.refresh_token == cred.refresh_token && had.needs_login == cred.needs_login)
+            });
+            states.insert(id, kept.unwrap_or_else(|| Arc::new(CredentialState::new(cred.clone()))));
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<CredentialState>> {
+        lock(&self.states).get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<CredentialState>> {
+        lock(&self.states).values().cloned().collect()
+    }
+
+    /// The secrets every state holds now, for the redactor after a reload.
+    pub fn secrets(&self) -> Vec<Secret> {
+        self.all().iter().flat_map(|s| s.credential().secrets().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Refreshes every credential near expiry that can still be refreshed; returns how many
+    /// were refused. The background refresher's one step.
+    pub fn refresh_due(&self, endpoint: &dyn TokenEndpoint, now: &dyn Fn() -> u64) -> usize {
+        let mut refused = 0;
+        for state in self.all() {
+            let cred = state.credential();
+            if cred.needs_login || !near_expiry(&cred, now()) {
+                continue;
+            }
+            if state.access(endpoint, now, None) == Err(AccessError::NeedsLogin) {
+                refused += 1;
+            }
+        }
+        refused
+    }
+}
+
+/// What `status` and `/v1/quota-stats` show of a credential: never a token.
+pub fn describe(cred: &OAuthCredential, now: u64) -> serde_json::Value {
+    serde_json::json!({
+        "account": identity::account(cred),
+        "expires_in_seconds": cred.expires_in_seconds(now),
+        "state": cred.state(now),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::store::tests::Scratch;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn qwen(expiry: Option<u64>) -> OAuthCredential {
+        let mut c = OAuthCredential::new(Provider::QwenCode, Source::Env(1));
+        c.access_token = Some(Secret::new("at-old"));
+        c.refresh_token = Some(Secret::new("rt-old"));
+        c.email = Some("work".into());
+        c.expiry = expiry.map(Expiry::millis);
+        c
+    }
+
+    /// Answers every refresh with `at-<n>` / `rt-<n>`, counting calls; optionally holds each
+    /// call until the test lets it go.
+    struct Fake {
+        calls: AtomicUsize,
+        answer: Result<(), RefreshError>,
+        gate: Option<Mutex<mpsc::Receiver<()>>>,
+        entered: Option<Mutex<mpsc::Sender<()>>>,
+    }
+
+    impl Fake {
+        fn ok() -> Fake {
+            Fake { calls: AtomicUsize::new(0), answer: Ok(()), gate: None, entered: None }
+        }
+    }
+
+    impl TokenEndpoint for Fake {
+        fn refresh(&self, _: &OAuthCredential) -> Result<Tokens, RefreshError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(entered) = &self.entered {
+                lock(entered).send(()).unwrap();
+            }
+            if let Some(gate) = &self.gate {
+                lock(gate).recv().unwrap();
+            }
+            self.answer.clone()?;
+            Ok(Tokens {
+                access_token: Some(Secret::new(&format!("at-{n}"))),
+                refresh_token: Some(Secret::new(&format!("rt-{n}"))),
+                expires_in: Some(3600),
+                ..Tokens::default()
+            })
+        }
+    }
+
+    #[test]
+    fn near_expiry_follows_each_providers_margin() {
+        let mut c = qwen(Some(NOW + 30 * MINUTE));
+        assert!(!near_expiry(&c, NOW));
+        assert!(near_expiry(&c, NOW + 1));
+        c.provider = Provider::GeminiCli;
+        assert!(!near_expiry(&c, NOW + 25 * MINUTE));
+        assert!(near_expiry(&c, NOW + 25 * MINUTE + 1));
+        c.provider = Provider::Iflow;
+        c.api_key = Some(Secret::new("sk"));
+        c.expiry = Some(Expiry::millis(NOW + 25 * HOUR));
+        assert!(!near_expiry(&c, NOW));
+        assert!(near_expiry(&c, NOW + HOUR + 1));
+        assert!(near_expiry(&qwen(None), NOW), "an unknown expiry is expired");
+        let mut no_token = qwen(Some(NOW + 10 * HOUR));
+        no_token.access_token = None;
+        assert!(near_expiry(&no_token, NOW), "no access token: refresh first");
+    }
+
+    #[test]
+    fn a_fresh_token_is_used_and_a_near_one_refreshed_in_memory_for_variables() {
+        let fake = Fake::ok();
+        let state = CredentialState::new(qwen(Some(NOW + HOUR)));
+        assert_eq!(state.access(&fake, &|| NOW, None).unwrap().token.expose(), "at-old");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+        let later = NOW + 31 * MINUTE;
+        assert_eq!(state.access(&fake, &|| later, None).unwrap().token.expose(), "at-1");
+        let cred = state.credential();
+        assert_eq!((cred.refresh_token.unwrap().expose(), cred.expiry.unwrap().at_ms), ("rt-1", later + HOUR));
+        assert_eq!(state.id, identity::pool_id(&qwen(None)), "the id survives the refresh");
+    }
+
+    #[test]
+    fn one_refresh_at_a_time_and_the_others_wait_for_it() {
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let fake = Fake {
+            calls: AtomicUsize::new(0),
+            answer: Ok(()),
+            gate: Some(Mutex::new(gate_rx)),
+            entered: Some(Mutex::new(entered_tx)),
+        };
+        let state = CredentialState::new(qwen(Some(NOW)));
+        std::thread::scope(|s| {
+            let first = s.spawn(|| state.access(&fake, &|| NOW, None));
+            entered_rx.recv().unwrap();
+            // The refresh is under way: these find it so and wait.
+            let others: Vec<_> = (0..3).map(|_| s.spawn(|| state.access(&fake, &|| NOW, None))).collect();
+            while lock(&state.inner).waiting < 3 {
+                std::thread::yield_now();
+            }
+            gate_tx.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap().token.expose(), "at-1");
+            for h in others {
+                assert_eq!(h.join().unwrap().unwrap().token.expose(), "at-1");
+            }
+        });
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_forced_refresh_replaces_only_the_token_that_failed() {
+        let fake = Fake::ok();
+        let state = CredentialState::new(qwen(Some(NOW + 10 * HOUR)));
+        let old = Secret::new("at-old");
+        assert_eq!(state.access(&fake, &|| NOW, Some(&old)).unwrap().token.expose(), "at-1");
+        // A second caller that saw the same 401 gets the new token without another refresh.
+        assert_eq!(state.access(&fake, &|| NOW, Some(&old)).unwrap().token.expose(), "at-1");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_refused_refresh_marks_the_file_and_stops_further_refreshes() {
+        let scratch = Scratch::new("refused");
+        let mut cred = qwen(Some(NOW));
+        let path = store::create(&scratch.0, Provider::QwenCode, &cred.to_file_text()).unwrap();
+        cred.source = Source::File(path.clone());
+        let fake = Fake { answer: Err(RefreshError::Refused("400".into())), ..Fake::ok() };
+        let state = CredentialState::new(cred);
+        assert_eq!(state.access(&fake, &|| NOW, None), Err(AccessError::NeedsLogin));
+        assert_eq!(state.access(&fake, &|| NOW, None), Err(AccessError::NeedsLogin));
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert!(store::read(Provider::QwenCode, &path).unwrap().needs_login);
+    }
+
+    #[test]
+    fn the_file_is_read_first_and_a_token_rotated_elsewhere_is_used() {
+        let scratch = Scratch::new("reread");
+        let mut cred = qwen(Some(NOW));
+        let path = store::create(&scratch.0, Provider::QwenCode, &cred.to_file_text()).unwrap();
+        cred.source = Source::File(path.clone());
+        let state = CredentialState::new(cred.clone());
+        let mut elsewhere = cred;
+        elsewhere.access_token = Some(Secret::new("at-cli"));
+        elsewhere.refresh_token = Some(Secret::new("rt-cli"));
+        elsewhere.expiry = Some(Expiry::millis(NOW + 5 * HOUR));
+        store::rewrite(&elsewhere).unwrap();
+        let fake = Fake::ok();
+        assert_eq!(state.access(&fake, &|| NOW, None).unwrap().token.expose(), "at-cli");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+        // Once that one nears expiry too, the refresh writes the file before the token is used.
+        assert_eq!(state.access(&fake, &|| NOW + 5 * HOUR, None).unwrap().token.expose(), "at-1");
+        let on_disk = store::read(Provider::QwenCode, &path).unwrap();
+        assert_eq!(on_disk.refresh_token.unwrap().expose(), "rt-1");
+        assert_eq!(on_disk.email.as_deref(), Some("work"));
+    }
+
+    #[test]
+    fn an_account_named_after_the_refresh_token_keeps_its_name() {
+        let mut cred = qwen(Some(NOW));
+        cred.email = None;
+        let before = identity::account(&cred);
+        let fresh = apply(
+            &cred,
+            Tokens { refresh_token: Some(Secret::new("rt-new")), expires_in: Some(60), ..Tokens::default() },
+            NOW,
+        );
+        assert_eq!((identity::account(&fresh), identity::pool_id(&fresh)), (before, identity::pool_id(&cred)));
+    }
+}
