@@ -33,6 +33,26 @@ pub enum Command {
     Models(ModelsArgs),
     Oauth(OauthArgs),
     ExportEnv(ExportEnvArgs),
+    AddKey(AddKeyArgs),
+}
+
+/// Add a provider API key to .env as the next <PROVIDER>_API_KEY_<N>, keeping every other byte
+/// of the file. The key is read from standard input when not given, so it stays out of shell
+/// history; it is never echoed. Exit 1 when the key is configured already or fails --validate.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "add-key")]
+pub struct AddKeyArgs {
+    /// the provider, e.g. openai, gemini, nvidia_nim (a custom one needs its <NAME>_API_BASE)
+    #[argh(positional)]
+    pub provider: String,
+
+    /// the key; read from standard input when left out
+    #[argh(positional)]
+    pub key: Option<String>,
+
+    /// first check the key against the provider's model list, and add it only if it works
+    #[argh(switch)]
+    pub validate: bool,
 }
 
 /// Run the proxy server.

@@ -78,6 +78,10 @@ fn dispatch(config: config::Config, command: Command) -> Result<ExitCode> {
             start_logging(&config);
             cmd::export_env::run(config, args)
         }
+        Command::AddKey(args) => {
+            start_logging(&config);
+            cmd::add_key::run(config, args)
+        }
     }
 }
 

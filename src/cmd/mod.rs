@@ -1,5 +1,6 @@
 //! One file per subcommand; each exposes `run`.
 
+pub mod add_key;
 pub mod export_env;
 pub mod models;
 pub mod oauth;

@@ -547,6 +547,11 @@ fn number<'a>(get: impl Fn(&str) -> Option<&'a str>, name: &str, default: u64) -
     raw.trim().parse().map_err(|_| Error::Config(format!("{name} must be a whole number, got {raw:?}")))
 }
 
+/// Whether `name` is a provider key variable (`<PROVIDER>_API_KEY`, `<PROVIDER>_API_KEY_<N>`).
+pub fn is_key_var(name: &str) -> bool {
+    key_var_provider(name).is_some()
+}
+
 /// The provider named by a `<PROVIDER>_API_KEY` or `<PROVIDER>_API_KEY_<N>` variable.
 fn key_var_provider(name: &str) -> Option<String> {
     if name == "PROXY_API_KEY" {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod add_key;
 mod agents_routes;
 mod cli;
 mod errors;
