@@ -36,9 +36,7 @@ pub enum Command {
     AddKey(AddKeyArgs),
 }
 
-/// Add a provider API key to .env as the next <PROVIDER>_API_KEY_<N>, keeping every other byte
-/// of the file. The key is read from standard input when not given, so it stays out of shell
-/// history; it is never echoed. Exit 1 when the key is configured already or fails --validate.
+/// Add a provider API key to .env as the next <PROVIDER>_API_KEY_<N> (from stdin if not given).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "add-key")]
 pub struct AddKeyArgs {

@@ -32,14 +32,15 @@ use std::process::ExitCode;
 
 /// Parses `args` (without the program name) and runs the command.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `-h` as cargo and ripgrep take it; argh knows only `--help`.
+    let strs: Vec<&str> = args.iter().map(|a| if a == "-h" { "--help" } else { a.as_str() }).collect();
     let top = match TopLevel::from_args(&["keyrelay"], &strs) {
         Ok(top) => top,
         Err(early) if early.status.is_ok() => {
             print!("{}", early.output);
             return Ok(ExitCode::SUCCESS);
         }
-        Err(early) => return Err(Error::Usage(early.output.trim_end().to_string())),
+        Err(early) => return Err(Error::Usage(with_suggestion(early.output.trim_end(), &strs))),
     };
     if top.version {
         println!("keyrelay {}", env!("CARGO_PKG_VERSION"));
@@ -50,6 +51,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     };
     let dir =
         top.dir.or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        // A mistyped --dir would otherwise serve nothing from a new, empty folder.
+        return Err(Error::Usage(format!("data directory {} does not exist (--dir or KEYRELAY_DIR)", dir.display())));
+    }
     let config = config::Config::load(&dir)?;
     // Before anything can log or call out: every later line and upstream answer is redacted.
     redact::install(&config);
@@ -83,6 +88,36 @@ fn dispatch(config: config::Config, command: Command) -> Result<ExitCode> {
             cmd::add_key::run(config, args)
         }
     }
+}
+
+/// Every subcommand, for usage hints and suggestions (a test checks it against `--help`).
+pub const SUBCOMMANDS: [&str; 6] = ["serve", "status", "models", "add-key", "oauth", "export-env"];
+
+/// argh's message, plus "did you mean" when the first word not taken as a flag is one or two
+/// edits away from a subcommand.
+fn with_suggestion(message: &str, args: &[&str]) -> String {
+    let word = args.iter().find(|a| !a.starts_with('-') && message.contains(&format!("Unrecognized argument: {a}")));
+    let near = word.and_then(|w| SUBCOMMANDS.iter().find(|c| edit_distance(w, c) <= 2));
+    match near {
+        Some(command) => format!("{message} (did you mean '{command}'?)"),
+        None => message.to_string(),
+    }
+}
+
+/// Levenshtein distance, for short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Logging to stderr for the commands other than `serve` (which also logs to its file), and

@@ -9,9 +9,8 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(keyrelay::error::Error::Usage(msg)) => {
             eprintln!("keyrelay: {msg}");
-            eprintln!(
-                "usage: keyrelay [--dir DIR] <serve|status|models|oauth|export-env> [...]; keyrelay --help for more"
-            );
+            let commands = keyrelay::SUBCOMMANDS.join("|");
+            eprintln!("usage: keyrelay [--dir DIR] <{commands}> [...]; keyrelay --help for more");
             ExitCode::from(2)
         }
         Err(e) => {

@@ -64,6 +64,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     // The first stderr line, which scripts and tests wait for.
     eprintln!("keyrelay listening on http://{}", running.addr);
     log::info!("listening on http://{} with {} workers, data dir {}", running.addr, args.workers, data_dir.display());
+    summarize(&state.config());
 
     for signal in events.iter() {
         match signal {
@@ -95,6 +96,48 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     // The writer thread holds what is not yet on disk: flush it and join it before exiting.
     logging::stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a newcomer needs to see at start: each provider with its keys and accounts (the keys'
+/// masked forms at debug level), model filters and aliases; a warning naming the fix when no
+/// provider can serve anything.
+fn summarize(config: &Config) {
+    let providers: Vec<String> = config
+        .configured()
+        .map(|p| {
+            let keys = p.keys.len();
+            let mut what = format!("{} ({keys} key{}", p.name, if keys == 1 { "" } else { "s" });
+            if !p.oauth.is_empty() {
+                let n = p.oauth.len();
+                what.push_str(&format!(", {n} OAuth account{}", if n == 1 { "" } else { "s" }));
+            }
+            what.push(')');
+            what
+        })
+        .collect();
+    if providers.is_empty() {
+        log::warn!(
+            "no provider has a key or an account, so every model request will fail: add one with 'keyrelay add-key <provider>' or a <PROVIDER>_API_KEY line in {}",
+            config.data_dir.join(".env").display()
+        );
+    } else {
+        log::info!("providers: {}", providers.join(", "));
+    }
+    for p in config.configured() {
+        let masked: Vec<String> =
+            p.keys.iter().map(|k| k.masked()).chain(p.oauth.iter().map(|o| o.account.clone())).collect();
+        log::debug!("{}: {}", p.name, masked.join(", "));
+        if p.filter.is_set() {
+            let upper = p.name.to_ascii_uppercase();
+            log::info!("{}: models filtered by IGNORE_MODELS_{upper} / WHITELIST_MODELS_{upper}", p.name);
+        }
+    }
+    if !config.aliases.is_empty() {
+        log::info!("MODEL_ALIASES: {} names or globs", config.aliases.len());
+    }
+    if let Some(default) = &config.default_provider {
+        log::info!("DEFAULT_PROVIDER: {default} takes model names with no provider");
+    }
 }
 
 fn is_loopback(host: &str) -> bool {

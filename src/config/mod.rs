@@ -232,6 +232,11 @@ pub struct ModelFilter {
 }
 
 impl ModelFilter {
+    /// Whether any `IGNORE_MODELS_*` or `WHITELIST_MODELS_*` glob is set.
+    pub fn is_set(&self) -> bool {
+        !self.ignore.is_empty() || !self.whitelist.is_empty()
+    }
+
     fn parse(ignore: Option<&str>, whitelist: Option<&str>) -> ModelFilter {
         let globs = |v: Option<&str>| -> Vec<String> {
             v.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
@@ -370,6 +375,15 @@ impl ModelAliases {
             .get(name)
             .or_else(|| self.globs.iter().find(|(glob, _)| glob_match(glob, name)).map(|(_, t)| t))
             .map(String::as_str)
+    }
+
+    /// How many names and globs there are.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.globs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The exact alias names, for model lists.

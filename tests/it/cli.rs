@@ -90,3 +90,56 @@ fn models_lists_ids_one_per_line_or_as_json_lines() {
     let (code, _, err) = run_cli(dir.path(), &["models", "--provider", "nosuch"], "");
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn a_data_directory_that_does_not_exist_is_an_error_not_a_new_folder() {
+    let dir = crate::support::TempDir::new();
+    let missing = dir.path().join("typo");
+    let (code, _, err) = run_cli(&missing, &["status"], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists(), "the mistyped folder was created");
+}
+
+#[test]
+fn serve_says_what_it_serves_and_names_the_fix_when_nothing() {
+    let proxy = crate::support::Proxy::start("");
+    let warning = proxy.wait_for_log("no provider has a key");
+    assert!(warning.contains("keyrelay add-key"), "{warning}");
+
+    let proxy = crate::support::Proxy::start(
+        "OPENAI_API_KEY_1=sk-a-0001\nOPENAI_API_KEY_2=sk-b-0002\nGROQ_API_KEY=gsk-0003\nIGNORE_MODELS_GROQ=*preview*\nDEFAULT_PROVIDER=groq\n",
+    );
+    let line = proxy.wait_for_log("providers: ");
+    assert!(line.contains("groq (1 key)") && line.contains("openai (2 keys)"), "{line}");
+    proxy.wait_for_log("groq: models filtered by IGNORE_MODELS_GROQ");
+    proxy.wait_for_log("DEFAULT_PROVIDER: groq");
+    let keys = proxy.wait_for_log("openai: ...0001");
+    assert!(keys.contains("...0002") && !keys.contains("sk-a-0001"), "masked ids only: {keys}");
+}
+
+#[test]
+fn dash_h_is_help_and_a_mistyped_subcommand_gets_a_suggestion_and_every_subcommand() {
+    let dir = TempDir::new();
+    let (code, out, _) = run_cli(dir.path(), &["-h"], "");
+    assert_eq!(code, 0);
+    let listed: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("  ").filter(|rest| !rest.starts_with(' '))?.split_whitespace().next())
+        .filter(|c| !c.starts_with('-') && *c != "help")
+        .collect();
+    assert!(listed.len() >= 6, "{out}");
+    let (code, _, err) = run_cli(dir.path(), &["servr"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean 'serve'?"), "{err}");
+    let usage = err.lines().find(|l| l.starts_with("usage:")).unwrap_or_default();
+    for command in listed {
+        assert!(usage.contains(command), "the usage hint lacks {command}: {usage}");
+    }
+    let (code, out, _) = run_cli(dir.path(), &["serve", "-h"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("--port"), "{out}");
+}
