@@ -460,7 +460,7 @@ impl Config {
 }
 
 /// Puts each served OAuth credential into its provider's key pool (replacing what an earlier
-/// call put there). iFlow credentials stay out: their provider does not serve them yet.
+/// call put there).
 fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuthCredential]) {
     for p in providers.values_mut() {
         p.oauth.clear();

@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod files;
 mod front_door;
+mod iflow;
 mod man;
 mod messages_api;
 mod native;
