@@ -85,29 +85,12 @@ fn data_dir(api: &Mock, oauth: &Mock, expires_in_ms: u64) -> (TempDir, PathBuf) 
     let dir = TempDir::new();
     dir.write(".env", &format!("IFLOW_API_BASE={}\nIFLOW_OAUTH_BASE=http://127.0.0.1:{}\n", api.base(), oauth.port));
     std::fs::create_dir_all(dir.path().join("oauth_creds")).unwrap();
-    let expiry = iso(now_ms() + expires_in_ms);
+    let expiry = keyrelay::clock::rfc3339(now_ms() + expires_in_ms);
     let file = json!({"access_token": ACCESS, "refresh_token": REFRESH, "apiKey": API_KEY,
         "email": "user@example.com", "expiry_date": expiry, "token_type": "bearer", "scope": "read"});
     dir.write("oauth_creds/iflow_oauth_1.json", &file.to_string());
     let path = dir.path().join("oauth_creds/iflow_oauth_1.json");
     (dir, path)
-}
-
-/// `ms` as an RFC 3339 UTC time, as the iFlow CLI writes expiries.
-fn iso(ms: u64) -> String {
-    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let s = rest / 1000;
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn read_json(path: &Path) -> Value {
