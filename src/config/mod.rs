@@ -166,6 +166,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "Qwen Code API base; wins over an OAuth credential's resource_url (normalised to https://<host>/v1)",
     },
     EnvVar {
+        name: "IFLOW_API_BASE",
+        default: "https://apis.iflow.cn/v1",
+        doc: "iFlow API base, for API keys and OAuth accounts (whose calls use the account's API key, signed)",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
@@ -474,7 +479,7 @@ impl Config {
 }
 
 /// Puts each served OAuth credential into its provider's key pool (replacing what an earlier
-/// call put there). iFlow credentials stay out: their provider does not serve them yet.
+/// call put there).
 fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuthCredential]) {
     for p in providers.values_mut() {
         p.oauth.clear();

@@ -22,10 +22,9 @@ use crate::state::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Whether the provider's OAuth credentials join its key pool. iFlow's do not yet: its
-/// provider serves API keys only.
+/// Whether the provider's OAuth credentials join its key pool: every provider's do.
 pub fn in_pool(provider: Provider) -> bool {
-    matches!(provider, Provider::QwenCode | Provider::GeminiCli)
+    matches!(provider, Provider::QwenCode | Provider::GeminiCli | Provider::Iflow)
 }
 
 /// How long before expiry a token is refreshed.

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod errors;
 pub mod gemini;
+pub mod iflow;
 pub mod openai;
 pub mod think;
 

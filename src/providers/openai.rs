@@ -38,7 +38,7 @@ pub fn build_chat(
             clean_tool_schemas(&mut body);
             placeholder_tool(&mut body);
         }
-        "iflow" => clean_tool_schemas(&mut body),
+        "iflow" => super::iflow::adapt_body(&mut body),
         "openai" if is_reasoning_model(model) => rename_max_tokens(&mut body),
         // OpenAI refuses `reasoning_effort` on models that do not reason (gpt-4o, gpt-4.1), and
         // translated requests carry one whenever the client asked for thinking (Claude Code
@@ -93,7 +93,7 @@ fn nim_deepseek_thinking(body: &mut Map<String, Value>) {
 
 /// Qwen's and iFlow's endpoints reject `strict` on functions and `additionalProperties` in
 /// their schemas.
-fn clean_tool_schemas(body: &mut Map<String, Value>) {
+pub(crate) fn clean_tool_schemas(body: &mut Map<String, Value>) {
     for tool in body.get_mut("tools").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(function) = tool.get_mut("function").and_then(Value::as_object_mut) {
             function.remove("strict");

@@ -272,9 +272,7 @@ fn attempt(
     lease: &Lease,
 ) -> Result<(UpstreamResponse, Body, Value), Failure> {
     match &lease.secret {
-        Some(secret) => {
-            call(state, provider, providers::with_key(provider.family, request.clone(), secret), request.stream)
-        }
+        Some(secret) => call(state, provider, with_key(provider, request.clone(), secret), request.stream),
         None => oauth_attempt(state, provider, request, &lease.key_id),
     }
 }
@@ -309,7 +307,7 @@ fn oauth_request(
     request: &UpstreamRequest,
     access: &crate::oauth::refresh::Access,
 ) -> UpstreamRequest {
-    let mut req = providers::with_key(provider.family, request.clone(), &access.token);
+    let mut req = with_key(provider, request.clone(), &access.token);
     let base = access.resource_url.as_deref().filter(|_| !provider.base_from_env).map(providers::resource_base);
     if let (Some(base), Some(path)) = (base, req.url.strip_prefix(&provider.base)) {
         req.url = format!("{base}{path}");
@@ -329,6 +327,22 @@ fn access_failure(provider: &ProviderConfig, e: crate::oauth::refresh::AccessErr
         },
         crate::oauth::refresh::AccessError::Failed(why) => Failure::transient(format!("token refresh failed: {why}")),
     }
+}
+
+/// `request` with `key` attached the way the provider expects it. iFlow's calls are signed with
+/// the key too, each in a session of its own and stamped now.
+fn with_key(provider: &ProviderConfig, request: UpstreamRequest, key: &Secret) -> UpstreamRequest {
+    if provider.name != "iflow" {
+        return providers::with_key(provider.family, request, key);
+    }
+    // A session id needs to be unique, not secret: without the random source, the clock's
+    // nanoseconds will do.
+    let random = crate::oauth::login::random_bytes(16).ok().and_then(|b| <[u8; 16]>::try_from(b).ok());
+    let random = random.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        nanos.to_le_bytes()
+    });
+    providers::iflow::sign(request, key, &providers::iflow::session_id(random), clock::now_ms())
 }
 
 /// Sends a request that carries its credential and checks the answer.
