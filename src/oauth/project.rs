@@ -67,8 +67,8 @@ fn onboard(client: &Client, base: &str, tier: &str, token: &Secret) -> Result<St
         std::thread::sleep(POLL_EVERY);
         let name = operation.get("name").and_then(Value::as_str).unwrap_or("");
         // An operation without a usable name is asked about by calling onboardUser again.
-        let poll = code_assist::operation_request(base, name)
-            .unwrap_or_else(|| code_assist::onboard_request(base, tier));
+        let poll =
+            code_assist::operation_request(base, name).unwrap_or_else(|| code_assist::onboard_request(base, tier));
         operation = call(client, poll, token)?;
     }
     Err(ProjectError::transient("onboarding the account did not finish in time".into()))

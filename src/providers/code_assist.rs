@@ -22,13 +22,8 @@ use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value, json};
 
 /// The models listed when `GEMINI_CLI_MODELS` is not set: Code Assist has no model list call.
-pub const MODELS: &[&str] = &[
-    "gemini-2.5-pro",
-    "gemini-2.5-flash",
-    "gemini-2.5-flash-lite",
-    "gemini-3-pro-preview",
-    "gemini-3-flash-preview",
-];
+pub const MODELS: &[&str] =
+    &["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview"];
 
 // ---- build ---------------------------------------------------------------------------------
 
@@ -279,13 +274,15 @@ mod tests {
     fn load_answers() {
         let onboarded = json!({"currentTier": {"id": "free-tier"}, "cloudaicompanionProject": "proj-7"});
         assert_eq!(read_load(&onboarded), Loaded::Project("proj-7".into()));
-        let object = json!({"currentTier": {"id": "standard-tier"}, "cloudaicompanionProject": {"id": "proj-8", "name": "x"}});
+        let object =
+            json!({"currentTier": {"id": "standard-tier"}, "cloudaicompanionProject": {"id": "proj-8", "name": "x"}});
         assert_eq!(read_load(&object), Loaded::Project("proj-8".into()));
         assert!(matches!(read_load(&json!({"currentTier": {"id": "standard-tier"}})), Loaded::Refused(_)));
         let new = json!({"allowedTiers": [{"id": "legacy-tier"}, {"id": "free-tier", "isDefault": true}]});
         assert_eq!(read_load(&new), Loaded::Onboard("free-tier".into()));
         assert_eq!(read_load(&json!({})), Loaded::Onboard("legacy-tier".into()));
-        let validate = json!({"ineligibleTiers": [{"reasonCode": "VALIDATION_REQUIRED", "validationUrl": "https://x"}]});
+        let validate =
+            json!({"ineligibleTiers": [{"reasonCode": "VALIDATION_REQUIRED", "validationUrl": "https://x"}]});
         assert!(matches!(read_load(&validate), Loaded::Refused(_)));
     }
 

@@ -136,9 +136,8 @@ fn body_hint(body: &Value) -> Option<u64> {
     let error = body.get("error").unwrap_or(body);
     let details = || error.get("details").and_then(Value::as_array).into_iter().flatten();
     let retry_delay = details().find_map(|d| d.get("retryDelay").and_then(Value::as_str).and_then(go_duration));
-    let reset_delay = || {
-        details().find_map(|d| d.get("metadata")?.get("quotaResetDelay")?.as_str().and_then(go_duration))
-    };
+    let reset_delay =
+        || details().find_map(|d| d.get("metadata")?.get("quotaResetDelay")?.as_str().and_then(go_duration));
     retry_delay.or_else(reset_delay).or_else(|| error.get("message").and_then(Value::as_str).and_then(message_hint))
 }
 
@@ -275,9 +274,7 @@ mod tests {
                    "metadata": {"model": "gemini-2.5-pro", "quotaResetDelay": "539.477544ms"}})
         };
         let retry = json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"});
-        let body = |details: Vec<Value>| {
-            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": details}})
-        };
+        let body = |details: Vec<Value>| json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": details}});
         let rate = body(vec![info("RATE_LIMIT_EXCEEDED"), retry.clone()]);
         assert_eq!(classify(429, &rate), ErrorClass::RateLimit);
         assert_eq!(retry_hint(&[], &rate, now), Some(3_000));

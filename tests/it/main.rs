@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod files;
 mod front_door;
+mod gemini_cli;
 mod man;
 mod messages_api;
 mod native;

@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A running `keyrelay oauth ...`, its stderr read line by line as it comes.
-struct Login {
+pub(crate) struct Login {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Login {
-    fn start(dir: &TempDir, provider: &str, extra: &[&str], env: &[(&str, String)]) -> Login {
+    pub(crate) fn start(dir: &TempDir, provider: &str, extra: &[&str], env: &[(&str, String)]) -> Login {
         let mut cmd = Command::new(BIN);
         cmd.env_clear().env("KEYRELAY_LOG", "debug").arg("--dir").arg(dir.path());
         let timeout = if extra.contains(&"--timeout") { &[][..] } else { &["--timeout", "30"][..] };
@@ -47,7 +47,7 @@ impl Login {
     }
 
     /// The next stderr line for which `wanted` holds (the lines before it are kept).
-    fn line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
         loop {
             let line = self.lines.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no such line in {:#?}", self.seen));
             self.seen.push(line.clone());
@@ -58,7 +58,7 @@ impl Login {
     }
 
     /// Exit code, stdout and all of stderr.
-    fn finish(mut self) -> (i32, String, String) {
+    pub(crate) fn finish(mut self) -> (i32, String, String) {
         let mut out = String::new();
         self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let code = self.child.wait().unwrap().code().unwrap_or(-1);
@@ -68,12 +68,12 @@ impl Login {
 }
 
 /// A port that was free a moment ago, for the callback server.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The decoded query parameters of a URL.
-fn query(url: &str) -> Vec<(String, String)> {
+pub(crate) fn query(url: &str) -> Vec<(String, String)> {
     let (_, q) = url.split_once('?').expect("a query");
     q.split('&').map(|p| p.split_once('=').unwrap_or((p, ""))).map(|(n, v)| (decode(n), decode(v))).collect()
 }
@@ -94,7 +94,7 @@ fn decode(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn param(pairs: &[(String, String)], name: &str) -> String {
+pub(crate) fn param(pairs: &[(String, String)], name: &str) -> String {
     pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {name} in {pairs:?}"))
 }
 
@@ -103,7 +103,7 @@ fn form_of(req: &Recorded) -> Vec<(String, String)> {
 }
 
 /// Plays the browser: GET `path_and_query` on the callback port; returns status and page.
-fn browse(port: u16, path_and_query: &str) -> (u16, String) {
+pub(crate) fn browse(port: u16, path_and_query: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     write!(stream, "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
@@ -139,7 +139,7 @@ fn now_ms() -> u64 {
 
 /// A Google-like token endpoint (`/token`) and userinfo endpoint (`/userinfo`). The token
 /// answer carries `access` and `refresh`, and an id_token naming `email` when `id_email`.
-fn google_mock(access: &'static str, refresh: &'static str, id_email: bool) -> Mock {
+pub(crate) fn google_mock(access: &'static str, refresh: &'static str, id_email: bool) -> Mock {
     Mock::start(move |req| match req.url.as_str() {
         "/token" => {
             let mut body = json!({"access_token": access, "refresh_token": refresh, "expires_in": 3599,
