@@ -557,6 +557,32 @@ mod tests {
     }
 
     #[test]
+    fn a_found_project_is_written_to_the_file_and_survives_a_refresh() {
+        let scratch = Scratch::new("project");
+        let mut cred = qwen(Some(NOW));
+        cred.provider = Provider::GeminiCli;
+        let path = store::create(&scratch.0, Provider::GeminiCli, &cred.to_file_text()).unwrap();
+        cred.source = Source::File(path.clone());
+        let state = CredentialState::new(cred.clone());
+        assert_eq!(state.project_id(), None);
+        // A refresh that read the file before the project was written must not lose it.
+        state.remember_project("proj-1");
+        store::rewrite(&cred).unwrap();
+        assert_eq!(state.project_id().as_deref(), Some("proj-1"));
+        assert_eq!(state.access(&Fake::ok(), &|| NOW, None).unwrap().token.expose(), "at-1");
+        assert_eq!(state.project_id().as_deref(), Some("proj-1"));
+        assert_eq!(store::read(Provider::GeminiCli, &path).unwrap().project_id.as_deref(), Some("proj-1"));
+    }
+
+    #[test]
+    fn the_python_proxys_project_is_read_from_its_metadata() {
+        let mut cred = qwen(Some(NOW));
+        cred.provider = Provider::GeminiCli;
+        cred.extra.insert("_proxy_metadata".into(), serde_json::json!({"project_id": "py-proj", "tier": "FREE"}));
+        assert_eq!(CredentialState::new(cred).project_id().as_deref(), Some("py-proj"));
+    }
+
+    #[test]
     fn an_account_named_after_the_refresh_token_keeps_its_name() {
         let mut cred = qwen(Some(NOW));
         cred.email = None;
