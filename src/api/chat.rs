@@ -11,7 +11,7 @@ use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic, gemini, openai};
+use crate::providers::{Family, StreamTranslator, Translated, anthropic, code_assist, gemini, openai};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
@@ -96,7 +96,7 @@ fn build(
         Family::OpenAi => Ok(openai::build_chat(&provider.name, &provider.base, model, body, stream)),
         Family::Anthropic => anthropic::build_chat(&provider.base, model, &body, stream),
         Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),
-        Family::CodeAssist => Err(not_translated(provider)),
+        Family::CodeAssist => code_assist::build_chat(&provider.base, model, &body, stream),
     }
 }
 
@@ -124,7 +124,7 @@ fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -
         Family::OpenAi => return Ok(json_of(&bytes)),
         Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
         Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-        Family::CodeAssist => return Err(not_translated(provider)),
+        Family::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
     };
     translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
@@ -136,7 +136,8 @@ fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn S
     match provider.family {
         Family::Anthropic => anthropic::stream_translator(model, created),
         Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
-        Family::OpenAi | Family::CodeAssist => Box::new(openai::PassThrough::default()),
+        Family::CodeAssist => code_assist::stream_translator(model, &completion_id(), created),
+        Family::OpenAi => Box::new(openai::PassThrough::default()),
     }
 }
 
@@ -201,15 +202,6 @@ pub(super) fn unique_id(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let seed = crate::clock::now_ms() ^ (u64::from(std::process::id()) << 40);
     format!("{prefix}{:012x}{:012x}", seed & 0xffff_ffff_ffff, n & 0xffff_ffff_ffff)
-}
-
-fn not_translated(provider: &ProviderConfig) -> ApiError {
-    let message = format!(
-        "provider '{}' speaks the {} protocol, which keyrelay does not translate yet",
-        provider.name,
-        provider.family.name()
-    );
-    ApiError::new(501, "invalid_request_error", "provider_not_supported", message)
 }
 
 /// An OpenAI-format stream as SSE events: `data: {chunk}` per chunk, the usage-only chunk

@@ -16,8 +16,8 @@ mod token_count;
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::metrics::{self, RequestLabels};
+use crate::providers;
 use crate::providers::openai::StreamSummary;
-use crate::providers::{self, Family};
 use crate::reqlog::RequestLog;
 use crate::sse;
 use crate::state::{AppState, lock};
@@ -301,17 +301,6 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
     }
     if !provider.has_credentials() {
         return Err(crate::relay::no_credentials(name));
-    }
-    if provider.family == Family::CodeAssist {
-        return Err(ApiError::new(
-            501,
-            "invalid_request_error",
-            "provider_not_supported",
-            format!(
-                "provider '{name}' speaks the {} protocol, which this version of keyrelay does not translate yet",
-                provider.family.name()
-            ),
-        ));
     }
     Ok((provider, id.to_string()))
 }

@@ -67,8 +67,10 @@ fn provider_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
 }
 
 fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String> {
+    // Code Assist has no model list call: `GEMINI_CLI_MODELS` replaces the built-in list.
     if provider.family == Family::CodeAssist {
-        return Vec::new();
+        let builtin = provider.static_models.is_empty().then_some(providers::code_assist::MODELS);
+        return builtin.unwrap_or_default().iter().map(|m| m.to_string()).collect();
     }
     let ttl = state.config().settings.models_cache;
     if let Some((fetched, ids)) = lock(&state.models).get(&provider.name) {

@@ -171,6 +171,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "iFlow API base, for API keys and OAuth accounts (whose calls use the account's API key, signed)",
     },
     EnvVar {
+        name: "GEMINI_CLI_PROJECT_ID",
+        default: "the credential's project_id, else discovered",
+        doc: "Google Cloud project of every gemini_cli call; unset, each account's own is used or found",
+    },
+    EnvVar {
+        name: "GEMINI_CLI_API_BASE",
+        default: "https://cloudcode-pa.googleapis.com/v1internal",
+        doc: "Code Assist API base of gemini_cli (chat, loadCodeAssist, onboardUser)",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
@@ -343,6 +353,8 @@ pub struct Config {
     pub oauth_endpoints: oauth::endpoint::Endpoints,
     /// `OAUTH_REFRESH_INTERVAL`: how often the background refresher looks for tokens near expiry.
     pub oauth_refresh_interval: Duration,
+    /// `GEMINI_CLI_PROJECT_ID`: the project of every `gemini_cli` call, over each account's own.
+    pub gemini_cli_project: Option<String>,
 }
 
 /// `MODEL_ALIASES`, in the order exact names first, then globs in the order given.
@@ -469,6 +481,7 @@ impl Config {
             skip_oauth_init_check: flag(get, "SKIP_OAUTH_INIT_CHECK")?,
             oauth_endpoints: oauth::endpoint::Endpoints::from_env(get),
             oauth_refresh_interval: positive_seconds(get, "OAUTH_REFRESH_INTERVAL", 600.0)?,
+            gemini_cli_project: get("GEMINI_CLI_PROJECT_ID").map(|p| p.trim().to_string()),
         })
     }
 

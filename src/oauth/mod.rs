@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod identity;
 pub mod login;
+pub mod project;
 pub mod refresh;
 pub mod stateless;
 pub mod store;

@@ -84,6 +84,8 @@ pub struct CredentialState {
     pub account: String,
     inner: Mutex<Inner>,
     done: Condvar,
+    /// Held while a Gemini CLI account's project is being found, so it is found once.
+    discovery: Mutex<()>,
 }
 
 impl CredentialState {
@@ -94,6 +96,7 @@ impl CredentialState {
             account: identity::account(&cred),
             inner: Mutex::new(Inner { cred, refreshing: false, finished: 0, last_failure: None, waiting: 0 }),
             done: Condvar::new(),
+            discovery: Mutex::new(()),
         }
     }
 
@@ -167,6 +170,37 @@ impl CredentialState {
         }
     }
 
+    /// The Google Cloud project of a Gemini CLI account, when known: `project_id`, or the one
+    /// the Python proxy keeps in `_proxy_metadata`.
+    pub fn project_id(&self) -> Option<String> {
+        let inner = lock(&self.inner);
+        let metadata = inner.cred.extra.get("_proxy_metadata").and_then(|m| m.get("project_id"));
+        let project = inner.cred.project_id.as_deref().or_else(|| metadata.and_then(serde_json::Value::as_str));
+        project.map(str::trim).filter(|p| !p.is_empty()).map(str::to_string)
+    }
+
+    /// Taken while the project is found (`oauth::project`), so concurrent first uses wait for
+    /// one discovery instead of each making their own.
+    pub fn discovering(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.discovery)
+    }
+
+    /// Keeps a discovered project, in the credential's file too (read again first, so the
+    /// write keeps what another process put there); variables keep it in memory.
+    pub fn remember_project(&self, project: &str) {
+        let cred = {
+            let mut inner = lock(&self.inner);
+            inner.cred.project_id = Some(project.to_string());
+            inner.cred.clone()
+        };
+        let Source::File(path) = &cred.source else { return };
+        let mut on_disk = store::read(cred.provider, path).unwrap_or_else(|_| cred.clone());
+        on_disk.project_id = Some(project.to_string());
+        if let Err(e) = store::rewrite(&on_disk) {
+            log::error!("{} {}: writing project_id to {} failed: {e}", cred.provider, self.account, path.display());
+        }
+    }
+
     /// Refreshes now whatever the expiry (`keyrelay oauth refresh`), unless marked `needs_login`.
     pub fn force_refresh(&self, endpoint: &dyn TokenEndpoint, now: &dyn Fn() -> u64) -> Result<Access, AccessError> {
         let current = bearer(&lock(&self.inner).cred).cloned().unwrap_or_else(|| Secret::new(""));
@@ -209,6 +243,11 @@ fn refresh(
         },
         Source::Env(_) => start.clone(),
     };
+    let mut base = base;
+    // A project found since the file was last written is not lost by the refresh.
+    if base.project_id.is_none() {
+        base.project_id = start.project_id.clone();
+    }
     if base.needs_login {
         return Err((Box::new(base), AccessError::NeedsLogin));
     }
@@ -514,6 +553,32 @@ mod tests {
         let on_disk = store::read(Provider::QwenCode, &path).unwrap();
         assert_eq!(on_disk.refresh_token.unwrap().expose(), "rt-1");
         assert_eq!(on_disk.email.as_deref(), Some("work"));
+    }
+
+    #[test]
+    fn a_found_project_is_written_to_the_file_and_survives_a_refresh() {
+        let scratch = Scratch::new("project");
+        let mut cred = qwen(Some(NOW));
+        cred.provider = Provider::GeminiCli;
+        let path = store::create(&scratch.0, Provider::GeminiCli, &cred.to_file_text()).unwrap();
+        cred.source = Source::File(path.clone());
+        let state = CredentialState::new(cred.clone());
+        assert_eq!(state.project_id(), None);
+        // A refresh that read the file before the project was written must not lose it.
+        state.remember_project("proj-1");
+        store::rewrite(&cred).unwrap();
+        assert_eq!(state.project_id().as_deref(), Some("proj-1"));
+        assert_eq!(state.access(&Fake::ok(), &|| NOW, None).unwrap().token.expose(), "at-1");
+        assert_eq!(state.project_id().as_deref(), Some("proj-1"));
+        assert_eq!(store::read(Provider::GeminiCli, &path).unwrap().project_id.as_deref(), Some("proj-1"));
+    }
+
+    #[test]
+    fn the_python_proxys_project_is_read_from_its_metadata() {
+        let mut cred = qwen(Some(NOW));
+        cred.provider = Provider::GeminiCli;
+        cred.extra.insert("_proxy_metadata".into(), serde_json::json!({"project_id": "py-proj", "tier": "FREE"}));
+        assert_eq!(CredentialState::new(cred).project_id().as_deref(), Some("py-proj"));
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
     }
     if says("insufficient_quota")
         || says("billing")
+        // Code Assist's quota errors (429s) name themselves in an ErrorInfo reason.
+        || reasons.iter().any(|r| r == "quota_exhausted" || r == "insufficient_g1_credits_balance")
         || code == "enforced_spend_limit_reached"
         || detail_code == "enforced_spend_limit_reached"
         || message.contains("spend limit")
@@ -128,21 +130,22 @@ fn ratelimit_reset(headers: &[(String, String)]) -> Option<u64> {
     exhausted.or_else(|| resets.iter().map(|(r, _)| *r).max())
 }
 
+/// The body's hint: a `RetryInfo.retryDelay` in any detail first, then an `ErrorInfo`'s
+/// `metadata.quotaResetDelay` (Code Assist sends both, in either order), then the message.
 fn body_hint(body: &Value) -> Option<u64> {
     let error = body.get("error").unwrap_or(body);
-    for detail in error.get("details").and_then(Value::as_array).into_iter().flatten() {
-        let delay = detail.get("retryDelay").or_else(|| detail.get("metadata").and_then(|m| m.get("quotaResetDelay")));
-        if let Some(ms) = delay.and_then(Value::as_str).and_then(go_duration) {
-            return Some(ms);
-        }
-    }
-    error.get("message").and_then(Value::as_str).and_then(message_hint)
+    let details = || error.get("details").and_then(Value::as_array).into_iter().flatten();
+    let retry_delay = details().find_map(|d| d.get("retryDelay").and_then(Value::as_str).and_then(go_duration));
+    let reset_delay =
+        || details().find_map(|d| d.get("metadata")?.get("quotaResetDelay")?.as_str().and_then(go_duration));
+    retry_delay.or_else(reset_delay).or_else(|| error.get("message").and_then(Value::as_str).and_then(message_hint))
 }
 
-/// "Please retry in 54.88s", "try again in 3.89s", "retry after 20 seconds", "in 500ms".
+/// "Please retry in 54.88s", "try again in 3.89s", "retry after 20 seconds", "in 500ms",
+/// "Your quota will reset after 19h14m47s.".
 fn message_hint(message: &str) -> Option<u64> {
     let lower = message.to_ascii_lowercase();
-    for marker in ["retry in ", "try again in ", "retry after ", "try again after "] {
+    for marker in ["retry in ", "try again in ", "retry after ", "try again after ", "reset after "] {
         let Some(i) = lower.find(marker) else { continue };
         let rest = &lower[i + marker.len()..];
         let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.')).unwrap_or(rest.len());
@@ -257,6 +260,29 @@ mod tests {
         assert_eq!(retry_hint(&[], &json!({"error": {"message": "Please retry in 54.88s."}}), now), Some(54_880));
         assert_eq!(retry_hint(&[], &json!({"error": {"message": "retry after 20 seconds"}}), now), Some(20_000));
         assert_eq!(retry_hint(&[], &json!({"error": {"message": "slow down"}}), now), None);
+        let capacity = json!({"error": {"message": "You have exhausted your capacity on this model. Your quota will reset after 19h14m47s."}});
+        assert_eq!(retry_hint(&[], &capacity, now), Some(69_287_000));
+    }
+
+    /// Code Assist's 429s: an ErrorInfo (reason, `quotaResetDelay`) and maybe a RetryInfo, in
+    /// either order; the RetryInfo wins, as the Gemini CLI reads them.
+    #[test]
+    fn code_assist_quota_errors() {
+        let now = 0;
+        let info = |reason: &str| {
+            json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "cloudcode-pa.googleapis.com",
+                   "metadata": {"model": "gemini-2.5-pro", "quotaResetDelay": "539.477544ms"}})
+        };
+        let retry = json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"});
+        let body = |details: Vec<Value>| json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": details}});
+        let rate = body(vec![info("RATE_LIMIT_EXCEEDED"), retry.clone()]);
+        assert_eq!(classify(429, &rate), ErrorClass::RateLimit);
+        assert_eq!(retry_hint(&[], &rate, now), Some(3_000));
+        let exhausted = body(vec![info("QUOTA_EXHAUSTED")]);
+        assert_eq!(classify(429, &exhausted), ErrorClass::Quota);
+        assert_eq!(retry_hint(&[], &exhausted, now), Some(539));
+        assert_eq!(classify(429, &body(vec![info("INSUFFICIENT_G1_CREDITS_BALANCE")])), ErrorClass::Quota);
+        assert_eq!(classify(429, &body(vec![info("MODEL_CAPACITY_EXHAUSTED")])), ErrorClass::RateLimit);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and builds `UpstreamRequest`s; it does no I/O.
 
 pub mod anthropic;
+pub mod code_assist;
 pub mod errors;
 pub mod gemini;
 pub mod iflow;
@@ -61,7 +62,7 @@ pub enum Family {
     Anthropic,
     /// Gemini generateContent, translated.
     Gemini,
-    /// Gemini CLI's Code Assist API, OAuth only: not served yet.
+    /// Gemini CLI's Code Assist API: Gemini in an envelope, for OAuth accounts.
     CodeAssist,
 }
 

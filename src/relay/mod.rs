@@ -10,7 +10,7 @@ use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use crate::keys::Secret;
 use crate::keys::pool::{Outcome, Pick};
-use crate::providers::{self, errors::ErrorClass};
+use crate::providers::{self, Family, code_assist, errors::ErrorClass};
 use crate::sse;
 use crate::state::{AppState, lock};
 use crate::upstream::{self, UpstreamRequest, UpstreamResponse};
@@ -272,7 +272,14 @@ fn attempt(
     lease: &Lease,
 ) -> Result<(UpstreamResponse, Body, Value), Failure> {
     match &lease.secret {
-        Some(secret) => call(state, provider, with_key(provider, request.clone(), secret), request.stream),
+        Some(secret) => {
+            let request = match (provider.family, &state.config().gemini_cli_project) {
+                (Family::CodeAssist, Some(project)) => code_assist::with_project(request.clone(), project),
+                _ => request.clone(),
+            };
+            let stream = request.stream;
+            call(state, provider, with_key(provider, request, secret), stream)
+        }
         None => oauth_attempt(state, provider, request, &lease.key_id),
     }
 }
@@ -289,6 +296,14 @@ fn oauth_attempt(
     let config = state.config();
     let endpoint = crate::oauth::endpoint::Http { client: &state.client, endpoints: &config.oauth_endpoints };
     let access = cred.access(&endpoint, &clock::now_ms, None).map_err(|e| access_failure(provider, e))?;
+    let scoped;
+    let request = match provider.family {
+        Family::CodeAssist => {
+            scoped = with_account_project(state, provider, &cred, &access.token, request)?;
+            &scoped
+        }
+        _ => request,
+    };
     match call(state, provider, oauth_request(provider, request, &access), request.stream) {
         Err(f) if f.status == 401 => {
             log::info!("{} {}: 401 from the API; refreshing its token once", provider.name, cred.account);
@@ -298,6 +313,29 @@ fn oauth_attempt(
         }
         other => other,
     }
+}
+
+/// A Code Assist request with the project of its call: `GEMINI_CLI_PROJECT_ID`, else the
+/// account's own, found at its first use (`oauth::project`) with the token just taken.
+fn with_account_project(
+    state: &AppState,
+    provider: &ProviderConfig,
+    cred: &crate::oauth::refresh::CredentialState,
+    token: &Secret,
+    request: &UpstreamRequest,
+) -> Result<UpstreamRequest, Failure> {
+    let project = match &state.config().gemini_cli_project {
+        Some(project) => project.clone(),
+        None => crate::oauth::project::find(&state.client, &provider.base, cred, token).map_err(|e| Failure {
+            class: e.class,
+            what: format!("{} (finding its Code Assist project)", e.what),
+            retry_after: None,
+            error: None,
+            status: 0,
+            needs_login: false,
+        })?,
+    };
+    Ok(code_assist::with_project(request.clone(), &project))
 }
 
 /// The request with the credential's bearer token, sent to the credential's own base when

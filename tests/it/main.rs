@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod files;
 mod front_door;
+mod gemini_cli;
 mod iflow;
 mod man;
 mod messages_api;

@@ -139,7 +139,7 @@ fn now_ms() -> u64 {
 
 /// A Google-like token endpoint (`/token`) and userinfo endpoint (`/userinfo`). The token
 /// answer carries `access` and `refresh`, and an id_token naming `email` when `id_email`.
-fn google_mock(access: &'static str, refresh: &'static str, id_email: bool) -> Mock {
+pub(crate) fn google_mock(access: &'static str, refresh: &'static str, id_email: bool) -> Mock {
     Mock::start(move |req| match req.url.as_str() {
         "/token" => {
             let mut body = json!({"access_token": access, "refresh_token": refresh, "expires_in": 3599,
