@@ -1,6 +1,7 @@
 //! `keyrelay serve`: bind, serve until SIGINT/SIGTERM, reload on SIGHUP, shut down cleanly.
 
 use crate::cli::ServeArgs;
+use crate::cmd::oauth::import::{self, Imported};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http;
@@ -30,6 +31,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     logging::init(logging::level(&config.log_level), Some(&config.data_dir.join("logs")))
         .map_err(|source| Error::Io { what: "opening logs/keyrelay.log".into(), source })?;
+    let config = import_cli_logins(config)?;
     config.log_warnings();
 
     let data_dir = config.data_dir.clone();
@@ -96,6 +98,25 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     // The writer thread holds what is not yet on disk: flush it and join it before exiting.
     logging::stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Imports the official CLIs' logins into `oauth_creds/` (accounts not stored yet), and loads
+/// the configuration again when that added any, so their tokens are refreshed in the store's
+/// copy and never in the CLI's own file.
+fn import_cli_logins(config: Config) -> Result<Config> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else { return Ok(config) };
+    let mut added = false;
+    for outcome in import::import_cli_logins(&config.data_dir, std::path::Path::new(&home))? {
+        match outcome {
+            Imported::Stored(line) => {
+                log::info!("{line}");
+                added = true;
+            }
+            Imported::Duplicate(line) => log::debug!("{line}"),
+            Imported::Unreadable(line) => log::warn!("{line}"),
+        }
+    }
+    if added { Config::load(&config.data_dir) } else { Ok(config) }
 }
 
 /// What a newcomer needs to see at start: each provider with its keys and accounts (the keys'

@@ -286,3 +286,31 @@ fn the_background_refresher_refreshes_before_any_request_and_stops_with_the_serv
     assert!(status.success(), "{status:?}");
     assert_eq!(tokens.requests().len(), 1, "a fresh token is not refreshed again");
 }
+
+#[test]
+fn serve_imports_a_cli_login_and_refreshes_the_stored_copy_not_the_cli_file() {
+    let tokens = token_endpoint(false);
+    let api = qwen_api();
+    let home = TempDir::new();
+    std::fs::create_dir_all(home.path().join(".qwen")).unwrap();
+    // Near expiry, so the first request refreshes.
+    let cli_text = credential(&api, 60_000);
+    home.write(".qwen/oauth_creds.json", &cli_text);
+    let dir = TempDir::new();
+    dir.write(".env", &format!("QWEN_CODE_OAUTH_BASE=http://127.0.0.1:{}\n", tokens.port));
+    let proxy = Proxy::start_with_home(dir, home.path());
+    proxy.wait_for_log("imported qwen_code account work");
+    let stored = proxy.dir().path().join("oauth_creds/qwen_code_oauth_1.json");
+    assert_eq!(std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(proxy.client().post("/v1/chat/completions", CHAT).status, 200);
+    assert_eq!(read_json(&stored)["refresh_token"], "qwen-refresh-rotated-1", "the store's copy is refreshed");
+    let cli_file = home.path().join(".qwen/oauth_creds.json");
+    assert_eq!(std::fs::read_to_string(&cli_file).unwrap(), cli_text, "the CLI's own file is never written");
+    // A second start finds the account stored: nothing imported twice.
+    let (_, dir) = proxy.stop();
+    let again = Proxy::start_with_home(dir, home.path());
+    assert_eq!(again.client().post("/v1/chat/completions", CHAT).status, 200);
+    assert!(!again.logs().contains("imported qwen_code"), "{}", again.logs());
+    let files = std::fs::read_dir(again.dir().path().join("oauth_creds")).unwrap().count();
+    assert_eq!(files, 1);
+}

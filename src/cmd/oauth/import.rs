@@ -17,20 +17,41 @@ pub fn run(config: Config, _args: OauthImportArgs) -> Result<ExitCode> {
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .ok_or_else(|| Error::Config("HOME is not set, so the CLIs' folders cannot be found".into()))?;
-    let mut stored = stored_accounts(&config.data_dir);
-    let mut found = 0;
-    for provider in Provider::ALL {
-        let source = cli_file(&home, provider);
-        if source.is_file() {
-            found += 1;
-            import_one(&config.data_dir, provider, &source, &mut stored)?;
-        }
-    }
-    if found == 0 {
+    let outcomes = import_cli_logins(&config.data_dir, &home)?;
+    if outcomes.is_empty() {
         eprintln!("no login found in {}/.gemini, .qwen or .iflow", home.display());
         return Ok(ExitCode::from(1));
     }
+    for outcome in outcomes {
+        match outcome {
+            Imported::Stored(line) => println!("{line}"),
+            Imported::Duplicate(line) | Imported::Unreadable(line) => eprintln!("{line}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What importing one CLI login came to, as a line for people.
+pub enum Imported {
+    Stored(String),
+    /// The account is stored already; its stored file was left as it is.
+    Duplicate(String),
+    Unreadable(String),
+}
+
+/// Copies every official CLI login under `home` into `oauth_creds/` (interface: discovery at
+/// start-up imports them), skipping accounts already stored. `serve` runs this at start, so
+/// a refresh later writes the store's copy, never the CLI's own file.
+pub fn import_cli_logins(data_dir: &Path, home: &Path) -> Result<Vec<Imported>> {
+    let mut stored = stored_accounts(data_dir);
+    let mut outcomes = Vec::new();
+    for provider in Provider::ALL {
+        let source = cli_file(home, provider);
+        if source.is_file() {
+            outcomes.push(import_one(data_dir, provider, &source, &mut stored)?);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// The accounts in the store with their files. A stored file that cannot be read names no
@@ -48,22 +69,19 @@ fn import_one(
     provider: Provider,
     source: &Path,
     stored: &mut Vec<((Provider, String), PathBuf)>,
-) -> Result<()> {
+) -> Result<Imported> {
     let text = std::fs::read_to_string(source).context(format!("reading {}", source.display()))?;
     let cred = match OAuthCredential::from_json(provider, Source::File(source.to_path_buf()), &text) {
         Ok(cred) => cred,
-        Err(why) => {
-            eprintln!("skipped {}: {why}", source.display());
-            return Ok(());
-        }
+        Err(why) => return Ok(Imported::Unreadable(format!("skipped {}: {why}", source.display()))),
     };
     let (key, account) = (identity::duplicate_key(&cred), identity::account(&cred));
     if let Some((_, path)) = stored.iter().find(|(k, _)| *k == key) {
-        eprintln!("duplicate: {provider} account {account} is already in {}; skipped", path.display());
-        return Ok(());
+        let line = format!("duplicate: {provider} account {account} is already in {}; skipped", path.display());
+        return Ok(Imported::Duplicate(line));
     }
     let path = store::create(data_dir, provider, &text).context(format!("storing {provider} account {account}"))?;
-    println!("imported {provider} account {account} from {} to {}", source.display(), path.display());
+    let line = format!("imported {provider} account {account} from {} to {}", source.display(), path.display());
     stored.push((key, path));
-    Ok(())
+    Ok(Imported::Stored(line))
 }

@@ -83,23 +83,31 @@ impl Proxy {
     }
 
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Proxy {
-        Proxy::launch(dir, extra, None)
+        Proxy::launch(dir, extra, None, None)
+    }
+
+    /// Serves `dir` with `HOME` set to `home` (where the official CLIs keep their logins).
+    pub fn start_with_home(dir: TempDir, home: &Path) -> Proxy {
+        Proxy::launch(dir, &[], None, Some(home))
     }
 
     /// Serves with `env` as `.env`, allowed at most `nofile` open file descriptors.
     pub fn start_with_fd_limit(env: &str, nofile: u32) -> Proxy {
         let dir = TempDir::new();
         dir.write(".env", env);
-        Proxy::launch(dir, &[], Some(nofile))
+        Proxy::launch(dir, &[], Some(nofile), None)
     }
 
-    fn launch(dir: TempDir, extra: &[&str], nofile: Option<u32>) -> Proxy {
+    fn launch(dir: TempDir, extra: &[&str], nofile: Option<u32>, home: Option<&Path>) -> Proxy {
         let mut args = vec!["serve", "--port", "0"];
         args.extend_from_slice(extra);
         let mut cmd = match nofile {
             Some(n) => limited_command(dir.path(), &args, n),
             None => command(dir.path(), &args),
         };
+        if let Some(home) = home {
+            cmd.env("HOME", home);
+        }
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start keyrelay");
         let stderr = child.stderr.take().expect("piped stderr");
