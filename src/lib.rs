@@ -27,6 +27,7 @@ pub mod upstream;
 use argh::FromArgs;
 use cli::{Command, TopLevel};
 use error::{Error, Result};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,9 +47,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         println!("keyrelay {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(command) = top.command else {
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if top.command.is_none() && !interactive {
         return Err(Error::Usage("no subcommand given; try 'keyrelay --help'".into()));
-    };
+    }
     let dir =
         top.dir.or_else(|| std::env::var_os("KEYRELAY_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("."));
     if !dir.is_dir() {
@@ -58,7 +60,14 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let config = config::Config::load(&dir)?;
     // Before anything can log or call out: every later line and upstream answer is redacted.
     redact::install(&config);
-    let result = dispatch(config, command);
+    let result = match top.command {
+        Some(command) => dispatch(config, command),
+        // On a terminal with no subcommand: the menus.
+        None => {
+            start_logging(&config);
+            cmd::launcher::run(config)
+        }
+    };
     // Log lines still in the writer's channel or buffers would be lost at exit.
     logging::stop();
     result

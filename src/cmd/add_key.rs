@@ -88,7 +88,8 @@ fn read_key() -> Result<String> {
     Ok(line.trim().to_string())
 }
 
-fn set_echo(on: bool) {
+/// Turns the terminal's echo on or off (through `stty`; nothing happens without a terminal).
+pub fn set_echo(on: bool) {
     let _ = Command::new("stty").arg(if on { "echo" } else { "-echo" }).stdin(Stdio::inherit()).status();
 }
 

@@ -2,6 +2,7 @@
 
 pub mod add_key;
 pub mod export_env;
+pub mod launcher;
 pub mod models;
 pub mod oauth;
 pub mod serve;
