@@ -243,3 +243,72 @@ fn the_roff_reader_of_these_tests_reads_what_the_page_uses() {
         ["--allow-no-auth", "--dir", "--version"]
     );
 }
+
+#[test]
+fn every_nested_subcommand_and_its_flags_are_in_the_page() {
+    let text = plain(&page());
+    let mut missing = Vec::new();
+    for sub in subcommands(&help(None)) {
+        let sub_help = help(Some(&sub));
+        for nested in subcommands(&sub_help) {
+            let name = format!("{sub} {nested}");
+            if !text.contains(&name) {
+                missing.push(name.clone());
+            }
+            let dir = TempDir::new();
+            let (code, out, err) = run_cli(dir.path(), &[&sub, &nested, "--help"], "");
+            assert_eq!(code, 0, "keyrelay {name} --help: {err}");
+            for flag in long_flags(&out) {
+                if !has_token(&text, &flag) {
+                    missing.push(format!("keyrelay {name} {flag}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "man/keyrelay.1 does not document:\n  {}", missing.join("\n  "));
+}
+
+/// Every environment variable the code reads by name (`get("NAME")` on the merged environment,
+/// `env::var("NAME")`, `var_os("NAME")`), found by scanning `src/`.
+fn variables_read_by_the_code() -> Vec<String> {
+    fn scan(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                scan(&path, found);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for call in ["get(\"", "get, \"", "var(\"", "var_os(\""] {
+                for (i, _) in text.match_indices(call) {
+                    let rest = &text[i + call.len()..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                        .collect();
+                    if name.len() > 2
+                        && rest[name.len()..].starts_with('"')
+                        && name.chars().next().unwrap().is_ascii_uppercase()
+                    {
+                        found.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    scan(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn every_environment_variable_the_code_reads_is_in_the_page() {
+    let text = plain(&page());
+    let read = variables_read_by_the_code();
+    assert!(read.iter().any(|v| v == "GLOBAL_TIMEOUT"), "the scan found nothing: {read:?}");
+    // UPDATE_EXPECT rewrites golden files in the unit tests: for developers, in ARCHITECTURE.md.
+    let missing: Vec<&String> = read.iter().filter(|v| *v != "UPDATE_EXPECT" && !has_token(&text, v)).collect();
+    assert!(missing.is_empty(), "read by the code but not in man/keyrelay.1: {missing:?}");
+}
