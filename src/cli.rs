@@ -7,6 +7,9 @@ use std::path::PathBuf;
 /// A small, fast LLM API proxy: one OpenAI-compatible endpoint over a pool of provider keys.
 #[derive(FromArgs, Debug)]
 #[argh(
+    example = "keyrelay serve                       # the proxy on 127.0.0.1:8000, keys from ./.env",
+    example = "keyrelay add-key openai --validate   # add a key, typed on standard input",
+    example = "keyrelay status --json | jq .state   # every key's state, as JSON Lines",
     note = "Settings come from .env files in the data directory and the environment; see keyrelay(1).",
     error_code(0, "success"),
     error_code(1, "a negative answer"),
@@ -14,7 +17,7 @@ use std::path::PathBuf;
 )]
 pub struct TopLevel {
     /// data directory holding .env and launcher_config.json (default: $KEYRELAY_DIR, else the current directory)
-    #[argh(option)]
+    #[argh(option, arg_name = "DIR")]
     pub dir: Option<PathBuf>,
 
     /// print the version and exit
@@ -55,14 +58,19 @@ pub struct AddKeyArgs {
 
 /// Run the proxy server.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "serve")]
+#[argh(
+    subcommand,
+    name = "serve",
+    example = "keyrelay serve --port 8080",
+    example = "keyrelay serve --host 0.0.0.0 --port 8000   # needs PROXY_API_KEY in .env"
+)]
 pub struct ServeArgs {
     /// address to bind (default: launcher_config.json's host, else 127.0.0.1)
-    #[argh(option)]
+    #[argh(option, arg_name = "HOST")]
     pub host: Option<String>,
 
     /// port to bind, 0 for any free port (default: launcher_config.json's port, else 8000)
-    #[argh(option)]
+    #[argh(option, arg_name = "PORT")]
     pub port: Option<u16>,
 
     /// write each request's body, stream chunks, final response and outcome under logs/detailed_logs/ (also launcher_config.json's enable_request_logging)
@@ -70,7 +78,7 @@ pub struct ServeArgs {
     pub enable_request_logging: bool,
 
     /// how many requests are handled at once, streams included (default 64)
-    #[argh(option, default = "64")]
+    #[argh(option, arg_name = "N", default = "64")]
     pub workers: usize,
 
     /// allow binding a non-loopback address without PROXY_API_KEY set
@@ -87,7 +95,7 @@ pub struct ModelsArgs {
     pub json: bool,
 
     /// only this provider's models
-    #[argh(option)]
+    #[argh(option, arg_name = "PROVIDER")]
     pub provider: Option<String>,
 }
 
@@ -100,7 +108,7 @@ pub struct StatusArgs {
     pub json: bool,
 
     /// ask the keyrelay at this URL (default: the host and port of launcher_config.json when it answers, else read key_usage.json)
-    #[argh(option)]
+    #[argh(option, arg_name = "URL")]
     pub url: Option<String>,
 
     /// exit 1 when some provider has no key that could take a request now
@@ -150,11 +158,11 @@ macro_rules! login_args {
             pub no_browser: bool,
 
             /// seconds the whole login may take before it gives up with exit 1 (default 300)
-            #[argh(option, default = "300")]
+            #[argh(option, arg_name = "SECS", default = "300")]
             pub timeout: u64,
 
             /// the account name to store when the provider names none (Qwen Code's token names none)
-            #[argh(option)]
+            #[argh(option, arg_name = "NAME")]
             pub label: Option<String>,
         }
 
@@ -219,6 +227,6 @@ pub struct ExportEnvArgs {
     pub provider: Option<String>,
 
     /// write to this file (mode 0600) instead of standard output
-    #[argh(option)]
+    #[argh(option, arg_name = "FILE")]
     pub output: Option<PathBuf>,
 }
