@@ -5,7 +5,8 @@
 //!
 //! Every answer leaving `complete` names its model `provider/` + the id the upstream answered
 //! with (the id sent, when it names none), whole or chunk by chunk, whatever the family: the
-//! same name on every route, and one a client can send back as `model`.
+//! same name on every route, and one a client can send back as `model`. A `gemini_cli` request
+//! that fell back to its model's preview variant (`relay_or_preview`) is named after the variant.
 
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
@@ -57,7 +58,7 @@ pub fn complete(
     let answer_tool = (provider.family == Family::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
     let request = build(provider, &model, body, stream)?;
     let deadline = Instant::now() + config.settings.global_timeout;
-    let relayed = relay::relay(state, provider, &model, &request, deadline)?;
+    let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline)?;
     log::debug!("chat {}/{model} key={} attempts={}", provider.name, relayed.lease.masked, relayed.attempts.len() + 1);
     let meta = relay::meta(&relayed);
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -84,6 +85,34 @@ pub fn complete(
         }
     };
     Ok((output, meta))
+}
+
+/// Relays the request; for `gemini_cli`, when every account is cooling down on the model and
+/// it has a preview variant (`code_assist::preview_variant`), tries the variant once, whose
+/// cooldowns are its own. Returns the model that answered, which the answer then names.
+fn relay_or_preview(
+    state: &Arc<AppState>,
+    provider: &ProviderConfig,
+    model: String,
+    request: &UpstreamRequest,
+    deadline: Instant,
+) -> Result<(String, relay::Relayed), ApiError> {
+    let error = match relay::relay(state, provider, &model, request, deadline) {
+        Ok(relayed) => return Ok((model, relayed)),
+        Err(e) => e,
+    };
+    let cooling = error.code.as_deref() == Some("all_keys_cooling_down");
+    let variant = (provider.family == Family::CodeAssist && cooling).then(|| code_assist::preview_variant(&model));
+    let Some(variant) = variant.flatten() else { return Err(error) };
+    log::info!("{}: every account is cooling down on {model}; trying {variant}", provider.name);
+    match relay::relay(state, provider, variant, &code_assist::with_model(request.clone(), variant), deadline) {
+        Ok(relayed) => Ok((variant.to_string(), relayed)),
+        Err(again) => {
+            // The client asked for `model`: its error says when that model is free again.
+            log::info!("{}: {variant} failed too: {}", provider.name, again.message);
+            Err(error)
+        }
+    }
 }
 
 fn build(

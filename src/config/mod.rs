@@ -316,6 +316,8 @@ pub struct ProviderConfig {
 pub struct OAuthKey {
     pub id: String,
     pub account: String,
+    /// The pool's rank of the credential (`oauth::tier`): lower is better.
+    pub priority: u32,
 }
 
 impl ProviderConfig {
@@ -499,7 +501,11 @@ fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuth
     }
     for cred in creds.iter().filter(|c| oauth::refresh::in_pool(c.provider)) {
         if let Some(p) = providers.get_mut(cred.provider.name()) {
-            p.oauth.push(OAuthKey { id: oauth::identity::pool_id(cred), account: oauth::identity::account(cred) });
+            p.oauth.push(OAuthKey {
+                id: oauth::identity::pool_id(cred),
+                account: oauth::identity::account(cred),
+                priority: oauth::tier::priority_of(cred),
+            });
         }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Neither choosing a key nor recording an outcome scans the pool, so a request costs the same
 //! with 2 keys or 5,000. Per (provider, model), built on the model's first use, a `ModelIndex`
-//! keeps the free keys ordered by tier (idle, then with room) and by the rotation's order, and
+//! keeps the free keys grouped by priority (best first), within it by tier (idle, then with
+//! room), and within that by the rotation's order, and
 //! the cooling or locked keys in a timer queue by the time they are free: `acquire` reads the
 //! first entries, `CoolingUntil` the queue's head. A change to one key (in flight, outcome)
 //! moves that key in each of its provider's indexes, since the idle tier and a key-wide probe
@@ -29,6 +30,10 @@ const LADDER: [u64; 5] = [10 * SECOND, 30 * SECOND, 60 * SECOND, 120 * SECOND, 2
 const LOCKOUT_LADDER: [u64; 4] = [5 * MINUTE, 15 * MINUTE, HOUR, 4 * HOUR];
 /// After the same-key retry of a transient failure; not counted on the ladder.
 const TRANSIENT_COOLDOWN: u64 = 30 * SECOND;
+/// The priority of a key nothing ranks: every API key, and an OAuth credential whose tier is
+/// unknown. Lower is better; a key is used only when no better one could take the request.
+pub const DEFAULT_PRIORITY: u32 = 10;
+
 /// Three models cooling this long lock the key out for `LONG_COOLDOWN_LOCKOUT`.
 const LONG_COOLDOWN: u64 = 2 * HOUR;
 const LONG_COOLDOWN_LOCKOUT: u64 = 5 * MINUTE;
@@ -124,13 +129,17 @@ struct Key {
     in_flight: BTreeMap<String, u32>,
     /// The sum of `in_flight`, kept so the "idle" test costs nothing.
     in_flight_total: u32,
+    /// Lower is better (`DEFAULT_PRIORITY` unless the key's account ranks it); not persisted,
+    /// since it comes from the credential.
+    priority: u32,
     /// Changed since the `key_usage.json` writer last took it (and listed in `dirty`).
     dirty: bool,
 }
 
 impl Key {
     fn new(id: String, secret: Option<Secret>, record: KeyRecord) -> Key {
-        Key { id, secret, record, in_flight: BTreeMap::new(), in_flight_total: 0, dirty: false }
+        let priority = DEFAULT_PRIORITY;
+        Key { id, secret, record, in_flight: BTreeMap::new(), in_flight_total: 0, priority, dirty: false }
     }
 
     fn in_flight_for(&self, model: &str) -> u32 {
@@ -161,11 +170,16 @@ impl Key {
 /// in balanced mode, (0, 0, key index) in sequential mode, so the first slot is the pick.
 type Slot = (u64, u64, usize);
 
+/// A group of free keys with room: (priority, tier), best first. Tier 0 holds idle keys
+/// (nothing in flight on any model), tier 1 the rest, so a busy key of a better priority goes
+/// before an idle one of a worse priority.
+type Group = (u32, usize);
+
 /// Where one key stands for one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
-    /// Free, with room: tier 0 holds idle keys (nothing in flight on any model), tier 1 the rest.
-    Tier(usize, Slot),
+    /// Free, with room, in this group.
+    Tier(Group, Slot),
     /// Free but at its concurrency limit.
     Full,
     /// Cooling down or locked out until then.
@@ -178,7 +192,8 @@ enum Place {
 /// index of its provider (`ProviderKeys::relocate`).
 #[derive(Debug)]
 struct ModelIndex {
-    tiers: [BTreeSet<Slot>; 2],
+    /// Only non-empty groups, so a pick visits at most the few priorities in use (twice).
+    tiers: BTreeMap<Group, BTreeSet<Slot>>,
     /// How many keys are `Place::Full`.
     full: usize,
     /// The timer queue: (blocked until, key index), soonest first.
@@ -195,8 +210,13 @@ struct ModelIndex {
 impl ModelIndex {
     fn remove(&mut self, i: usize) {
         match self.place[i] {
-            Place::Tier(t, slot) => {
-                self.tiers[t].remove(&slot);
+            Place::Tier(group, slot) => {
+                if let Some(set) = self.tiers.get_mut(&group) {
+                    set.remove(&slot);
+                    if set.is_empty() {
+                        self.tiers.remove(&group);
+                    }
+                }
             }
             Place::Full => self.full -= 1,
             Place::Blocked(until) => {
@@ -207,8 +227,8 @@ impl ModelIndex {
 
     fn insert(&mut self, i: usize, place: Place) {
         match place {
-            Place::Tier(t, slot) => {
-                self.tiers[t].insert(slot);
+            Place::Tier(group, slot) => {
+                self.tiers.entry(group).or_default().insert(slot);
             }
             Place::Full => self.full += 1,
             Place::Blocked(until) => {
@@ -220,7 +240,7 @@ impl ModelIndex {
 
     /// Free keys, excluded ones included.
     fn free(&self) -> usize {
-        self.tiers[0].len() + self.tiers[1].len() + self.full
+        self.tiers.values().map(BTreeSet::len).sum::<usize>() + self.full
     }
 }
 
@@ -262,24 +282,24 @@ impl View<'_> {
         if !key.has_room(model, self.limit) {
             return Place::Full;
         }
-        let tier = usize::from(key.in_flight_total > 0);
+        let group = (key.priority, usize::from(key.in_flight_total > 0));
         let slot = match self.rotation {
             Rotation::Sequential => (0, 0, i),
             Rotation::Balanced => {
                 let requests = key.requests_today(model);
                 match old {
-                    Place::Tier(t, s) if t == tier && s.0 == requests => s,
+                    Place::Tier(g, s) if g == group && s.0 == requests => s,
                     _ => (requests, next_random(rng), i),
                 }
             }
         };
-        Place::Tier(tier, slot)
+        Place::Tier(group, slot)
     }
 
     fn build(&self, model: &str, now: u64, used: u64, rng: &mut u64) -> ModelIndex {
         let n = self.keys.len();
         let mut index = ModelIndex {
-            tiers: [BTreeSet::new(), BTreeSet::new()],
+            tiers: BTreeMap::new(),
             full: 0,
             blocked: BTreeSet::new(),
             place: vec![Place::Full; n],
@@ -409,6 +429,8 @@ pub struct KeyStatus {
     pub masked: String,
     pub state: &'static str,
     pub in_flight: u32,
+    /// Lower is better: keys of a worse priority are used only when no better one can be.
+    pub priority: u32,
     pub cooldowns: Vec<CooldownStatus>,
     pub locked_seconds_left: u64,
     pub today: Counters,
@@ -483,15 +505,24 @@ impl KeyPool {
                 .unwrap_or_default();
             // API keys, then OAuth credentials: an OAuth credential's id and masked form come
             // from its account, so they stay the same across token refreshes.
-            let api_keys = p.keys.iter().map(|secret| (secret.id(&p.name), secret.masked(), Some(secret.clone())));
-            let oauth = p.oauth.iter().map(|o| (o.id.clone(), o.account.clone(), None));
+            let api_keys = p
+                .keys
+                .iter()
+                .map(|secret| (secret.id(&p.name), secret.masked(), Some(secret.clone()), DEFAULT_PRIORITY));
+            let oauth = p.oauth.iter().map(|o| (o.id.clone(), o.account.clone(), None, o.priority));
             let keys: Vec<Key> = api_keys
                 .chain(oauth)
-                .map(|(id, masked, secret)| {
-                    old.remove(&id).unwrap_or_else(|| {
+                .map(|(id, masked, secret, priority)| {
+                    let mut key = old.remove(&id).unwrap_or_else(|| {
                         let record = KeyRecord { provider: p.name.clone(), masked, ..KeyRecord::default() };
                         Key::new(id, secret, record)
-                    })
+                    });
+                    // A rank learnt at run time (a stateless credential's tier) outlives a
+                    // reload that knows none.
+                    if priority != DEFAULT_PRIORITY {
+                        key.priority = priority;
+                    }
+                    key
                 })
                 .collect();
             let by_id = keys.iter().enumerate().map(|(i, k)| (k.id.clone(), i)).collect();
@@ -513,7 +544,8 @@ impl KeyPool {
         self.all_changed();
     }
 
-    /// Chooses a key for (provider, model), skipping `exclude`d key ids, and counts the request
+    /// Chooses a key for (provider, model): the best priority among the keys that could take
+    /// the request now, then idle before busy, then the rotation's order; skipping `exclude`d key ids, and counts the request
     /// in flight on it (`release` gives it back). Reads the first entries of the model's index:
     /// O(log n) in the keys, plus the few excluded ones skipped.
     pub fn acquire(&mut self, provider: &str, model: &str, now: u64, exclude: &[String]) -> Pick {
@@ -525,8 +557,7 @@ impl KeyPool {
         excluded.dedup();
         let (rotation, last) = (p.rotation, p.last);
         let index = p.index(model, now, rng);
-        let chosen = first_in(&index.tiers[0], rotation, last, &excluded)
-            .or_else(|| first_in(&index.tiers[1], rotation, last, &excluded));
+        let chosen = index.tiers.values().find_map(|set| first_in(set, rotation, last, &excluded));
         let Some(chosen) = chosen else {
             let free_excluded = excluded.iter().filter(|&&i| !matches!(index.place[i], Place::Blocked(_))).count();
             if index.free() > free_excluded {
@@ -547,6 +578,17 @@ impl KeyPool {
         let candidate = Candidate { id: key.id.clone(), secret: key.secret.clone(), masked: key.record.masked.clone() };
         p.relocate(chosen, rng);
         Pick::Key(candidate)
+    }
+
+    /// Ranks a key (its account's tier, learnt at run time): lower is better. Moves it in every
+    /// index of its provider.
+    pub fn set_priority(&mut self, provider: &str, id: &str, priority: u32) {
+        let Some(p) = self.providers.get_mut(provider) else { return };
+        let Some(&i) = p.by_id.get(id) else { return };
+        if p.keys[i].priority != priority {
+            p.keys[i].priority = priority;
+            p.relocate(i, &mut self.rng);
+        }
     }
 
     /// When the first key of the provider that is now blocked for `model` becomes free
@@ -654,6 +696,7 @@ impl KeyPool {
                     masked: key.record.masked.clone(),
                     state,
                     in_flight,
+                    priority: key.priority,
                     cooldowns,
                     locked_seconds_left: locked,
                     today,
@@ -841,6 +884,48 @@ mod tests {
     }
 
     #[test]
+    fn the_best_priority_takes_requests_while_it_has_room_then_the_next() {
+        let mut p = three_keys(&[("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI", "2")]);
+        let (a, b, c) = (id(&p, "a"), id(&p, "b"), id(&p, "c"));
+        assert!(p.status(T0).iter().all(|s| s.priority == DEFAULT_PRIORITY), "API keys rank alike");
+        p.set_priority("openai", &b, 1);
+        p.set_priority("openai", &c, 2);
+        // A busy key of a better priority goes before an idle one of a worse priority.
+        assert_eq!((take(&mut p, "m", T0), take(&mut p, "m", T0)), ("b".to_string(), "b".to_string()));
+        assert_eq!(take(&mut p, "m", T0), "c", "b is at its limit");
+        p.release("openai", &b, "m");
+        assert_eq!(take(&mut p, "m", T0), "b", "back to b as soon as it has room");
+        // Cooling, b gives way to c, then to a; another model is unaffected.
+        fail(&mut p, "b", "m", rate_limited(), T0);
+        assert_eq!(take(&mut p, "m", T0), "c");
+        fail(&mut p, "c", "m", rate_limited(), T0);
+        assert_eq!(take(&mut p, "m", T0), "a");
+        assert_eq!(take(&mut p, "other", T0), "b");
+        // When b's cooldown ends it is the first choice again.
+        for key in [&a, &b, &c, &b, &b, &c] {
+            p.release("openai", key, "m");
+        }
+        assert_eq!(take(&mut p, "m", T0 + 10 * SECOND), "b");
+        let shown: Vec<u32> = p.status(T0).iter().map(|s| s.priority).collect();
+        assert_eq!(shown, [DEFAULT_PRIORITY, 1, 2]);
+    }
+
+    #[test]
+    fn sequential_mode_stays_within_the_best_priority() {
+        let mut p = three_keys(&[("ROTATION_MODE_OPENAI", "sequential")]);
+        let (a, c) = (id(&p, "a"), id(&p, "c"));
+        p.set_priority("openai", &a, 2);
+        p.set_priority("openai", &c, 2);
+        let first = take(&mut p, "m", T0);
+        assert_ne!(first, "b", "b ranks below the others");
+        fail(&mut p, &first, "m", rate_limited(), T0);
+        let second = take(&mut p, "m", T0);
+        assert!(second != "b" && second != first);
+        fail(&mut p, &second, "m", rate_limited(), T0);
+        assert_eq!(take(&mut p, "m", T0), "b", "the worse priority only when the better ones cool");
+    }
+
+    #[test]
     fn balanced_prefers_the_least_used_key_today() {
         let mut p = three_keys(&[]);
         for secret in ["a", "a", "b"] {
@@ -1011,11 +1096,13 @@ mod differential {
             let soonest = keys.iter().filter_map(|(_, k)| blocked(k)).min();
             return Allowed::Exactly(soonest.map_or(Pick::NoneLeft, Pick::CoolingUntil));
         }
-        let idle: Vec<(usize, &Key)> = free.iter().copied().filter(|(_, k)| total(k) == 0 && room(k)).collect();
-        let tier = if idle.is_empty() { free.into_iter().filter(|(_, k)| room(k)).collect() } else { idle };
-        if tier.is_empty() {
+        let with_room: Vec<(usize, &Key)> = free.into_iter().filter(|(_, k)| room(k)).collect();
+        let Some(best) = with_room.iter().map(|(_, k)| k.priority).min() else {
             return Allowed::Exactly(Pick::Busy);
-        }
+        };
+        let ranked: Vec<(usize, &Key)> = with_room.into_iter().filter(|(_, k)| k.priority == best).collect();
+        let idle: Vec<(usize, &Key)> = ranked.iter().copied().filter(|(_, k)| total(k) == 0).collect();
+        let tier = if idle.is_empty() { ranked } else { idle };
         let requests = |k: &Key| k.record.models.get(model).map_or(0, |m| m.today.requests);
         match p.rotation {
             Rotation::Balanced => {
@@ -1072,7 +1159,18 @@ mod differential {
                 rng,
             };
             world.pool.rng = seed | 1;
+            for id in world.ids() {
+                if world.below(2) == 0 {
+                    world.rank(&id);
+                }
+            }
             world
+        }
+
+        /// Gives key `id` a random priority, as a learnt tier would.
+        fn rank(&mut self, id: &str) {
+            let priority = [1, 2, 3, DEFAULT_PRIORITY][self.below(4)];
+            self.pool.set_priority("openai", id, priority);
         }
 
         fn below(&mut self, n: usize) -> usize {
@@ -1124,6 +1222,11 @@ mod differential {
                 18 if self.below(10) == 0 => {
                     let snapshot = self.pool.snapshot(self.now);
                     self.pool.restore(snapshot, self.now);
+                }
+                19 if self.below(3) == 0 => {
+                    let ids = self.ids();
+                    let id = ids[self.below(ids.len())].clone();
+                    self.rank(&id);
                 }
                 _ => {}
             }

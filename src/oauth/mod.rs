@@ -4,7 +4,8 @@
 //! variables that carry credentials without files (`stateless`), discovery at start-up
 //! (`discovery`), the interactive logins that create them (`login`), and at run time the
 //! tokens of each credential, refreshed before expiry (`refresh`) at the token endpoints
-//! (`endpoint`); `login` and `endpoint` are the only parts that talk to the network.
+//! (`endpoint`), and a Gemini CLI account's tier as the pool's priority (`tier`); `login` and
+//! `endpoint` are the only parts that talk to the network.
 
 pub mod background;
 pub mod credential;
@@ -16,6 +17,7 @@ pub mod project;
 pub mod refresh;
 pub mod stateless;
 pub mod store;
+pub mod tier;
 
 pub use credential::OAuthCredential;
 pub use discovery::discover;

@@ -2,7 +2,7 @@
 //! credential has a `project_id`; else found once, at the account's first use, the way the
 //! Gemini CLI finds it: `loadCodeAssist`, and for an account that was never onboarded
 //! `onboardUser` and its operation, polled until done. The project found is remembered in the
-//! credential (its file too). `GEMINI_CLI_PROJECT_ID`, which wins over all of this, is the
+//! credential (its file too), with the account's tier learnt on the way (`oauth::tier`). `GEMINI_CLI_PROJECT_ID`, which wins over all of this, is the
 //! relay's to apply. The calls carry the account's token and run outside the pool's lock;
 //! the request and answer shapes are `providers::code_assist`'s.
 
@@ -32,28 +32,36 @@ impl ProjectError {
     }
 }
 
-/// The account's project: the one it has, or one found now (once per credential: concurrent
-/// first uses wait for the first one's discovery).
-pub fn find(client: &Client, base: &str, cred: &CredentialState, token: &Secret) -> Result<String, ProjectError> {
+/// The account's project, and its tier when this call learnt it: the project it has, or one
+/// found now (once per credential: concurrent first uses wait for the first one's discovery).
+pub fn find(
+    client: &Client,
+    base: &str,
+    cred: &CredentialState,
+    token: &Secret,
+) -> Result<(String, Option<String>), ProjectError> {
     if let Some(project) = cred.project_id() {
-        return Ok(project);
+        return Ok((project, None));
     }
     let _one_at_a_time = cred.discovering();
     if let Some(project) = cred.project_id() {
-        return Ok(project);
+        return Ok((project, None));
     }
-    let project = discover(client, base, token)?;
-    log::info!("{} {}: Code Assist project {project}", cred.provider, cred.account);
-    cred.remember_project(&project);
-    Ok(project)
+    let (project, tier) = discover(client, base, token)?;
+    let shown = tier.as_deref().unwrap_or("unknown");
+    log::info!("{} {}: Code Assist project {project}, tier {shown}", cred.provider, cred.account);
+    cred.remember_project(&project, tier.as_deref());
+    Ok((project, tier))
 }
 
-fn discover(client: &Client, base: &str, token: &Secret) -> Result<String, ProjectError> {
+/// The project and tier of an onboarded account (`paidTier`, else `currentTier`), or of one
+/// onboarded now (the tier it was onboarded to).
+fn discover(client: &Client, base: &str, token: &Secret) -> Result<(String, Option<String>), ProjectError> {
     let loaded = call(client, code_assist::load_request(base), token)?;
     match code_assist::read_load(&loaded) {
-        Loaded::Project(project) => Ok(project),
+        Loaded::Project(project) => Ok((project, code_assist::tier_of(&loaded))),
         Loaded::Refused(why) => Err(ProjectError { class: ErrorClass::Auth, what: why }),
-        Loaded::Onboard(tier) => onboard(client, base, &tier, token),
+        Loaded::Onboard(tier) => Ok((onboard(client, base, &tier, token)?, Some(tier))),
     }
 }
 

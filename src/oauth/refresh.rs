@@ -185,17 +185,29 @@ impl CredentialState {
         lock(&self.discovery)
     }
 
-    /// Keeps a discovered project, in the credential's file too (read again first, so the
-    /// write keeps what another process put there); variables keep it in memory.
-    pub fn remember_project(&self, project: &str) {
+    /// The account's tier (`oauth::tier`), when known.
+    pub fn tier(&self) -> Option<String> {
+        super::tier::of(&lock(&self.inner).cred)
+    }
+
+    /// Keeps a discovered project and the tier learnt with it, in the credential's file too
+    /// (read again first, so the write keeps what another process put there); variables keep
+    /// them in memory.
+    pub fn remember_project(&self, project: &str, tier: Option<&str>) {
+        let learn = |cred: &mut OAuthCredential| {
+            cred.project_id = Some(project.to_string());
+            if let Some(tier) = tier {
+                super::tier::set(cred, tier);
+            }
+        };
         let cred = {
             let mut inner = lock(&self.inner);
-            inner.cred.project_id = Some(project.to_string());
+            learn(&mut inner.cred);
             inner.cred.clone()
         };
         let Source::File(path) = &cred.source else { return };
         let mut on_disk = store::read(cred.provider, path).unwrap_or_else(|_| cred.clone());
-        on_disk.project_id = Some(project.to_string());
+        learn(&mut on_disk);
         if let Err(e) = store::rewrite(&on_disk) {
             log::error!("{} {}: writing project_id to {} failed: {e}", cred.provider, self.account, path.display());
         }
@@ -247,6 +259,9 @@ fn refresh(
     // A project found since the file was last written is not lost by the refresh.
     if base.project_id.is_none() {
         base.project_id = start.project_id.clone();
+    }
+    if let (None, Some(tier)) = (super::tier::of(&base), super::tier::of(start)) {
+        super::tier::set(&mut base, &tier);
     }
     if base.needs_login {
         return Err((Box::new(base), AccessError::NeedsLogin));
@@ -565,12 +580,17 @@ mod tests {
         let state = CredentialState::new(cred.clone());
         assert_eq!(state.project_id(), None);
         // A refresh that read the file before the project was written must not lose it.
-        state.remember_project("proj-1");
+        state.remember_project("proj-1", Some("standard-tier"));
         store::rewrite(&cred).unwrap();
         assert_eq!(state.project_id().as_deref(), Some("proj-1"));
         assert_eq!(state.access(&Fake::ok(), &|| NOW, None).unwrap().token.expose(), "at-1");
         assert_eq!(state.project_id().as_deref(), Some("proj-1"));
-        assert_eq!(store::read(Provider::GeminiCli, &path).unwrap().project_id.as_deref(), Some("proj-1"));
+        let on_disk = store::read(Provider::GeminiCli, &path).unwrap();
+        assert_eq!(on_disk.project_id.as_deref(), Some("proj-1"));
+        // The tier learnt with it too, where the Python proxy keeps it.
+        assert_eq!(state.tier().as_deref(), Some("standard-tier"));
+        assert_eq!(on_disk.extra["_proxy_metadata"]["tier"], "PRO");
+        assert_eq!(crate::oauth::tier::priority_of(&on_disk), 2);
     }
 
     #[test]

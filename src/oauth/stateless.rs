@@ -23,6 +23,7 @@ fn exported(provider: Provider) -> &'static [&'static str] {
             "CLIENT_ID",
             "CLIENT_SECRET",
             "TOKEN_URI",
+            "TIER",
         ],
         Provider::QwenCode => &["ACCESS_TOKEN", "REFRESH_TOKEN", "EXPIRY_DATE", "RESOURCE_URL", "EMAIL"],
         Provider::Iflow => &["ACCESS_TOKEN", "REFRESH_TOKEN", "API_KEY", "EXPIRY_DATE", "EMAIL"],
@@ -88,6 +89,7 @@ fn set_field(cred: &mut OAuthCredential, field: &str, value: &str) -> Result<(),
         }
         "EMAIL" => cred.email = text,
         "PROJECT_ID" => cred.project_id = text,
+        "TIER" => super::tier::set(cred, value),
         "CLIENT_ID" => cred.client_id = text,
         "CLIENT_SECRET" => cred.client_secret = text,
         "TOKEN_URI" => cred.token_uri = text,
@@ -113,6 +115,7 @@ fn field_value(cred: &OAuthCredential, field: &str) -> Option<String> {
             let meta = cred.extra.get("_proxy_metadata")?.get("project_id")?;
             meta.as_str().map(String::from)
         }),
+        "TIER" => super::tier::of(cred),
         "CLIENT_ID" => cred.client_id.clone(),
         "CLIENT_SECRET" => cred.client_secret.clone(),
         "TOKEN_URI" => cred.token_uri.clone(),
@@ -150,6 +153,7 @@ mod tests {
             ("GEMINI_CLI_2_REFRESH_TOKEN", "g2"),
             ("GEMINI_CLI_2_EMAIL", "two@example.com"),
             ("GEMINI_CLI_2_EXPIRY_DATE", "1767225600000"),
+            ("GEMINI_CLI_2_TIER", "PRO"),
             ("GEMINI_CLI_REFRESH_TOKEN", "g0"),
             ("GEMINI_CLI_ACCESS_TOKEN", "a0"),
             ("GEMINI_CLI_3_ACCESS_TOKEN", "no refresh token, no set"),
@@ -171,6 +175,7 @@ mod tests {
         assert_eq!(creds[0].access_token.as_ref().unwrap().expose(), "a0");
         assert_eq!(creds[1].email.as_deref(), Some("two@example.com"));
         assert_eq!(creds[1].expiry.as_ref().unwrap().at_ms, 1_767_225_600_000);
+        assert_eq!((crate::oauth::tier::priority_of(&creds[1]), crate::oauth::tier::priority_of(&creds[0])), (2, 10));
         assert_eq!(creds[2].resource_url.as_deref(), Some("portal.qwen.ai"));
     }
 
@@ -206,7 +211,9 @@ mod tests {
         cred.expiry = Some(Expiry::millis(1_767_225_600_000));
         cred.email = Some("me@example.com".into());
         cred.client_id = Some("681255809395.apps.googleusercontent.com".into());
+        crate::oauth::tier::set(&mut cred, "g1-ultra-tier");
         let block = export_block(&cred, 3).unwrap();
+        assert!(block.contains("GEMINI_CLI_3_TIER=") && block.contains("g1-ultra-tier"), "{block}");
         assert!(block.starts_with("# gemini_cli credential 3: me@example.com\n"), "{block}");
         let pairs: BTreeMap<String, String> = dotenv::parse(&block, &|_| None).unwrap().into_iter().collect();
         let back = read(&pairs).unwrap();
@@ -215,6 +222,7 @@ mod tests {
         assert_eq!(back[0].access_token, cred.access_token);
         assert_eq!(back[0].refresh_token, cred.refresh_token);
         assert_eq!(back[0].expiry, cred.expiry);
+        assert_eq!(crate::oauth::tier::priority_of(&back[0]), 1);
         assert_eq!(
             (back[0].email.as_deref(), back[0].client_id.as_deref()),
             (Some("me@example.com"), cred.client_id.as_deref())

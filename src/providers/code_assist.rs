@@ -11,7 +11,8 @@
 //! The project differs per credential while the body is built once per request: it is built
 //! with an empty `project`, and `with_project` splices each credential's in at attempt time.
 //! The onboarding calls that find a credential's project (`loadCodeAssist`, `onboardUser` and
-//! its operation) are built and read here too; `oauth::project` makes them.
+//! its operation) are built and read here too; `oauth::project` makes them. So is the short map
+//! of preview variants a rate-limited model falls back to (`preview_variant`, `with_model`).
 //! Pure functions: no I/O, no clock.
 
 use crate::error::ApiError;
@@ -52,6 +53,27 @@ pub fn with_project(mut request: UpstreamRequest, project: &str) -> UpstreamRequ
         request.body = Some(body);
     }
     request
+}
+
+/// The request for `model` instead, every other byte as built (the model is named only in
+/// the envelope, not in the URL).
+pub fn with_model(mut request: UpstreamRequest, model: &str) -> UpstreamRequest {
+    if let Some(body) = request.body.as_deref().and_then(|b| json_splice::replace_string(b, &["model"], model)) {
+        request.body = Some(body);
+    }
+    request
+}
+
+/// The preview release a model's request may fall back to when every account is rate-limited
+/// on the model itself: Code Assist counts a preview's quota apart from its model's. These are
+/// the dated previews the two models shipped as; no authoritative list of later ones exists,
+/// so the map is short and fixed.
+pub fn preview_variant(model: &str) -> Option<&'static str> {
+    match model {
+        "gemini-2.5-pro" => Some("gemini-2.5-pro-preview-06-05"),
+        "gemini-2.5-flash" => Some("gemini-2.5-flash-preview-05-20"),
+        _ => None,
+    }
 }
 
 // ---- parse_response ------------------------------------------------------------------------
@@ -169,6 +191,13 @@ pub fn read_load(answer: &Value) -> Loaded {
     Loaded::Onboard(tier.to_string())
 }
 
+/// The account's tier in a `loadCodeAssist` answer: the paid one (Pro, Ultra) when it has
+/// one, else its current one.
+pub fn tier_of(answer: &Value) -> Option<String> {
+    let id = |field: &str| answer.get(field)?.get("id")?.as_str().map(str::trim).filter(|t| !t.is_empty());
+    id("paidTier").or_else(|| id("currentTier")).map(str::to_string)
+}
+
 /// Reads an `onboardUser` answer or operation: `None` while it runs, then the project or why
 /// there is none.
 pub fn read_operation(answer: &Value) -> Option<Result<String, String>> {
@@ -281,6 +310,12 @@ mod tests {
         let new = json!({"allowedTiers": [{"id": "legacy-tier"}, {"id": "free-tier", "isDefault": true}]});
         assert_eq!(read_load(&new), Loaded::Onboard("free-tier".into()));
         assert_eq!(read_load(&json!({})), Loaded::Onboard("legacy-tier".into()));
+        let paid = json!({"currentTier": {"id": "standard-tier"}, "paidTier": {"id": "g1-ultra-tier"}});
+        assert_eq!(
+            (tier_of(&paid).as_deref(), tier_of(&object).as_deref()),
+            (Some("g1-ultra-tier"), Some("standard-tier"))
+        );
+        assert_eq!(tier_of(&new), None);
         let validate =
             json!({"ineligibleTiers": [{"reasonCode": "VALIDATION_REQUIRED", "validationUrl": "https://x"}]});
         assert!(matches!(read_load(&validate), Loaded::Refused(_)));

@@ -326,14 +326,23 @@ fn with_account_project(
 ) -> Result<UpstreamRequest, Failure> {
     let project = match &state.config().gemini_cli_project {
         Some(project) => project.clone(),
-        None => crate::oauth::project::find(&state.client, &provider.base, cred, token).map_err(|e| Failure {
-            class: e.class,
-            what: format!("{} (finding its Code Assist project)", e.what),
-            retry_after: None,
-            error: None,
-            status: 0,
-            needs_login: false,
-        })?,
+        None => {
+            let found = crate::oauth::project::find(&state.client, &provider.base, cred, token);
+            let (project, tier) = found.map_err(|e| Failure {
+                class: e.class,
+                what: format!("{} (finding its Code Assist project)", e.what),
+                retry_after: None,
+                error: None,
+                status: 0,
+                needs_login: false,
+            })?;
+            // The tier just learnt ranks the credential from the next pick on.
+            if let Some(tier) = tier {
+                let priority = crate::oauth::tier::priority(&tier);
+                lock(&state.pool).set_priority(&provider.name, &cred.id, priority);
+            }
+            project
+        }
     };
     Ok(code_assist::with_project(request.clone(), &project))
 }

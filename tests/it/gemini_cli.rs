@@ -154,6 +154,13 @@ fn a_credential_without_a_project_finds_it_once_with_load_code_assist_and_writes
     assert_eq!(projects, [json!("found-proj"), json!("found-proj")]);
     let file = read_json(&path);
     assert_eq!(file["project_id"], "found-proj");
+    // The tier learnt with it is kept where the Python proxy keeps it, and ranks the account.
+    assert_eq!(
+        (file["_proxy_metadata"]["tier"].clone(), file["_proxy_metadata"]["tier_full"].clone()),
+        (json!("FREE"), json!("free-tier"))
+    );
+    let key = proxy.status().into_iter().find(|l| l["type"] == "key" && l["provider"] == "gemini_cli").unwrap();
+    assert_eq!(key["priority"], 3, "{key}");
     assert_eq!(
         (file["universe_domain"].clone(), file["access_token"].clone()),
         (json!("googleapis.com"), json!(ACCESS))
@@ -182,10 +189,12 @@ fn a_quota_429_with_a_reset_hint_cools_the_credential_down() {
     let left = cooldown["seconds_left"].as_u64().unwrap();
     assert!((7190..=7200).contains(&left), "the hint sets the cooldown: {key}");
     assert!(cooldown["reason"].as_str().unwrap().contains("quota"), "{key}");
-    assert_eq!(api.requests().len(), 1, "a cooling credential is not tried again");
+    // The model's preview variant was tried once too (its quota is its own), and failed alike.
+    let models: Vec<Value> = api.requests().iter().map(|r| r.json()["model"].clone()).collect();
+    assert_eq!(models, [json!("gemini-2.5-pro"), json!("gemini-2.5-pro-preview-06-05")]);
     let again = proxy.client().post("/v1/chat/completions", WHOLE);
     assert_eq!(again.status, 429);
-    assert_eq!(api.requests().len(), 1);
+    assert_eq!(api.requests().len(), 2, "a cooling credential is not tried again");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod errors;
 mod files;
 mod front_door;
 mod gemini_cli;
+mod gemini_cli_tiers;
 mod iflow;
 mod man;
 mod messages_api;
