@@ -155,7 +155,7 @@ impl Key {
     }
 
     fn has_room(&self, model: &str, limit: u32) -> bool {
-        let half_open = self.record.probe || self.record.models.get(model).is_some_and(|m| m.probe);
+        let half_open = self.half_open(model);
         let limit = if half_open { 1 } else { limit };
         let busy = if self.record.probe { self.in_flight_total } else { self.in_flight_for(model) };
         busy < limit
@@ -163,6 +163,18 @@ impl Key {
 
     fn requests_today(&self, model: &str) -> u64 {
         self.record.models.get(model).map_or(0, |m| m.today.requests)
+    }
+
+    /// What balanced rotation evens out: today's requests for `model` plus those in flight now.
+    /// Today's count grows only when a request ends, so during a burst of long streams the
+    /// in-flight count is what tells the keys apart.
+    fn load(&self, model: &str) -> u64 {
+        self.requests_today(model) + u64::from(self.in_flight_for(model))
+    }
+
+    /// Half-open: after a cooldown, a lockout or a spared failure, one request at a time.
+    fn half_open(&self, model: &str) -> bool {
+        self.record.probe || self.record.models.get(model).is_some_and(|m| m.probe)
     }
 }
 
@@ -286,7 +298,7 @@ impl View<'_> {
         let slot = match self.rotation {
             Rotation::Sequential => (0, 0, i),
             Rotation::Balanced => {
-                let requests = key.requests_today(model);
+                let requests = key.load(model);
                 match old {
                     Place::Tier(g, s) if g == group && s.0 == requests => s,
                     _ => (requests, next_random(rng), i),
@@ -328,6 +340,20 @@ impl View<'_> {
 }
 
 impl ProviderKeys {
+    /// Whether a key other than `i` could take `model` now (not cooling down or locked out).
+    /// From the model's index when there is one: its free keys, and blocks already over (the
+    /// index moves those lazily); else by looking at every key, which happens only on a
+    /// transient failure for a model no request has used yet.
+    fn another_usable(&self, i: usize, model: &str, now: u64) -> bool {
+        match self.indexes.get(model) {
+            Some(index) => {
+                let i_free = !matches!(index.place[i], Place::Blocked(_));
+                index.free() > usize::from(i_free) || index.blocked.range(..=(now, usize::MAX)).any(|&(_, j)| j != i)
+            }
+            None => self.keys.iter().enumerate().any(|(j, k)| j != i && k.blocked_until(model) <= now),
+        }
+    }
+
     /// The index for `model`, built on first use, with the keys whose block ended by `now`
     /// moved back among the free ones.
     fn index(&mut self, model: &str, now: u64, rng: &mut u64) -> &mut ModelIndex {
@@ -622,7 +648,17 @@ impl KeyPool {
         let next_reset = self.day_start + DAY;
         let Some(p) = self.providers.get_mut(provider) else { return };
         let Some(&i) = p.by_id.get(id) else { return };
-        record_outcome(&mut p.keys[i].record, model, outcome, now, next_reset);
+        let spared = matches!(outcome, Outcome::Transient { .. })
+            && !p.keys[i].half_open(model)
+            && !p.another_usable(i, model, now);
+        if spared {
+            // The last usable key is not benched for a blip: a 30 s rest would turn every
+            // request into a 429. It takes one request at a time instead; if that one fails
+            // too, the key is half-open already and rests like any other.
+            spare(&mut p.keys[i].record, model);
+        } else {
+            record_outcome(&mut p.keys[i].record, model, outcome, now, next_reset);
+        }
         p.mark_dirty(i);
         p.relocate(i, &mut self.rng);
     }
@@ -811,6 +847,14 @@ fn record_outcome(record: &mut KeyRecord, model: &str, outcome: &Outcome, now: u
     }
 }
 
+/// A transient failure of the last usable key: counted, and the key half-open for `model`.
+fn spare(record: &mut KeyRecord, model: &str) {
+    let state = record.models.entry(model.to_string()).or_default();
+    state.today.requests += 1;
+    state.today.failures += 1;
+    state.probe = true;
+}
+
 fn cool(state: &mut ModelState, until: u64, reason: &str) {
     state.cooldown = Some(Until { until, reason: reason.to_string() });
     state.probe = true;
@@ -860,6 +904,11 @@ mod tests {
     fn fail(p: &mut KeyPool, secret: &str, model: &str, outcome: Outcome, now: u64) {
         let id = id(p, secret);
         p.report("openai", &id, model, &outcome, now);
+    }
+
+    fn release(p: &mut KeyPool, secret: &str, model: &str) {
+        let id = id(p, secret);
+        p.release("openai", &id, model);
     }
 
     fn rate_limited() -> Outcome {
@@ -1014,6 +1063,47 @@ mod tests {
     }
 
     #[test]
+    fn the_last_usable_key_is_probed_after_a_blip_and_rests_when_it_keeps_failing() {
+        let mut p = pool(&[("OPENAI_API_KEY", "a"), ("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI", "3")]);
+        let blip = || Outcome::Transient { reason: "stream dropped".into() };
+        take(&mut p, "m", T0);
+        fail(&mut p, "a", "m", blip(), T0);
+        release(&mut p, "a", "m");
+        // Not benched: the next request gets the key, one at a time.
+        take(&mut p, "m", T0);
+        assert_eq!(p.acquire("openai", "m", T0, &[]), Pick::Busy, "the probe goes alone");
+        // The probe fails too: now it rests like any key.
+        fail(&mut p, "a", "m", blip(), T0);
+        release(&mut p, "a", "m");
+        assert_eq!(p.acquire("openai", "m", T0, &[]), Pick::CoolingUntil(T0 + TRANSIENT_COOLDOWN));
+        // With another key usable, a blip benches the key at once.
+        let mut p = pool(&[("OPENAI_API_KEY_1", "a"), ("OPENAI_API_KEY_2", "b")]);
+        take(&mut p, "m", T0);
+        let first = p.providers["openai"].keys.iter().find(|k| k.in_flight_total > 0).unwrap().secret.clone().unwrap();
+        fail(&mut p, first.expose(), "m", blip(), T0);
+        release(&mut p, first.expose(), "m");
+        let other = if first.expose() == "a" { "b" } else { "a" };
+        assert_eq!(take(&mut p, "m", T0), other);
+        release(&mut p, other, "m");
+        assert_eq!(take(&mut p, "m", T0), other, "the failed key rests");
+    }
+
+    #[test]
+    fn balanced_rotation_counts_requests_in_flight() {
+        // A burst of long streams: nothing ends, so today's counts stay 0 while they run.
+        let mut p = pool(&[
+            ("OPENAI_API_KEY_1", "a"),
+            ("OPENAI_API_KEY_2", "b"),
+            ("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI", "600"),
+        ]);
+        let mut per_key = std::collections::HashMap::new();
+        for _ in 0..1000 {
+            *per_key.entry(take(&mut p, "m", T0)).or_insert(0) += 1;
+        }
+        assert_eq!((per_key["a"], per_key["b"]), (500, 500), "{per_key:?}");
+    }
+
+    #[test]
     fn exclusions_and_empty_providers() {
         let mut p = pool(&[("OPENAI_API_KEY", "a")]);
         let a = id(&p, "a");
@@ -1103,7 +1193,10 @@ mod differential {
         let ranked: Vec<(usize, &Key)> = with_room.into_iter().filter(|(_, k)| k.priority == best).collect();
         let idle: Vec<(usize, &Key)> = ranked.iter().copied().filter(|(_, k)| total(k) == 0).collect();
         let tier = if idle.is_empty() { ranked } else { idle };
-        let requests = |k: &Key| k.record.models.get(model).map_or(0, |m| m.today.requests);
+        let requests = |k: &Key| {
+            k.record.models.get(model).map_or(0, |m| m.today.requests)
+                + u64::from(k.in_flight.get(model).copied().unwrap_or(0))
+        };
         match p.rotation {
             Rotation::Balanced => {
                 let fewest = tier.iter().map(|(_, k)| requests(k)).min().unwrap();

@@ -201,6 +201,8 @@ fn network_failures_are_transient() {
     let answer = proxy.client().post(CHAT, r#"{"model":"dead/m","messages":[]}"#);
     assert_eq!((answer.status, answer.error_code()), (502, "upstream_error".into()));
     assert!(answer.text().contains("...0001") && answer.text().contains("connection failed"), "{}", answer.text());
+    // The only key is spared once (a half-open probe); failing again, it rests 30 s.
+    assert_eq!(proxy.client().post(CHAT, r#"{"model":"dead/m","messages":[]}"#).status, 502);
     assert_cooldown_model(&proxy.key_status("...0001"), "m", 30);
 
     // Dropped in the middle of the body.
@@ -549,4 +551,43 @@ fn status_without_a_server_reads_the_usage_file() {
     let (code, table, _) = run_cli(dir.path(), &["status"], "");
     assert_eq!(code, 0);
     assert!(table.contains("...0008") && table.contains("cooldown"), "{table}");
+}
+
+#[test]
+fn a_single_key_that_dropped_one_stream_serves_the_next_request() {
+    // The first stream breaks after its first event; every later call succeeds.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let mock = Mock::start(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // A chunked body that ends without its last chunk: the upstream connection drops.
+            return MockReply::Full {
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                body: event(&content_chunk("half")),
+            };
+        }
+        MockReply::json(200, completion("whole"))
+    });
+    let proxy = Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=sk-only-key-0001\n", mock.base()));
+    let stream = proxy.client().stream(CHAT, r#"{"model":"openai/m","messages":[],"stream":true}"#).rest();
+    assert!(stream.iter().any(|e| e.contains("\"error\"")), "the dropped stream ends with an error: {stream:?}");
+    let status = proxy.key_status("...0001");
+    assert_eq!(status["state"], "ready", "a blip does not bench the only key: {status}");
+    let next = chat(&proxy);
+    assert_eq!(next.status, 200, "the next request is served (a probe), not a 429: {}", next.text());
+}
+
+#[test]
+fn a_single_key_that_keeps_failing_still_rests() {
+    let mock = Mock::start(|_| MockReply::json(503, json!({"error": {"message": "down", "type": "server_error"}})));
+    // A deadline shorter than the 30 s rest, so the request gets its 429 at once instead of
+    // waiting for the key.
+    let proxy =
+        Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=sk-only-key-0002\nGLOBAL_TIMEOUT=5\n", mock.base()));
+    assert_eq!(chat(&proxy).status, 502, "the first failure");
+    assert_eq!(proxy.key_status("...0002")["state"], "ready", "spared once: the last usable key");
+    assert_eq!(chat(&proxy).status, 502, "the probe fails too");
+    let rested = chat(&proxy);
+    assert_eq!((rested.status, rested.error_code().as_str()), (429, "all_keys_cooling_down"), "{}", rested.text());
+    assert_cooldown(&proxy.key_status("...0002"), 30, "upstream error");
 }
