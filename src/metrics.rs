@@ -144,9 +144,18 @@ impl Metrics {
                 let _ = writeln!(out, "keyrelay_upstream_attempts_total{set} {n}");
             }
         }
-        family(&mut out, "keyrelay_retries_total", "counter", "Transient failures retried once on the same key.");
+        family(
+            &mut out,
+            "keyrelay_retries_total",
+            "counter",
+            "Failures retried once on the same key, by provider and class (only transient ones are).",
+        );
         for (provider, n) in &counters.retries {
-            let _ = writeln!(out, "keyrelay_retries_total{} {n}", labels(&[("provider", provider)]));
+            let _ = writeln!(
+                out,
+                "keyrelay_retries_total{} {n}",
+                labels(&[("provider", provider), ("class", "transient")])
+            );
         }
         family(&mut out, "keyrelay_cooldowns_started_total", "counter", "Cooldowns and lockouts started, by reason.");
         for (provider, by_reason) in &counters.cooldowns {
