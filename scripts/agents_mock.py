@@ -34,6 +34,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sdk_harness import UpstreamReplies
+
 DEFAULT_ANSWER = "Hello from the keyrelay agents mock ({family})."
 IO_TIMEOUT = 60.0
 USAGE_IN, USAGE_OUT = 21, 9
@@ -86,7 +88,7 @@ def cache_controls(value, path: str = "$") -> list[list]:
 # ---- the mock upstream ----------------------------------------------------------------------
 
 
-class MockHandler(BaseHTTPRequestHandler):
+class MockHandler(UpstreamReplies, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IO_TIMEOUT
     disable_nagle_algorithm = True  # one write per event, no delayed-ACK stalls
@@ -101,27 +103,6 @@ class MockHandler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
-
-    def send_json(self, status: int, value: dict) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def send_events(self, events: list[bytes]) -> None:
-        """Chunked transfer encoding, one SSE event per chunk, each flushed as a real upstream
-        does."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for event in events:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
 
     def text(self) -> str:
         return self.answer.replace("{family}", self.family())

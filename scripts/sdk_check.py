@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sdk_harness import (
     IO_TIMEOUT,
     Tally,
+    UpstreamReplies,
     describe,
     drop_proxy_settings,
     openai_chunk,
@@ -59,20 +60,21 @@ EMBEDDING_BASE = [0.1, -0.25, 0.3333333333333333, 1e-7, -123.456, 0.0]
 RESP_UPSTREAM_MODEL = "resp-mock"
 RESP_MODEL = f"local/{RESP_UPSTREAM_MODEL}"
 WEATHER_JSON = {"city": "Paris", "temp_c": 21}
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
 WEATHER_FUNCTION = {
     "type": "function",
     "name": TOOL_NAME,
     "description": "The weather in a city.",
     "strict": True,
-    "parameters": {
-        "type": "object",
-        "properties": {
-            "city": {"type": "string"},
-            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        },
-        "required": ["city", "unit"],
-        "additionalProperties": False,
-    },
+    "parameters": WEATHER_PARAMETERS,
 }
 
 WEATHER_TOOL = {
@@ -82,15 +84,7 @@ WEATHER_TOOL = {
         "description": "The weather in a city.",
         # The SDK's stream helper only accepts strict function tools.
         "strict": True,
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
+        "parameters": WEATHER_PARAMETERS,
     },
 }
 
@@ -118,7 +112,7 @@ class Upstream:
             return list(self._seen)
 
 
-class MockHandler(BaseHTTPRequestHandler):
+class MockHandler(UpstreamReplies, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IO_TIMEOUT  # socket timeout of each connection
     # Headers and body go out in separate writes; with Nagle on, each answer waits ~40 ms for
@@ -144,27 +138,9 @@ class MockHandler(BaseHTTPRequestHandler):
             }
         )
 
-    def send_json(self, status: int, value: dict) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def send_sse(self, chunks: list[dict]) -> None:
-        # Chunked transfer encoding, one event per HTTP chunk, flushed: like a real upstream.
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
         events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks]
-        events.append(b"data: [DONE]\n\n")
-        for event in events:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        self.send_events(events + [b"data: [DONE]\n\n"])
 
     def do_GET(self) -> None:
         self.remember({})

@@ -6,6 +6,7 @@ sdk_native_check.py (Python puts the script's own folder on sys.path)."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import re
@@ -38,6 +39,32 @@ def keyrelay_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not PROVIDER_VARS.search(k)}
     env.pop("KEYRELAY_DIR", None)
     return env
+
+
+class UpstreamReplies:
+    """What every mock upstream's request handler answers with (mixed into a
+    `BaseHTTPRequestHandler`): a JSON body, or an event stream written the way real upstreams
+    write one, chunked, one SSE event per chunk, each flushed."""
+
+    def send_json(self, status: int, value: dict) -> None:
+        data = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_events(self, events: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 class Keyrelay:

@@ -41,6 +41,7 @@ import openai
 from sdk_harness import (
     IO_TIMEOUT,
     Tally,
+    UpstreamReplies,
     describe,
     drop_proxy_settings,
     openai_chunk,
@@ -148,7 +149,7 @@ class Recorder:
         return calls[-1]
 
 
-class MockHandler(BaseHTTPRequestHandler):
+class MockHandler(UpstreamReplies, BaseHTTPRequestHandler):
     """What all three mocks share: reading and recording a request, answering JSON or a
     chunked event stream. Subclasses route and check the credentials."""
 
@@ -197,27 +198,6 @@ class MockHandler(BaseHTTPRequestHandler):
             }
         )
         return url.path, query, body
-
-    def send_json(self, status: int, value: dict) -> None:
-        data = json.dumps(value).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def send_events(self, events: list[bytes]) -> None:
-        # Chunked transfer encoding, one event per HTTP chunk, flushed: like a real upstream.
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for event in events:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
 
 
 def start_mock(handler: type[MockHandler], name: str) -> tuple[ThreadingHTTPServer, Recorder]:
