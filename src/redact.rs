@@ -525,7 +525,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(crate::fuzz_config::config())]
 
         /// No 8-character window of any secret, in any case, survives.
         #[test]

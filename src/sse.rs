@@ -216,7 +216,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(crate::fuzz_config::config())]
 
         /// Any input cut at any points (empty reads included) gives the events of one whole read.
         #[test]

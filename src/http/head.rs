@@ -283,7 +283,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(crate::fuzz_config::config())]
 
         /// `find_end` finds the first blank line, and resuming from where a shorter read left
         /// off (any prefix that had no end) finds the same.

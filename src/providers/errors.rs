@@ -382,7 +382,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(crate::fuzz_config::config())]
 
         /// Whatever the headers and body say, the hint is at most `MAX_HINT_MS`, so a
         /// cooldown of `now + hint` cannot overflow or bench a key for years.
