@@ -41,6 +41,10 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let mut parts = clock.split(':');
     let (h, mi) = (parts.next()?.parse::<i64>().ok()?, parts.next()?.parse::<i64>().ok()?);
     let secs: f64 = parts.next().unwrap_or("0").parse().ok()?;
+    // Out of range is no date (and would overflow the arithmetic below).
+    if !(valid_date(y, mo, day) && (0..24).contains(&h) && (0..60).contains(&mi) && (0.0..61.0).contains(&secs)) {
+        return None;
+    }
     let days = days_from_civil(y, mo as u32, day as u32);
     let total = (days * 86_400 + h * 3600 + mi * 60) as f64 + secs - offset_secs as f64;
     (total >= 0.0).then(|| (total * 1000.0).round() as u64)
@@ -54,7 +58,13 @@ fn split_offset(time: &str) -> Option<(&str, i64)> {
     let (clock, offset) = time.split_at(i);
     let sign = if offset.starts_with('-') { -1 } else { 1 };
     let (oh, om) = offset[1..].split_once(':').unwrap_or((&offset[1..], "0"));
-    Some((clock, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)))
+    let (oh, om) = (oh.parse::<i64>().ok()?, om.parse::<i64>().ok()?);
+    ((0..24).contains(&oh) && (0..60).contains(&om)).then(|| (clock, sign * (oh * 3600 + om * 60)))
+}
+
+/// A year from 0 to 9999, a month and a day of the month in range.
+fn valid_date(y: i64, mo: i64, d: i64) -> bool {
+    (0..=9999).contains(&y) && (1..=12).contains(&mo) && (1..=31).contains(&d)
 }
 
 /// Parses an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`).
@@ -69,6 +79,13 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
     let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if !(valid_date(year, i64::from(month), i64::from(day))
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0..61).contains(&s))
+    {
+        return None;
+    }
     let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + s;
     u64::try_from(secs).ok().map(|s| s * SECOND)
 }
@@ -102,6 +119,22 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: out-of-range fields (from an upstream's reset header) overflowed the
+    /// arithmetic, a panic in debug builds and a wrapped time in release.
+    #[test]
+    fn out_of_range_dates_are_no_dates() {
+        assert_eq!(parse_rfc3339("0-0-0T0:0:0-3000000000000000"), None);
+        assert_eq!(parse_rfc3339("99999999999999999-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-25T24:00:00Z"), None);
+        assert_eq!(parse_http_date("Wed, 21 Oct 99999999999999999 07:28:00 GMT"), None);
+        assert_eq!(parse_http_date("Wed, 21 Oct 2015 07:28:9999999999999999999 GMT"), None);
+        assert_eq!(
+            parse_rfc3339("2026-11-25T01:29:56.5+05:30"),
+            Some(parse_rfc3339("2026-11-24T19:59:56.5Z").unwrap())
+        );
+    }
 
     #[test]
     fn formats_and_parses() {

@@ -8,6 +8,8 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 #[cfg(test)]
+mod fuzz_config;
+#[cfg(test)]
 mod golden;
 pub mod http;
 mod json_splice;

@@ -457,3 +457,127 @@ mod tests {
         assert_eq!(out, blob);
     }
 }
+
+/// Property tests with generated secrets and text (`scripts/fuzz.sh` runs them with more
+/// cases).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A piece of the text: filler, or a run of 8 or more characters of a secret, recased.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Filler(String),
+        Secret { which: usize, start: usize, len: usize, case: Vec<bool> },
+    }
+
+    fn filler() -> impl Strategy<Value = String> {
+        prop_oneof!["[ -~]{0,12}", "[\\s\"\\\\:,{}]{0,4}", "\\PC{0,6}", "[a-zA-Z0-9_-]{0,10}"]
+    }
+
+    fn pieces() -> impl Strategy<Value = Vec<Piece>> {
+        let secret = (any::<usize>(), any::<usize>(), any::<usize>(), proptest::collection::vec(any::<bool>(), 64))
+            .prop_map(|(which, start, len, case)| Piece::Secret { which, start, len, case });
+        proptest::collection::vec(prop_oneof![filler().prop_map(Piece::Filler), secret], 0..12)
+    }
+
+    /// The text: each secret piece is a run of at least 8 of its secret's characters, from any
+    /// offset, each character in either case.
+    fn render(secrets: &[String], pieces: &[Piece]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Filler(text) => out.extend_from_slice(text.as_bytes()),
+                Piece::Secret { which, start, len, case } => {
+                    let secret = secrets[which % secrets.len()].as_bytes();
+                    let start = start % (secret.len() - WINDOW + 1);
+                    let len = WINDOW + len % (secret.len() - start - WINDOW + 1);
+                    let run = secret[start..start + len].iter().zip(case.iter().cycle());
+                    out.extend(run.map(|(&b, &up)| if up { b.to_ascii_uppercase() } else { b.to_ascii_lowercase() }));
+                }
+            }
+        }
+        out
+    }
+
+    fn secrets(min: usize) -> impl Strategy<Value = Vec<String>> {
+        let secret = proptest::string::string_regex(&format!("[a-zA-Z0-9_.-]{{{min},40}}")).unwrap();
+        proptest::collection::vec(secret, 1..4)
+    }
+
+    /// A reader that hands out `input` in the given pieces.
+    struct Pieces<'a> {
+        input: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes.get(self.next).copied().unwrap_or(usize::MAX).max(1);
+            self.next += 1;
+            let n = size.min(buf.len()).min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input = &self.input[n..];
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz_config::config())]
+
+        /// No 8-character window of any secret, in any case, survives.
+        #[test]
+        fn no_window_survives(secrets in secrets(WINDOW), pieces in pieces()) {
+            let input = render(&secrets, &pieces);
+            let redactor = Redactor::new(secrets.iter().map(String::as_str));
+            // `[REDACTED]` itself could spell a window of a secret such as `xREDACTEDx`: take
+            // each replacement out (it ends any window) before looking.
+            let out = redactor.bytes(&input).to_ascii_lowercase();
+            let mut out: &[u8] = &out;
+            let mut parts = Vec::new();
+            let replacement = REPLACEMENT.to_ascii_lowercase();
+            while let Some(i) = out.windows(REPLACEMENT.len()).position(|w| w == replacement) {
+                parts.push(&out[..i]);
+                out = &out[i + REPLACEMENT.len()..];
+            }
+            parts.push(out);
+            for secret in &secrets {
+                for window in secret.to_ascii_lowercase().as_bytes().windows(WINDOW) {
+                    for part in &parts {
+                        prop_assert!(
+                            !part.windows(WINDOW).any(|w| w == window),
+                            "{:?} survives in {:?}", String::from_utf8_lossy(window), String::from_utf8_lossy(&input)
+                        );
+                    }
+                }
+            }
+        }
+
+        /// `RedactingReader`, fed in any pieces and read in any buffer sizes, gives what
+        /// redacting the whole input gives (short secrets included; the input is far under
+        /// `HOLD_LIMIT`, so no forced cut applies).
+        #[test]
+        fn reader_matches_whole(
+            secrets in secrets(1),
+            pieces in pieces(),
+            sizes in proptest::collection::vec(1usize..32, 0..64),
+            reads in proptest::collection::vec(1usize..32, 1..8),
+        ) {
+            let input = render(&secrets.iter().map(|s| s.repeat(WINDOW)).collect::<Vec<_>>(), &pieces);
+            let redactor = Arc::new(Redactor::new(secrets.iter().map(String::as_str)));
+            let mut reader = RedactingReader::new(Pieces { input: &input, sizes, next: 0 }, redactor.clone());
+            let mut out = Vec::new();
+            let mut buf = [0u8; 32];
+            for size in reads.iter().cycle() {
+                let n = reader.read(&mut buf[..*size]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            prop_assert_eq!(out, redactor.bytes(&input).into_owned());
+        }
+    }
+}

@@ -194,7 +194,7 @@ fn add_usage(sum: &mut Option<Value>, usage: &Value) {
     }
     let total = sum.get_or_insert_with(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
     for field in ["prompt_tokens", "completion_tokens", "total_tokens"] {
-        let n = total[field].as_u64().unwrap_or(0) + usage[field].as_u64().unwrap_or(0);
+        let n = total[field].as_u64().unwrap_or(0).saturating_add(usage[field].as_u64().unwrap_or(0));
         total[field] = json!(n);
     }
 }

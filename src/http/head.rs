@@ -238,3 +238,118 @@ mod tests {
         assert!(head(&format!("{GET}{enough}\r\n")).is_ok());
     }
 }
+
+/// Property tests over arbitrary and generated heads (`scripts/fuzz.sh` runs them with more
+/// cases).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference: the end of the first blank line (`\n\n` or `\n\r\n`), by brute force.
+    fn first_end(buf: &[u8]) -> Option<usize> {
+        (1..=buf.len()).find(|&p| buf[..p].ends_with(b"\n\n") || buf[..p].ends_with(b"\n\r\n"))
+    }
+
+    /// Bytes made mostly of line ends, so blank lines and near misses are common.
+    fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a'), Just(b':'), any::<u8>()];
+        proptest::collection::vec(byte, 0..64)
+    }
+
+    fn header_name() -> impl Strategy<Value = String> {
+        "x-[a-zA-Z0-9-]{0,12}"
+    }
+
+    /// A field value as `parse` keeps it: visible ASCII, inner spaces, nothing to trim.
+    fn header_value() -> impl Strategy<Value = String> {
+        "([!-~]+( [!-~]+)*)?"
+    }
+
+    /// Case-mixed spellings of a header name.
+    fn spelled(name: &'static str) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<bool>(), name.len()).prop_map(move |upper| {
+            name.chars().zip(upper).map(|(c, u)| if u { c.to_ascii_uppercase() } else { c }).collect()
+        })
+    }
+
+    fn render(request_line: &str, fields: &[(String, String)]) -> Vec<u8> {
+        let mut text = format!("{request_line}\r\n");
+        for (name, value) in fields {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        text.into_bytes()
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz_config::config())]
+
+        /// `find_end` finds the first blank line, and resuming from where a shorter read left
+        /// off (any prefix that had no end) finds the same.
+        #[test]
+        fn find_end_resumes_anywhere(buf in line_bytes(), k in any::<usize>()) {
+            let end = find_end(&buf, 0);
+            prop_assert_eq!(end, first_end(&buf));
+            let k = k % (buf.len() + 1);
+            if find_end(&buf[..k], 0).is_none() {
+                prop_assert_eq!(find_end(&buf, k), end, "resumed at {}", k);
+            }
+        }
+
+        /// Arbitrary bytes never panic, and a head that parses has unambiguous framing: at
+        /// most one Content-Length or one Transfer-Encoding, never both.
+        #[test]
+        fn arbitrary_bytes(prefix in "(GET|POST|OPTIONS) (/|\\*)[ -~]{0,20} HTTP/1\\.[01]\r\n", rest in line_bytes()) {
+            for buf in [rest.clone(), [prefix.as_bytes(), &rest[..]].concat()] {
+                if let Ok(head) = parse(&buf) {
+                    let count = |n: &str| head.headers.iter().filter(|(h, _)| h == n).count();
+                    let (lengths, codings) = (count("content-length"), count("transfer-encoding"));
+                    prop_assert!(lengths + codings <= 1, "{:?}", head.headers);
+                    prop_assert_eq!(head.has_body(), !matches!(head.framing, Framing::None | Framing::Length(0)));
+                }
+            }
+        }
+
+        /// A head built from valid parts parses back to the same method, target and fields.
+        #[test]
+        fn valid_heads_round_trip(
+            method in "[A-Z]{1,10}",
+            target in "/[a-zA-Z0-9/._~?=&%-]{0,40}",
+            minor in 0u8..2,
+            host in "[a-z0-9.-]{1,20}(:[0-9]{1,5})?",
+            fields in proptest::collection::vec((header_name(), header_value()), 0..20),
+            host_at in any::<usize>(),
+        ) {
+            let mut fields = fields;
+            fields.insert(host_at % (fields.len() + 1), ("Host".to_string(), host));
+            let head = parse(&render(&format!("{method} {target} HTTP/1.{minor}"), &fields)).unwrap();
+            prop_assert_eq!(&head.method, &method);
+            prop_assert_eq!(&head.target, &target);
+            prop_assert_eq!(head.minor_version, minor);
+            let want: Vec<(String, String)> = fields.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+            prop_assert_eq!(&head.headers, &want);
+            prop_assert_eq!(head.framing, Framing::None);
+            prop_assert_eq!(head.keep_alive, minor == 1);
+        }
+
+        /// Content-Length with Transfer-Encoding, or Content-Length twice, in any spelling,
+        /// with any values, anywhere among other fields: refused as a bad request.
+        #[test]
+        fn ambiguous_framing_is_refused(
+            first in prop_oneof![spelled("content-length"), spelled("transfer-encoding")],
+            second in spelled("content-length"),
+            values in proptest::collection::vec(prop_oneof![Just("chunked".to_string()), "[0-9]{1,4}", header_value()], 2),
+            others in proptest::collection::vec((header_name(), header_value()), 0..6),
+            at in proptest::collection::vec(any::<usize>(), 2),
+            minor in 0u8..2,
+        ) {
+            let mut fields = others;
+            fields.push(("Host".to_string(), "x".to_string()));
+            fields.insert(at[0] % (fields.len() + 1), (first, values[0].clone()));
+            fields.insert(at[1] % (fields.len() + 1), (second, values[1].clone()));
+            let result = parse(&render(&format!("POST /v1/chat/completions HTTP/1.{minor}"), &fields));
+            prop_assert!(matches!(result, Err(HeadError::Bad(_))), "{:?}", result);
+        }
+    }
+}

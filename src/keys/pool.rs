@@ -82,8 +82,9 @@ impl Counters {
         self.requests += other.requests;
         self.successes += other.successes;
         self.failures += other.failures;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        // Token counts come from upstreams: saturating, so a careless count cannot overflow.
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
     }
 }
 
@@ -800,8 +801,8 @@ fn record_outcome(record: &mut KeyRecord, model: &str, outcome: &Outcome, now: u
     match outcome {
         Outcome::Success { prompt_tokens, completion_tokens } => {
             state.today.successes += 1;
-            state.today.prompt_tokens += prompt_tokens;
-            state.today.completion_tokens += completion_tokens;
+            state.today.prompt_tokens = state.today.prompt_tokens.saturating_add(*prompt_tokens);
+            state.today.completion_tokens = state.today.completion_tokens.saturating_add(*completion_tokens);
             state.step = 0;
             state.probe = false;
             state.cooldown = None;
@@ -1123,6 +1124,20 @@ mod tests {
         assert_eq!(status[0].today, Counters::default());
         let m = &p.providers["openai"].keys[0].record.models["m"];
         assert_eq!((m.step, m.lifetime.requests, m.lifetime.prompt_tokens), (0, 2, 7));
+    }
+
+    /// Regression: token counts from a careless upstream (near u64::MAX) overflowed the
+    /// counters, a panic under the pool's lock in debug builds.
+    #[test]
+    fn huge_token_counts_saturate() {
+        let mut p = pool(&[("OPENAI_API_KEY", "a")]);
+        let huge = Outcome::Success { prompt_tokens: u64::MAX, completion_tokens: u64::MAX };
+        fail(&mut p, "a", "m", huge.clone(), T0);
+        fail(&mut p, "a", "m", huge, T0);
+        let status = p.status(T0);
+        assert_eq!((status[0].today.prompt_tokens, status[0].today.completion_tokens), (u64::MAX, u64::MAX));
+        p.status(T0 + 4 * HOUR);
+        assert_eq!(p.providers["openai"].keys[0].record.models["m"].lifetime.prompt_tokens, u64::MAX);
     }
 
     #[test]

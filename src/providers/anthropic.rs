@@ -586,10 +586,10 @@ fn finish_reason(stop_reason: Option<&str>, called: bool) -> &'static str {
 fn openai_usage(usage: &Value) -> Value {
     let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
     let cached = count("cache_read_input_tokens");
-    let prompt = count("input_tokens") + cached + count("cache_creation_input_tokens");
+    // Saturating: a careless upstream's counts near u64::MAX must not overflow.
+    let prompt = count("input_tokens").saturating_add(cached).saturating_add(count("cache_creation_input_tokens"));
     let completion = count("output_tokens");
-    let mut out =
-        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let mut out = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)});
     if cached > 0 {
         out["prompt_tokens_details"] = json!({"cached_tokens": cached});
     }
@@ -781,11 +781,12 @@ impl StreamTranslator for AnthropicStream {
 impl AnthropicStream {
     fn message_start(&mut self, data: &Value, out: &mut Vec<Translated>) {
         let message = data.get("message").unwrap_or(&Value::Null);
-        if let Some(id) = message.get("id").and_then(Value::as_str) {
-            self.id = id.to_string();
-        }
-        // Every chunk names one model: the message's own, unless a chunk already went out.
+        // Every chunk carries one id and names one model: the message's own, unless a chunk
+        // already went out (a repeated `message_start` changes neither).
         if !self.started {
+            if let Some(id) = message.get("id").and_then(Value::as_str) {
+                self.id = id.to_string();
+            }
             self.model = answered_model(message, &self.model).to_string();
         }
         self.add_usage(message.get("usage"));

@@ -35,6 +35,11 @@ impl ErrorClass {
 /// A hint longer than this means the quota is gone, not a passing rate limit.
 pub const QUOTA_HINT_MS: u64 = clock::HOUR;
 
+/// The longest wait a hint can ask for; a longer one (a careless `retry-after: 1e300`, a
+/// date in the year 10000) is taken as this. A week is longer than any reset providers
+/// document, and `now + hint` stays far from overflowing.
+pub const MAX_HINT_MS: u64 = 7 * clock::DAY;
+
 pub fn classify(status: u16, body: &Value) -> ErrorClass {
     let error = body.get("error").unwrap_or(body);
     let text = |field: &str| match error.get(field) {
@@ -86,8 +91,12 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
 /// How long the upstream asked us to wait, in ms, from (in order of trust): `retry-after-ms`,
 /// `retry-after` (seconds or HTTP date), `x-ratelimit-reset-*` (Go durations),
 /// `anthropic-ratelimit-*-reset` (RFC 3339), Gemini's `RetryInfo.retryDelay` and
-/// `quotaResetDelay`, and "retry in 12.3s" in the message.
+/// `quotaResetDelay`, and "retry in 12.3s" in the message. At most `MAX_HINT_MS`.
 pub fn retry_hint(headers: &[(String, String)], body: &Value, now: u64) -> Option<u64> {
+    any_hint(headers, body, now).map(|ms| ms.min(MAX_HINT_MS))
+}
+
+fn any_hint(headers: &[(String, String)], body: &Value, now: u64) -> Option<u64> {
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return Some(ms.max(0.0) as u64);
@@ -285,6 +294,20 @@ mod tests {
         assert_eq!(classify(429, &body(vec![info("MODEL_CAPACITY_EXHAUSTED")])), ErrorClass::RateLimit);
     }
 
+    /// Regression: a careless hint (`1e300` seconds, `inf`, a thousand years of hours) gave a
+    /// hint near `u64::MAX`, and the key pool's `now + hint` overflowed.
+    #[test]
+    fn absurd_hints_are_capped() {
+        let none = Value::Null;
+        for (name, value) in
+            [("retry-after", "1e300"), ("retry-after-ms", "inf"), ("x-ratelimit-reset-tokens", "9999999999h")]
+        {
+            assert_eq!(retry_hint(&h(&[(name, value)]), &none, 0), Some(MAX_HINT_MS), "{name}: {value}");
+        }
+        let far = json!({"error": {"message": "Please retry in 1e30 seconds"}});
+        assert_eq!(retry_hint(&[], &far, 0), Some(MAX_HINT_MS));
+    }
+
     #[test]
     fn go_durations() {
         assert_eq!(go_duration("6m0s"), Some(360_000));
@@ -292,5 +315,98 @@ mod tests {
         assert_eq!(go_duration("0.539477544s"), Some(539));
         assert_eq!(go_duration("40"), None);
         assert_eq!(go_duration("soon"), None);
+    }
+}
+
+/// Property tests over generated headers and bodies (`scripts/fuzz.sh` runs them with more
+/// cases).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Numbers as upstreams might send them, careless ones included.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9]{1,25}(\\.[0-9]{0,6})?",
+            "-?[0-9]{1,4}(e[+-]?[0-9]{1,4})?",
+            Just("inf".to_string()),
+            Just("NaN".to_string()),
+            Just("1e400".to_string()),
+            Just("18446744073709551616".to_string()),
+            "[ -~]{0,10}",
+        ]
+    }
+
+    fn duration() -> impl Strategy<Value = String> {
+        proptest::collection::vec((number(), prop_oneof!["h", "m", "s", "ms", "us", "ns", "µs", "[a-z]{0,2}"]), 1..4)
+            .prop_map(|parts| parts.into_iter().map(|(n, u)| n + &u).collect())
+    }
+
+    fn date() -> impl Strategy<Value = String> {
+        let n = || prop_oneof!["[0-9]{1,2}", "-?[0-9]{1,20}"];
+        prop_oneof![
+            (n(), "[A-Z][a-z]{2}", n(), n(), n(), n())
+                .prop_map(|(d, m, y, h, mi, s)| format!("Wed, {d} {m} {y} {h}:{mi}:{s} GMT")),
+            (n(), n(), n(), n(), n(), number(), prop_oneof!["Z", "[+-][0-9]{1,20}(:[0-9]{1,20})?"])
+                .prop_map(|(y, mo, d, h, mi, s, z)| format!("{y}-{mo}-{d}T{h}:{mi}:{s}{z}")),
+        ]
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
+        let field = prop_oneof![
+            number().prop_map(|v| ("retry-after-ms".to_string(), v)),
+            prop_oneof![number(), date()].prop_map(|v| ("retry-after".to_string(), v)),
+            duration().prop_map(|v| ("x-ratelimit-reset-requests".to_string(), v)),
+            duration().prop_map(|v| ("x-ratelimit-reset-tokens".to_string(), v)),
+            number().prop_map(|v| ("x-ratelimit-remaining-tokens".to_string(), v)),
+            date().prop_map(|v| ("anthropic-ratelimit-tokens-reset".to_string(), v)),
+            ("[a-z-]{1,12}", "[ -~]{0,12}"),
+        ];
+        proptest::collection::vec(field, 0..5)
+    }
+
+    fn body() -> impl Strategy<Value = Value> {
+        let marker = prop_oneof!["retry in ", "try again in ", "retry after ", "reset after ", "[a-z ]{0,6}"];
+        let unit = prop_oneof!["s", " seconds", "ms", " minutes", "", "[ -~]{0,4}"];
+        let message =
+            (marker, prop_oneof![number(), duration()], unit).prop_map(|(m, n, u)| format!("Please {m}{n}{u}."));
+        prop_oneof![
+            message.prop_map(|m| json!({"error": {"message": m}})),
+            duration().prop_map(|d| json!({"error": {"details": [{"@type": "RetryInfo", "retryDelay": d}]}})),
+            duration().prop_map(|d| json!({"error": {"details": [{"metadata": {"quotaResetDelay": d}}]}})),
+            any::<i64>().prop_map(|n| json!({"error": {"details": [{"retryDelay": n}], "message": n}})),
+            Just(Value::Null),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz_config::config())]
+
+        /// Whatever the headers and body say, the hint is at most `MAX_HINT_MS`, so a
+        /// cooldown of `now + hint` cannot overflow or bench a key for years.
+        #[test]
+        fn hints_are_bounded(headers in headers(), body in body(), now in 0u64..(1u64 << 60)) {
+            if let Some(hint) = retry_hint(&headers, &body, now) {
+                prop_assert!(hint <= MAX_HINT_MS, "{} ms from {:?} {}", hint, headers, body);
+            }
+        }
+
+        /// A hint in range comes through exactly.
+        #[test]
+        fn hints_in_range_are_exact(ms in 0..=MAX_HINT_MS, headers in headers(), body in body()) {
+            let mut first = vec![("retry-after-ms".to_string(), ms.to_string())];
+            first.extend(headers);
+            prop_assert_eq!(retry_hint(&first, &body, 0), Some(ms));
+        }
+
+        /// Go durations from arbitrary text never panic, and whole hours, minutes and seconds
+        /// add up exactly.
+        #[test]
+        fn go_durations(text in prop_oneof![duration(), "\\PC{0,16}"], h in 0u64..1000, m in 0u64..1000, sec in 0u64..1000) {
+            let _ = go_duration(&text);
+            prop_assert_eq!(go_duration(&format!("{h}h{m}m{sec}s")), Some(h * clock::HOUR + m * clock::MINUTE + sec * SECOND));
+        }
     }
 }

@@ -821,8 +821,9 @@ fn openai_usage(metadata: &Value) -> Value {
     let count = |field: &str| metadata.get(field).and_then(Value::as_u64);
     let prompt = count("promptTokenCount").unwrap_or(0);
     let thoughts = count("thoughtsTokenCount").unwrap_or(0);
-    let completion = count("candidatesTokenCount").unwrap_or(0) + thoughts;
-    let total = count("totalTokenCount").unwrap_or(prompt + completion);
+    // Saturating: a careless upstream's counts near u64::MAX must not overflow.
+    let completion = count("candidatesTokenCount").unwrap_or(0).saturating_add(thoughts);
+    let total = count("totalTokenCount").unwrap_or(prompt.saturating_add(completion));
     let mut usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total});
     if let Some(cached) = count("cachedContentTokenCount") {
         usage["prompt_tokens_details"] = json!({"cached_tokens": cached});

@@ -212,3 +212,232 @@ mod tests {
         }
     }
 }
+
+/// Property tests: the Anthropic and Gemini stream translators fed arbitrary events
+/// (`scripts/fuzz.sh` runs them with more cases).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::sse::Event;
+    use proptest::prelude::*;
+    use serde_json::{Map, json};
+
+    /// Any JSON value, small.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object whose fields are each sometimes left out, sometimes the right shape and
+    /// sometimes anything at all.
+    fn object(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> BoxedStrategy<Value> {
+        let fields: Vec<_> = fields
+            .into_iter()
+            .map(|(name, typed)| {
+                proptest::option::of(prop_oneof![3 => typed, 1 => any_json()]).prop_map(move |v| (name, v))
+            })
+            .collect();
+        fields
+            .prop_map(|fields| {
+                let map: Map<String, Value> =
+                    fields.into_iter().filter_map(|(n, v)| Some((n.to_string(), v?))).collect();
+                Value::Object(map)
+            })
+            .boxed()
+    }
+
+    fn text() -> BoxedStrategy<Value> {
+        "\\PC{0,6}".prop_map(Value::from).boxed()
+    }
+
+    fn one_of(words: &'static [&'static str]) -> BoxedStrategy<Value> {
+        proptest::sample::select(words).prop_map(Value::from).boxed()
+    }
+
+    fn small() -> BoxedStrategy<Value> {
+        prop_oneof![0u64..4, Just(u64::MAX)].prop_map(Value::from).boxed()
+    }
+
+    fn usage() -> BoxedStrategy<Value> {
+        object(vec![("input_tokens", small()), ("output_tokens", small()), ("cache_read_input_tokens", small())])
+    }
+
+    fn anthropic_event() -> impl Strategy<Value = Event> {
+        let kinds = &[
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+            "error",
+            "ping",
+        ];
+        let block = object(vec![
+            ("type", one_of(&["text", "thinking", "tool_use", "redacted_thinking"])),
+            ("text", text()),
+            ("thinking", text()),
+            ("id", text()),
+            ("name", text()),
+            ("input", any_json().boxed()),
+        ]);
+        let delta = object(vec![
+            ("type", one_of(&["text_delta", "thinking_delta", "input_json_delta", "signature_delta"])),
+            ("text", text()),
+            ("thinking", text()),
+            ("partial_json", text()),
+            ("stop_reason", one_of(&["end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal"])),
+        ]);
+        let message = object(vec![("id", text()), ("model", text()), ("usage", usage())]);
+        let data = object(vec![
+            ("type", one_of(kinds)),
+            ("index", small()),
+            ("message", message),
+            ("content_block", block),
+            ("delta", delta),
+            ("usage", usage()),
+            ("error", object(vec![("type", text()), ("message", text())])),
+        ]);
+        event(proptest::option::of(one_of(kinds)), data)
+    }
+
+    fn gemini_event() -> impl Strategy<Value = Event> {
+        let part = object(vec![
+            ("text", text()),
+            ("thought", any::<bool>().prop_map(Value::from).boxed()),
+            ("functionCall", object(vec![("name", text()), ("args", any_json().boxed())])),
+            ("thoughtSignature", text()),
+        ]);
+        let candidate = object(vec![
+            ("index", small()),
+            (
+                "content",
+                object(vec![
+                    ("role", one_of(&["model"])),
+                    ("parts", proptest::collection::vec(part, 0..3).prop_map(Value::Array).boxed()),
+                ]),
+            ),
+            ("finishReason", one_of(&["STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL", "OTHER"])),
+        ]);
+        let data = object(vec![
+            ("candidates", proptest::collection::vec(candidate, 0..3).prop_map(Value::Array).boxed()),
+            (
+                "usageMetadata",
+                object(vec![
+                    ("promptTokenCount", small()),
+                    ("candidatesTokenCount", small()),
+                    ("thoughtsTokenCount", small()),
+                ]),
+            ),
+            ("modelVersion", text()),
+            ("promptFeedback", object(vec![("blockReason", one_of(&["SAFETY", "OTHER"]))])),
+            ("error", object(vec![("code", small()), ("message", text()), ("status", text())])),
+        ]);
+        let data = prop_oneof![4 => data, 1 => any_json()];
+        event(Just(None), data)
+    }
+
+    /// An event: its name and the data as JSON, or now and then not JSON at all.
+    fn event(
+        name: impl Strategy<Value = Option<Value>>,
+        data: impl Strategy<Value = Value>,
+    ) -> impl Strategy<Value = Event> {
+        let data = prop_oneof![8 => data.prop_map(|d| d.to_string()), 1 => "\\PC{0,8}"];
+        (name, data).prop_map(|(name, data)| Event { name: name.and_then(|n| n.as_str().map(String::from)), data })
+    }
+
+    /// The rules a translated stream keeps, whatever came in: every chunk carries the same
+    /// `id`, `created` and `model` and is a `chat.completion.chunk`; an error is the last
+    /// step and comes at most once; and once finished, the stream has either ended in an
+    /// error or has given a `finish_reason`.
+    fn check(mut translator: Box<dyn StreamTranslator>, events: &[Event]) -> Result<(), TestCaseError> {
+        let mut steps = Vec::new();
+        for event in events {
+            translator.event(event, &mut steps);
+        }
+        translator.finish(&mut steps);
+        let errors = steps.iter().filter(|s| matches!(s, Translated::Error(_))).count();
+        prop_assert!(errors <= 1);
+        if errors == 1 {
+            prop_assert!(matches!(steps.last(), Some(Translated::Error(_))), "an error is the last step");
+        }
+        let chunks: Vec<&Value> =
+            steps.iter().filter_map(|s| if let Translated::Chunk(c) = s { Some(c) } else { None }).collect();
+        for chunk in &chunks {
+            prop_assert_eq!(&chunk["object"], "chat.completion.chunk");
+            for field in ["id", "created", "model"] {
+                prop_assert_eq!(&chunk[field], &chunks[0][field], "{} of {}", field, chunk);
+            }
+        }
+        let finished =
+            chunks.iter().any(|c| c["choices"].as_array().into_iter().flatten().any(|c| !c["finish_reason"].is_null()));
+        prop_assert!(errors == 1 || finished, "the stream ended without an error or a finish_reason");
+        Ok(())
+    }
+
+    /// Regression: usage counts near u64::MAX overflowed the translated usage's sums.
+    #[test]
+    fn huge_usage_saturates() {
+        let usage = |t: &mut Box<dyn StreamTranslator>, data: Value| {
+            let mut out = Vec::new();
+            t.event(&Event { name: None, data: data.to_string() }, &mut out);
+            t.finish(&mut out);
+            out.into_iter().find_map(|s| if let Translated::Chunk(c) = s { c.get("usage").cloned() } else { None })
+        };
+        let max = u64::MAX;
+        let mut gemini = gemini::stream_translator("g", "chatcmpl-x", 7);
+        let data = json!({"candidates": [{"finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": max, "candidatesTokenCount": max, "thoughtsTokenCount": max}});
+        let got = usage(&mut gemini, data).unwrap();
+        assert_eq!((got["completion_tokens"].as_u64(), got["total_tokens"].as_u64()), (Some(max), Some(max)));
+        let mut anthropic = anthropic::stream_translator("c", 7);
+        let start = json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": max, "cache_read_input_tokens": max, "output_tokens": max}}});
+        let mut out = Vec::new();
+        anthropic.event(&Event { name: None, data: start.to_string() }, &mut out);
+        let stop = Event { name: None, data: json!({"type": "message_stop"}).to_string() };
+        anthropic.event(&stop, &mut out);
+        let got =
+            out.iter().find_map(|s| if let Translated::Chunk(c) = s { c.get("usage").cloned() } else { None }).unwrap();
+        assert_eq!((got["prompt_tokens"].as_u64(), got["total_tokens"].as_u64()), (Some(max), Some(max)));
+    }
+
+    /// Regression: a second `message_start` changed the chunks' id mid-stream.
+    #[test]
+    fn a_repeated_message_start_keeps_the_id() {
+        let events: Vec<Event> = [
+            json!({"type": "message_start", "message": {"id": "msg_1"}}),
+            json!({"type": "message_start", "message": {"id": "msg_2"}}),
+            json!({"type": "message_stop"}),
+        ]
+        .iter()
+        .map(|d| Event { name: None, data: d.to_string() })
+        .collect();
+        check(anthropic::stream_translator("c", 7), &events).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz_config::config())]
+
+        #[test]
+        fn anthropic_stream(events in proptest::collection::vec(anthropic_event(), 0..12)) {
+            check(anthropic::stream_translator("claude", 7), &events)?;
+        }
+
+        #[test]
+        fn gemini_stream(events in proptest::collection::vec(gemini_event(), 0..8)) {
+            check(gemini::stream_translator("gemini", "chatcmpl-x", 7), &events)?;
+        }
+    }
+}

@@ -121,7 +121,7 @@ impl<T: StreamItem> UpstreamStream<T> {
             self.translator.finish(&mut out);
             self.ended = true;
         } else if self.parser.feed(&bytes, &mut events).is_err() {
-            return self.broken("stream_interrupted", "upstream sent an SSE line longer than 64 MiB");
+            return self.broken("stream_interrupted", "upstream sent an SSE line or event longer than 64 MiB");
         } else {
             events.iter().for_each(|e| self.translator.event(e, &mut out));
         }
