@@ -453,6 +453,11 @@ fn take_body(body: &mut Box<dyn Read + Send>, stream: bool) -> Result<(Body, Val
 /// Reads until the stream's first event is complete; returns every byte read, for the
 /// stream relay to parse again. An error as the first event is a failure before the first
 /// byte reached the client, so it still rotates (or answers with a proper status).
+/// The most a stream may send before its first event (keep-alive comments, an unfinished
+/// event): an upstream that never sends one cannot grow the proxy's memory, since the read
+/// timeout never fires while bytes keep coming.
+const MAX_BEFORE_FIRST_EVENT: usize = 4 << 20;
+
 fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure> {
     let mut seen = Vec::new();
     let mut parser = sse::Parser::new();
@@ -467,6 +472,9 @@ fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure>
                 }
             }
             Ok(n) => {
+                if seen.len() + n > MAX_BEFORE_FIRST_EVENT {
+                    return Err(Failure::transient("the stream sent 4 MiB without an event".into()));
+                }
                 seen.extend_from_slice(&buf[..n]);
                 parser.feed(&buf[..n], &mut events).map_err(|_| Failure::transient("stream line too long".into()))?;
             }

@@ -591,3 +591,13 @@ fn a_single_key_that_keeps_failing_still_rests() {
     assert_eq!((rested.status, rested.error_code().as_str()), (429, "all_keys_cooling_down"), "{}", rested.text());
     assert_cooldown(&proxy.key_status("...0002"), 30, "upstream error");
 }
+
+#[test]
+fn a_stream_of_keep_alives_without_an_event_is_cut_not_buffered() {
+    // An upstream that sends comments for ever and never an event.
+    let mock = Mock::start(|_| MockReply::sse(vec![Piece::UntilClosed(b": keep-alive\n\n".to_vec())]));
+    let proxy = Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=sk-chatty-0003\n", mock.base()));
+    let answer = proxy.client().post(CHAT, r#"{"model":"openai/m","messages":[],"stream":true}"#);
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert!(answer.text().contains("without an event"), "{}", answer.text());
+}
