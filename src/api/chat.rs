@@ -12,7 +12,7 @@ use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic, code_assist, gemini, openai};
+use crate::providers::{Family, StreamTranslator, Translated, anthropic, azure, code_assist, gemini, openai};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
@@ -122,6 +122,10 @@ fn build(
     stream: bool,
 ) -> Result<UpstreamRequest, ApiError> {
     match provider.family {
+        Family::OpenAi if provider.name == azure::NAME => {
+            let request = openai::build_chat(&provider.name, &provider.base, model, body, stream);
+            azure::on_azure(request, &provider.base, &provider.api_version, model, "chat/completions")
+        }
         Family::OpenAi => Ok(openai::build_chat(&provider.name, &provider.base, model, body, stream)),
         Family::Anthropic => anthropic::build_chat(&provider.base, model, &body, stream),
         Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),

@@ -7,7 +7,7 @@
 use super::{Incoming, Reply, embed_batch, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::{Family, gemini, openai};
+use crate::providers::{Family, azure, gemini, openai};
 use crate::relay;
 use crate::state::AppState;
 use crate::tokens;
@@ -76,13 +76,20 @@ fn embed(
             }
             gemini::build_embeddings(&provider.base, model, &body)?
         }
-        _ => UpstreamRequest {
-            method: Method::Post,
-            url: format!("{}/embeddings", provider.base),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: Some(openai::embeddings_body(body, model)),
-            stream: false,
-        },
+        _ => {
+            let request = UpstreamRequest {
+                method: Method::Post,
+                url: format!("{}/embeddings", provider.base),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Some(openai::embeddings_body(body, model)),
+                stream: false,
+            };
+            if provider.name == azure::NAME {
+                azure::on_azure(request, &provider.base, &provider.api_version, model, "embeddings")?
+            } else {
+                request
+            }
+        }
     };
     let relayed = relay::relay(state, provider, model, &request, Instant::now() + config.settings.global_timeout)?;
     log::debug!(

@@ -299,6 +299,9 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
         return Err(ApiError::model_not_found(format!("model '{model}' is hidden by IGNORE_MODELS/WHITELIST_MODELS"))
             .with_param("model"));
     }
+    if name == providers::azure::NAME && provider.base.is_empty() {
+        return Err(providers::azure::missing_base());
+    }
     if !provider.has_credentials() {
         return Err(crate::relay::no_credentials(name));
     }

@@ -79,7 +79,17 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
             return ids.clone();
         }
     }
-    let request = providers::models_request(provider.family, &provider.base);
+    // Azure's deployments API lists the models a resource can deploy, not its deployments,
+    // which are what `azure/<deployment>` names: `AZURE_MODELS` lists those.
+    let azure = provider.name == providers::azure::NAME;
+    if azure && !providers::azure::is_v1(&provider.base) {
+        return Vec::new();
+    }
+    let request = if azure {
+        providers::azure::models_request(&provider.base, &provider.api_version)
+    } else {
+        providers::models_request(provider.family, &provider.base)
+    };
     let deadline = Instant::now() + state.config().settings.global_timeout;
     let ids = match relay::relay(state, provider, "(model list)", &request, deadline) {
         Ok(relayed) => match relayed.body {

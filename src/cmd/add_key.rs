@@ -109,8 +109,11 @@ fn next_var(env: &BTreeMap<String, String>, prefix: &str) -> String {
 /// that knows the key, which is not configured yet.
 fn validate(config: &Config, provider: &ProviderConfig, key: &str) -> std::result::Result<(), String> {
     let secret = Secret::new(key);
-    let request =
-        providers::with_key(provider.family, providers::models_request(provider.family, &provider.base), &secret);
+    let request = if provider.name == providers::azure::NAME {
+        providers::azure::with_key(providers::azure::models_request(&provider.base, &provider.api_version), &secret)
+    } else {
+        providers::with_key(provider.family, providers::models_request(provider.family, &provider.base), &secret)
+    };
     let clean = |text: String| Redactor::new([key]).text(&text).into_owned();
     let mut response = Client::new(&config.settings).send(&request).map_err(|e| clean(e.to_string()))?;
     if (200..300).contains(&response.status) {

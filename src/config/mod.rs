@@ -181,6 +181,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "Code Assist API base of gemini_cli (chat, loadCodeAssist, onboardUser)",
     },
     EnvVar {
+        name: "AZURE_API_BASE",
+        default: "unset",
+        doc: "Azure OpenAI resource, https://<resource>.openai.azure.com, or a base ending in /openai/v1 for the v1 API",
+    },
+    EnvVar {
+        name: "AZURE_API_VERSION",
+        default: "2024-10-21",
+        doc: "api-version of Azure OpenAI's deployments API (not sent to the v1 API)",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
@@ -308,6 +318,8 @@ pub struct ProviderConfig {
     pub oauth: Vec<OAuthKey>,
     /// `<PROVIDER>_API_BASE` was set: for `qwen_code` it wins over a credential's `resource_url`.
     pub base_from_env: bool,
+    /// `AZURE_API_VERSION` (`api-version` of Azure's deployments API); empty for other providers.
+    pub api_version: String,
 }
 
 /// An OAuth credential as a key of the pool: an id and a name derived from its account, never
@@ -639,6 +651,15 @@ fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String,
             p.keys.push(secret);
         }
     }
+    if let Some(azure) = providers.get(providers::azure::NAME) {
+        if !azure.keys.is_empty() && azure.base.is_empty() {
+            return Err(Error::Config(
+                "AZURE_API_KEY is set but AZURE_API_BASE is not: set it to https://<resource>.openai.azure.com \
+                 (or a base ending in /openai/v1)"
+                    .into(),
+            ));
+        }
+    }
     Ok(providers)
 }
 
@@ -670,6 +691,16 @@ fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, fami
             return Err(Error::Config(format!("ROTATION_MODE_{upper} must be balanced or sequential, got {other:?}")));
         }
     };
+    let api_version = match (name, get("_API_VERSION").map(str::trim)) {
+        (providers::azure::NAME, None) => providers::azure::DEFAULT_API_VERSION.to_string(),
+        (providers::azure::NAME, Some(v)) if providers::azure::valid_api_version(v) => v.to_string(),
+        (providers::azure::NAME, Some(v)) => {
+            return Err(Error::Config(format!(
+                "{upper}_API_VERSION must be letters, digits, '.', '_' and '-' (like 2024-10-21), got {v:?}"
+            )));
+        }
+        _ => String::new(),
+    };
     Ok(ProviderConfig {
         name: name.to_string(),
         family,
@@ -681,6 +712,7 @@ fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, fami
         rotation,
         oauth: Vec::new(),
         base_from_env: get("_API_BASE").is_some(),
+        api_version,
     })
 }
 
@@ -718,6 +750,22 @@ mod tests {
         assert!(!cfg.providers.contains_key("nobase"));
         assert!(!cfg.providers.contains_key("proxy"));
         assert_eq!(cfg.proxy_api_key.as_ref().map(|k| k.expose()), Some("proxy"));
+    }
+
+    #[test]
+    fn azure_needs_its_base_and_a_plain_api_version() {
+        let load = |pairs: &[(&str, &str)]| Config::from_env(Path::new("."), &env(pairs), LauncherConfig::default());
+        let e = load(&[("AZURE_API_KEY", "k")]).unwrap_err().to_string();
+        assert!(e.contains("AZURE_API_BASE"), "{e}");
+        let cfg = load(&[("AZURE_API_KEY", "k"), ("AZURE_API_BASE", "https://r.openai.azure.com/")]).unwrap();
+        let azure = &cfg.providers["azure"];
+        assert_eq!((azure.family, azure.base.as_str()), (Family::OpenAi, "https://r.openai.azure.com"));
+        assert_eq!(azure.api_version, "2024-10-21");
+        let cfg = load(&[("AZURE_API_BASE", "https://r"), ("AZURE_API_VERSION", "2025-04-01-preview")]).unwrap();
+        assert_eq!(cfg.providers["azure"].api_version, "2025-04-01-preview");
+        assert!(load(&[("AZURE_API_VERSION", "2024&x=1")]).is_err());
+        // No keys, no base: loads, and an `azure/*` request says what is missing.
+        assert!(load(&[]).unwrap().providers["azure"].base.is_empty());
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
     // Anthropic's spend limit names itself in `error.details.error_code`.
     let detail_code = error.get("details").and_then(|d| d.get("error_code")).and_then(Value::as_str).unwrap_or("");
 
+    // Azure OpenAI's content filter refused the prompt (400 `content_filter`, inner code
+    // `ResponsibleAIPolicyViolation`): the request's fault, every key would get the same.
+    let inner_code = error.get("innererror").and_then(|i| i.get("code")).and_then(Value::as_str).unwrap_or("");
+    if code == "content_filter" || inner_code.eq_ignore_ascii_case("ResponsibleAIPolicyViolation") {
+        return ErrorClass::Request;
+    }
     // Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
     if reasons.iter().any(|r| r == "api_key_invalid") || message.contains("api key not valid") {
         return ErrorClass::Auth;
@@ -225,6 +231,15 @@ mod tests {
             ErrorClass::RateLimit
         );
         assert_eq!(classify(401, &json!({})), ErrorClass::Auth);
+        // Azure OpenAI's content filter, in its documented shape and with the inner code only.
+        let filtered = json!({"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+            "type": null, "param": "prompt", "code": "content_filter", "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {"hate": {"filtered": true, "severity": "high"}}}}});
+        assert_eq!(classify(400, &filtered), ErrorClass::Request);
+        let inner_only = json!({"error": {"code": "invalid_prompt", "message": "blocked", "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
+        assert_eq!(classify(400, &inner_only), ErrorClass::Request);
+        let retry_ms = h(&[("retry-after-ms", "1500"), ("x-ratelimit-reset-requests", "9s")]);
+        assert_eq!(retry_hint(&retry_ms, &json!({}), 0), Some(1_500));
         assert_eq!(classify(403, &json!({"error": {"message": "forbidden"}})), ErrorClass::Auth);
         assert_eq!(classify(403, &json!({"error": {"message": "Free allocated quota exceeded."}})), ErrorClass::Quota);
         let gemini = json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid. Please pass a valid API key.",

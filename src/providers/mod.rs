@@ -3,6 +3,7 @@
 //! and builds `UpstreamRequest`s; it does no I/O.
 
 pub mod anthropic;
+pub mod azure;
 pub mod code_assist;
 pub mod errors;
 pub mod gemini;
@@ -93,6 +94,8 @@ pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("cohere", "https://api.cohere.ai/compatibility/v1", Family::OpenAi),
     ("qwen_code", "https://dashscope.aliyuncs.com/compatible-mode/v1", Family::OpenAi),
     ("iflow", "https://apis.iflow.cn/v1", Family::OpenAi),
+    // No default base: each Azure resource has its own (`AZURE_API_BASE`, required).
+    ("azure", "", Family::OpenAi),
     ("anthropic", "https://api.anthropic.com/v1", Family::Anthropic),
     ("gemini", "https://generativelanguage.googleapis.com/v1beta", Family::Gemini),
     ("gemini_cli", "https://cloudcode-pa.googleapis.com/v1internal", Family::CodeAssist),
@@ -109,7 +112,7 @@ pub fn split_model(model: &str) -> Option<(&str, &str)> {
 }
 
 /// A model id as one upstream URL path segment, for the families that name the model in the
-/// URL (Gemini). Only `A-Z a-z 0-9 . _ -` pass, which every real model id uses; they are
+/// URL (Gemini, Azure's deployments). Only `A-Z a-z 0-9 . _ -` pass, which every real model id uses; they are
 /// unreserved in URLs, so the segment is its own percent-encoding. Anything else (`/ ? # : %`,
 /// spaces, controls), an empty id, `.` and `..` could reach another resource or method of the
 /// upstream API with a pool key: a 400 on `model`, before any upstream call.

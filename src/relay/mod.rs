@@ -376,9 +376,12 @@ fn access_failure(provider: &ProviderConfig, e: crate::oauth::refresh::AccessErr
     }
 }
 
-/// `request` with `key` attached the way the provider expects it. iFlow's calls are signed with
+/// `request` with `key` attached the way the provider expects it (Azure's in `api-key`). iFlow's calls are signed with
 /// the key too, each in a session of its own and stamped now.
 fn with_key(provider: &ProviderConfig, request: UpstreamRequest, key: &Secret) -> UpstreamRequest {
+    if provider.name == providers::azure::NAME {
+        return providers::azure::with_key(request, key);
+    }
     if provider.name != "iflow" {
         return providers::with_key(provider.family, request, key);
     }

@@ -4,6 +4,7 @@ mod support;
 
 mod add_key;
 mod agents_routes;
+mod azure;
 mod cli;
 mod errors;
 mod files;
