@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sdk_harness import (
     IO_TIMEOUT,
     Tally,
+    WEATHER_PARAMETERS,
     UpstreamReplies,
     describe,
     drop_proxy_settings,
@@ -60,15 +61,6 @@ EMBEDDING_BASE = [0.1, -0.25, 0.3333333333333333, 1e-7, -123.456, 0.0]
 RESP_UPSTREAM_MODEL = "resp-mock"
 RESP_MODEL = f"local/{RESP_UPSTREAM_MODEL}"
 WEATHER_JSON = {"city": "Paris", "temp_c": 21}
-WEATHER_PARAMETERS = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
 WEATHER_FUNCTION = {
     "type": "function",
     "name": TOOL_NAME,

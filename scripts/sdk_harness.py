@@ -41,6 +41,19 @@ def keyrelay_env() -> dict[str, str]:
     return env
 
 
+# The one tool every SDK check offers: its JSON schema, strict (the openai SDK's stream helper
+# accepts only strict function tools).
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+
+
 class UpstreamReplies:
     """What every mock upstream's request handler answers with (mixed into a
     `BaseHTTPRequestHandler`): a JSON body, or an event stream written the way real upstreams

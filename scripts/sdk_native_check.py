@@ -42,6 +42,7 @@ from sdk_harness import (
     IO_TIMEOUT,
     Tally,
     UpstreamReplies,
+    WEATHER_PARAMETERS,
     describe,
     drop_proxy_settings,
     openai_chunk,
@@ -60,15 +61,7 @@ GEMINI_KEY = "gm-mock-5678"
 SYSTEM_PROMPT = "Be terse."
 TOOL_NAME = "get_weather"
 TOOL_ARGS = {"city": "Paris", "unit": "celsius"}
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
+WEATHER_SCHEMA = WEATHER_PARAMETERS
 # The openai SDK's stream helper only accepts strict function tools.
 OPENAI_WEATHER_TOOL = {
     "type": "function",
