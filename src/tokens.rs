@@ -163,6 +163,17 @@ pub fn decode(model: &str, ids: &[u32]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Token ids as a client sends them (JSON numbers) decoded with `model`'s encoding, as `decode`;
+/// anything but integers from 0 to 2^32 - 1 is refused.
+pub fn decode_json_ids(model: &str, ids: &[Value]) -> Result<String, String> {
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+        .collect::<Option<_>>()
+        .ok_or("token ids are integers from 0 to 4294967295")?;
+    decode(model, &ids)
+}
+
 /// Tokens of an OpenAI chat request's `messages` (and `tools` when given), counted as the module
 /// documentation says, with the method [`method_for`] picks for `model`.
 pub fn count_chat(model: &str, messages: &Value, tools: Option<&Value>) -> (u64, Method) {

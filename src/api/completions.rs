@@ -123,13 +123,8 @@ fn prompts(model: &str, prompt: Option<&Value>) -> Result<Vec<String>, ApiError>
 }
 
 fn decode(model: &str, ids: &[Value]) -> Result<String, ApiError> {
-    let bad = |why: String| ApiError::invalid_request(format!("'prompt': {why}")).with_param("prompt");
-    let ids: Vec<u32> = ids
-        .iter()
-        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad("token ids are non-negative integers".into()))?;
-    tokens::decode(model, &ids).map_err(bad)
+    tokens::decode_json_ids(model, ids)
+        .map_err(|why| ApiError::invalid_request(format!("'prompt': {why}")).with_param("prompt"))
 }
 
 /// The chat request for one prompt: the prompt as the one user message, and the fields both

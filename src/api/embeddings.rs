@@ -156,15 +156,10 @@ fn texts_of(model: &str, input: &Value) -> Result<Value, ApiError> {
 
 fn decode(model: &str, ids: &[Value], at: &str) -> Result<String, ApiError> {
     let bad = |why: String| ApiError::invalid_request(format!("{at}: {why}")).with_param("input");
-    let ids: Vec<u32> = ids
-        .iter()
-        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad("a token-id list holds integers only".into()))?;
     if ids.is_empty() {
         return Err(bad("a token-id list must not be empty".into()));
     }
-    tokens::decode(model, &ids).map_err(bad)
+    tokens::decode_json_ids(model, ids).map_err(bad)
 }
 
 #[cfg(test)]

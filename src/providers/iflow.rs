@@ -6,7 +6,7 @@
 
 use crate::keys::Secret;
 use crate::upstream::UpstreamRequest;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// The client name the signature starts with and the `User-Agent` carries.
@@ -18,14 +18,7 @@ const CLIENT: &str = "iFlow-Cli";
 pub fn adapt_body(body: &mut Map<String, Value>) {
     super::openai::clean_tool_schemas(body);
     body.remove("stream_options");
-    let has_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    if !has_tools {
-        body.insert(
-            "tools".into(),
-            json!([{"type": "function", "function": {"name": "noop", "description": "Placeholder tool; never call it.",
-                    "parameters": {"type": "object", "properties": {}}}}]),
-        );
-    }
+    super::openai::placeholder_tool(body, "noop", "Placeholder tool; never call it.");
 }
 
 /// `request` with its iFlow headers: the API key as the bearer, the signature made with it for
@@ -79,6 +72,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
     use crate::upstream::Method;
+    use serde_json::json;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -36,7 +36,7 @@ pub fn build_chat(
         "nvidia_nim" if model.to_ascii_lowercase().contains("deepseek") => nim_deepseek_thinking(&mut body),
         "qwen_code" => {
             clean_tool_schemas(&mut body);
-            placeholder_tool(&mut body);
+            placeholder_tool(&mut body, "do_not_call_me", "Do not call this tool.");
         }
         "iflow" => super::iflow::adapt_body(&mut body),
         "openai" if is_reasoning_model(model) => rename_max_tokens(&mut body),
@@ -104,14 +104,15 @@ pub(crate) fn clean_tool_schemas(body: &mut Map<String, Value>) {
     }
 }
 
-/// Qwen's API corrupts streams of requests that define no tool, so a request without tools
-/// gets one the model is told never to call (Qwen Code does the same).
-fn placeholder_tool(body: &mut Map<String, Value>) {
+/// Qwen's and iFlow's APIs corrupt streams of requests that define no tool, so a request
+/// without tools gets one the model is told never to call (their own CLIs do the same, each
+/// with its own name for it).
+pub(crate) fn placeholder_tool(body: &mut Map<String, Value>, name: &str, description: &str) {
     let has_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
     if !has_tools {
         body.insert(
             "tools".into(),
-            json!([{"type": "function", "function": {"name": "do_not_call_me", "description": "Do not call this tool.",
+            json!([{"type": "function", "function": {"name": name, "description": description,
                     "parameters": {"type": "object", "properties": {}}}}]),
         );
     }
