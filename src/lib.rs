@@ -1,34 +1,41 @@
 //! keyrelay: one OpenAI-compatible endpoint over a pool of LLM provider keys. See
 //! ARCHITECTURE.md for the map of this crate.
 
-pub mod api;
-pub mod cli;
-pub mod clock;
-pub mod cmd;
-pub mod config;
-pub mod error;
+mod api;
+mod cli;
+mod clock;
+mod cmd;
+mod config;
+mod error;
 #[cfg(test)]
 mod fuzz_config;
 #[cfg(test)]
 mod golden;
-pub mod http;
+mod http;
 mod json_splice;
-pub mod keys;
-pub mod logging;
-pub mod metrics;
-pub mod oauth;
-pub mod providers;
-pub mod redact;
-pub mod relay;
-pub mod reqlog;
-pub mod sse;
-pub mod state;
-pub mod tokens;
-pub mod upstream;
+mod keys;
+mod logging;
+mod metrics;
+mod oauth;
+mod providers;
+mod redact;
+mod relay;
+mod reqlog;
+mod sse;
+mod state;
+mod tokens;
+mod upstream;
+
+// What the binary and the integration tests use; everything else is private to the crate, so
+// the compiler reports what nothing uses.
+#[doc(hidden)]
+pub use clock::rfc3339;
+pub use config::ENV_VARS;
+pub use error::Error;
 
 use argh::FromArgs;
 use cli::{Command, TopLevel};
-use error::{Error, Result};
+use error::Result;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

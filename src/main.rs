@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     match keyrelay::run(&args) {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
-        Err(keyrelay::error::Error::Usage(msg)) => {
+        Err(keyrelay::Error::Usage(msg)) => {
             eprintln!("keyrelay: {msg}");
             let commands = keyrelay::SUBCOMMANDS.join("|");
             eprintln!("usage: keyrelay [--dir DIR] <{commands}> [...]; keyrelay --help for more");

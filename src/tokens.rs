@@ -23,7 +23,7 @@
 //! as the characters it is made of (tiktoken's `encode_ordinary`).
 //!
 //! Building an encoding's BPE table takes a noticeable time, so each is built once per process, at its
-//! first use ([`warm_up`] builds both ahead of time).
+//! first use.
 
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -62,6 +62,7 @@ impl Method {
     }
 
     /// Whether the count is exact (an OpenAI model counted with its own encoding).
+    #[cfg(test)]
     pub fn is_exact(&self) -> bool {
         !matches!(self, Method::Approximate)
     }
@@ -93,13 +94,6 @@ pub fn method_for(model: &str) -> Method {
     } else {
         Method::Approximate
     }
-}
-
-/// Builds both encodings now (each is otherwise built at its first use), e.g. on a background thread at
-/// startup so that the first count does not wait for it.
-pub fn warm_up() {
-    encoding(Method::O200k);
-    encoding(Method::Cl100k);
 }
 
 /// The BPE table of a method, built once per process.
@@ -147,6 +141,7 @@ fn count_cutting_runs(bpe: &CoreBPE, text: &str, max_run: usize) -> u64 {
 }
 
 /// Tokens of plain text with a method.
+#[cfg(test)]
 pub fn count_text(method: Method, text: &str) -> u64 {
     count(encoding(method), text)
 }

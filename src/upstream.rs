@@ -39,12 +39,6 @@ pub struct UpstreamResponse {
     pub body: Box<dyn Read + Send>,
 }
 
-impl UpstreamResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
 /// Why an upstream call failed before a status line arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {

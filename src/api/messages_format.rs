@@ -690,6 +690,7 @@ impl EventWriter {
 
     /// The prompt's token count when it is known before the stream (for `message_start`,
     /// which otherwise says 0 unless the first chunk carries usage).
+    #[cfg(test)]
     pub fn with_input_tokens(mut self, tokens: u64) -> EventWriter {
         self.input_tokens = Some(tokens);
         self

@@ -742,7 +742,9 @@ impl KeyPool {
             .collect()
     }
 
-    /// Every record: what `key_usage.json` would hold now.
+    /// Every record: what `key_usage.json` would hold now (the writer's copy is checked
+    /// against it).
+    #[cfg(test)]
     pub fn snapshot(&self, now: u64) -> Snapshot {
         let keys =
             self.providers.values().flat_map(|p| p.keys.iter()).map(|k| (k.id.clone(), k.record.clone())).collect();

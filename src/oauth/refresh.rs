@@ -186,6 +186,7 @@ impl CredentialState {
     }
 
     /// The account's tier (`oauth::tier`), when known.
+    #[cfg(test)]
     pub fn tier(&self) -> Option<String> {
         super::tier::of(&lock(&self.inner).cred)
     }

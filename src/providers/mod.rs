@@ -67,17 +67,6 @@ pub enum Family {
     CodeAssist,
 }
 
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::OpenAi => "openai",
-            Family::Anthropic => "anthropic",
-            Family::Gemini => "gemini",
-            Family::CodeAssist => "code-assist",
-        }
-    }
-}
-
 /// Built-in providers: name, default base URL, protocol family.
 pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("openai", "https://api.openai.com/v1", Family::OpenAi),
@@ -100,10 +89,6 @@ pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("gemini", "https://generativelanguage.googleapis.com/v1beta", Family::Gemini),
     ("gemini_cli", "https://cloudcode-pa.googleapis.com/v1internal", Family::CodeAssist),
 ];
-
-pub fn builtin(name: &str) -> Option<(&'static str, Family)> {
-    BUILTIN.iter().find(|(n, _, _)| *n == name).map(|&(_, base, family)| (base, family))
-}
 
 /// Splits `provider/model-id` at the first `/`; the model id may hold more slashes.
 pub fn split_model(model: &str) -> Option<(&str, &str)> {

@@ -72,7 +72,6 @@ pub enum Body {
 
 pub struct Relayed {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
     pub body: Body,
     /// For streams, still to be reported when the stream ends.
     pub lease: Lease,
@@ -167,7 +166,7 @@ pub fn relay(
                 if matches!(body, Body::Whole(_)) {
                     lease.report(usage_outcome(&usage));
                 }
-                return Ok(Relayed { status: response.status, headers: response.headers, body, lease, attempts });
+                return Ok(Relayed { status: response.status, body, lease, attempts });
             }
             Err(f) => f,
         };

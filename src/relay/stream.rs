@@ -83,11 +83,6 @@ impl<T: StreamItem> UpstreamStream<T> {
         }
     }
 
-    /// The key this stream runs on, masked.
-    pub fn key(&self) -> &str {
-        &self.lease.masked
-    }
-
     fn read_more(&mut self) {
         let bytes = match self.first.take() {
             Some(first) => first,

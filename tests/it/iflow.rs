@@ -85,7 +85,7 @@ fn data_dir(api: &Mock, oauth: &Mock, expires_in_ms: u64) -> (TempDir, PathBuf) 
     let dir = TempDir::new();
     dir.write(".env", &format!("IFLOW_API_BASE={}\nIFLOW_OAUTH_BASE=http://127.0.0.1:{}\n", api.base(), oauth.port));
     std::fs::create_dir_all(dir.path().join("oauth_creds")).unwrap();
-    let expiry = keyrelay::clock::rfc3339(now_ms() + expires_in_ms);
+    let expiry = keyrelay::rfc3339(now_ms() + expires_in_ms);
     let file = json!({"access_token": ACCESS, "refresh_token": REFRESH, "apiKey": API_KEY,
         "email": "user@example.com", "expiry_date": expiry, "token_type": "bearer", "scope": "read"});
     dir.write("oauth_creds/iflow_oauth_1.json", &file.to_string());

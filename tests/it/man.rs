@@ -3,7 +3,7 @@
 //! The checks go from the program to the page, so a flag may be documented before it lands.
 
 use crate::support::{TempDir, run_cli};
-use keyrelay::config::ENV_VARS;
+use keyrelay::ENV_VARS;
 use std::path::PathBuf;
 use std::process::Command;
 

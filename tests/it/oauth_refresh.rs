@@ -314,3 +314,27 @@ fn serve_imports_a_cli_login_and_refreshes_the_stored_copy_not_the_cli_file() {
     let files = std::fs::read_dir(again.dir().path().join("oauth_creds")).unwrap().count();
     assert_eq!(files, 1);
 }
+
+#[test]
+fn serve_refreshes_a_token_near_expiry_at_start_without_a_request() {
+    let (called, calls) = std::sync::mpsc::channel::<()>();
+    let called = Mutex::new(called);
+    let n = AtomicUsize::new(0);
+    let tokens = Mock::start(move |_: &Recorded| {
+        let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = called.lock().unwrap().send(());
+        MockReply::json(
+            200,
+            json!({"access_token": format!("qwen-access-fresh-{n}"), "refresh_token": format!("qwen-refresh-rotated-{n}"),
+                   "token_type": "Bearer", "expires_in": 21600}),
+        )
+    });
+    let api = qwen_api();
+    let (dir, _) = data_dir(&tokens, &credential(&api, 10 * 60_000));
+    let proxy = Proxy::start_in(dir, &[]);
+    calls.recv_timeout(crate::support::WAIT).expect("the start-up check refreshes the token with no request");
+    let answer = proxy.client().post("/v1/chat/completions", CHAT);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(api.keys_seen(), ["qwen-access-fresh-1"], "the request uses the token refreshed at start");
+    assert_eq!(tokens.requests().len(), 1, "one refresh in all");
+}
