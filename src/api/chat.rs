@@ -161,7 +161,7 @@ fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -
     };
     translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
-        ApiError::new(502, "api_error", "upstream_error", message)
+        ApiError::unusable_answer(message)
     })
 }
 

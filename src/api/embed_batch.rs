@@ -140,8 +140,7 @@ fn share(answer: Answer, counts: &[usize]) -> Vec<Answer> {
         Ok((response, meta)) => match split(&response, counts) {
             Ok(parts) => parts.into_iter().map(|p| Ok((p, meta.clone()))).collect(),
             Err(why) => {
-                let e =
-                    ApiError::new(502, "api_error", "upstream_error", format!("an embeddings batch came back {why}"));
+                let e = ApiError::unusable_answer(format!("an embeddings batch came back {why}"));
                 counts.iter().map(|_| Err(e.clone())).collect()
             }
         },

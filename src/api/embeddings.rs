@@ -110,7 +110,7 @@ fn embed(
 
 fn unusable(provider: &ProviderConfig, why: &str) -> ApiError {
     let message = format!("{} answered an unusable embeddings response: {why}", provider.name);
-    ApiError::new(502, "api_error", "upstream_error", message)
+    ApiError::unusable_answer(message)
 }
 
 /// `input` as a list of items (a string, or one token-id list, is one item) and their kind

@@ -34,9 +34,8 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     let (output, meta) = chat::complete(state, config, openai)?;
     let body = match output {
         ChatOutput::Whole(bytes) => {
-            let completion: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::new(502, "api_error", "upstream_error", format!("the upstream's answer is not JSON: {e}"))
-            })?;
+            let completion: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::unusable_answer(format!("the upstream's answer is not JSON: {e}")))?;
             let model = messages_format::model_name(&provider, &sent, completion.get("model"));
             Body::Json(messages_format::from_openai_response(&completion, &model, &id).to_string().into_bytes())
         }

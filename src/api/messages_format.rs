@@ -880,8 +880,8 @@ impl EventWriter {
 }
 
 /// An OpenAI error object as Anthropic's `{"type": "error", "error": {"type", "message"}}`.
-/// Mid-stream errors carry no HTTP status, so one is inferred from `code` (keyrelay's own
-/// codes and OpenAI's) and then `type`, and mapped as `ApiError::to_anthropic_json` does.
+/// Mid-stream errors carry no HTTP status, so one is inferred from `code` and `type`
+/// (`error::status_of_openai_error`), and mapped by the one table of `error::anthropic_type_of`.
 fn anthropic_error(error: &Value) -> Value {
     let e = error.get("error").filter(|e| e.is_object()).unwrap_or(error);
     let text = |key: &str| e.get(key).and_then(Value::as_str).unwrap_or_default();
@@ -889,19 +889,8 @@ fn anthropic_error(error: &Value) -> Value {
         "" => format!("upstream error: {e}"),
         m => m.to_string(),
     };
-    let status = match (e.get("code").and_then(Value::as_u64), text("code"), text("type")) {
-        (Some(status @ 400..=599), _, _) => status as u16, // OpenRouter's codes are HTTP statuses
-        (_, "invalid_api_key", _) | (_, _, "authentication_error") => 401,
-        (_, _, "permission_error") => 403,
-        (_, "model_not_found", _) | (_, _, "not_found_error") => 404,
-        (_, "request_too_large", _) | (_, _, "request_too_large") => 413,
-        (_, "rate_limit_exceeded" | "insufficient_quota" | "all_keys_cooling_down", _)
-        | (_, _, "rate_limit_error" | "tokens" | "requests" | "insufficient_quota") => 429,
-        (_, "keys_busy" | "overloaded_error", _) | (_, _, "overloaded_error") => 503,
-        (_, _, "invalid_request_error") => 400,
-        _ => 500,
-    };
-    ApiError::new(status, text("type"), text("code"), message).to_anthropic_json()
+    let status = crate::error::status_of_openai_error(e.get("code"), text("type"));
+    json!({"type": "error", "error": {"type": crate::error::anthropic_type_of(status), "message": message}})
 }
 
 #[cfg(test)]
@@ -945,7 +934,7 @@ mod tests {
         assert_eq!(param(request(json!({"max_tokens": "10"}))).as_deref(), Some("max_tokens"));
         assert_eq!(param(request(json!({"model": ""}))).as_deref(), Some("model"));
         let e = refused(json!({"model": "a/b", "messages": [{"role": "user", "content": "x"}]}));
-        assert_eq!((e.status, e.kind.as_str()), (400, "invalid_request_error"));
+        assert_eq!((e.status, e.error_type.as_str()), (400, "invalid_request_error"));
         assert!(e.message.contains("max_tokens"), "{}", e.message);
         assert_eq!(e.to_anthropic_json()["error"]["type"], "invalid_request_error");
         assert_eq!(refused(json!("text")).status, 400);

@@ -36,7 +36,7 @@ fn now_secs() -> u64 {
 }
 
 fn not_json(e: serde_json::Error) -> ApiError {
-    ApiError::new(502, "api_error", "upstream_error", format!("the upstream's answer is not JSON: {e}"))
+    ApiError::unusable_answer(format!("the upstream's answer is not JSON: {e}"))
 }
 
 // ---- every provider but openai: through the chat hub ---------------------------------------

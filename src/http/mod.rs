@@ -20,7 +20,7 @@ mod response;
 
 use crate::api::{self, Body, Incoming, Reply};
 use crate::config::ClientLimits;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::state::{AppState, lock};
 use conn::{Conn, ReadError};
 use head::{Framing, Head, HeadError};
@@ -357,8 +357,7 @@ fn receive_body<'a>(
 }
 
 fn busy(req: &Incoming) -> Reply {
-    let mut busy = ApiError::new(503, "api_error", "server_busy", "the server is busy; retry shortly");
-    busy.retry_after = Some(1);
+    let busy = ApiError::of(ErrorKind::ServerBusy, "the server is busy; retry shortly").with_retry_after(1);
     api::error_reply(req, &busy)
 }
 
@@ -432,25 +431,26 @@ fn write_stream(conn: &mut Conn, head: Vec<u8>, chunked: bool, events: api::Even
 /// The answer to a request that could not be read. The connection then closes, after a
 /// linger when the client may still be sending (so it reads the answer, not a reset).
 fn answer_read_error(conn: &mut Conn, minor_version: u8, error: ReadError) -> Next {
-    let (status, code, message) = match error {
+    let (kind, message) = match error {
         ReadError::Closed | ReadError::Timeout { started: false } => return Next::Close,
         ReadError::Io(e) => {
             log::debug!("client connection failed: {e}");
             return Next::Close;
         }
-        ReadError::Timeout { started: true } => (408, "request_timeout", "the request did not arrive in time"),
+        ReadError::Timeout { started: true } => (ErrorKind::RequestTimeout, "the request did not arrive in time"),
         ReadError::Head(HeadError::TooLarge) => {
-            (431, "request_header_fields_too_large", "the request head is too large or has too many fields")
+            (ErrorKind::HeadTooLarge, "the request head is too large or has too many fields")
         }
         ReadError::Head(HeadError::Expectation) => {
-            (417, "expectation_failed", "only Expect: 100-continue is supported")
+            (ErrorKind::ExpectationFailed, "only Expect: 100-continue is supported")
         }
         ReadError::Head(HeadError::BodyTooLarge) | ReadError::BodyTooLarge => {
-            (413, "request_too_large", "the request body is too large")
+            (ErrorKind::RequestTooLarge, "the request body is too large")
         }
-        ReadError::Head(HeadError::Bad(why)) | ReadError::BadBody(why) => (400, "invalid_request", why),
+        ReadError::Head(HeadError::Bad(why)) | ReadError::BadBody(why) => (ErrorKind::InvalidRequest, why),
     };
-    let error = ApiError::new(status, "invalid_request_error", code, message);
+    let status = kind.status();
+    let error = ApiError::of(kind, message);
     let reply = Reply::openai_error(&error);
     let Body::Json(body) = reply.body else { return Next::Close };
     let bytes = HeadBuilder::new(minor_version, status, "-", true).with_body("application/json", &body, false);

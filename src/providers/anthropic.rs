@@ -1216,7 +1216,7 @@ mod tests {
         assert_eq!(classify(429, &body("rate_limit_error")), ErrorClass::RateLimit);
         assert_eq!(classify(400, &body("invalid_request_error")), ErrorClass::Request);
         let e = crate::providers::openai::upstream_error(529, body("overloaded_error").to_string().as_bytes());
-        assert_eq!((e.kind.as_str(), e.message.as_str()), ("overloaded_error", "m"));
+        assert_eq!((e.error_type.as_str(), e.message.as_str()), ("overloaded_error", "m"));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! included) go through `errors::classify` like every family's.
 
 use super::path_segment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
 use crate::upstream::{Method, UpstreamRequest};
 
@@ -36,10 +36,8 @@ pub fn valid_api_version(version: &str) -> bool {
 
 /// The error of an `azure/*` request when `AZURE_API_BASE` is not set.
 pub fn missing_base() -> ApiError {
-    ApiError::new(
-        400,
-        "invalid_request_error",
-        "provider_not_configured",
+    ApiError::of(
+        ErrorKind::ProviderNotConfigured,
         "provider 'azure' needs AZURE_API_BASE (https://<resource>.openai.azure.com, or a base ending in /openai/v1)",
     )
 }

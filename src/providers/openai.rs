@@ -393,14 +393,11 @@ pub fn upstream_error(status: u16, body: &[u8]) -> ApiError {
         }
     };
     let default_kind = if status >= 500 { "api_error" } else { "invalid_request_error" };
-    ApiError {
-        status,
-        kind: field("type").unwrap_or_else(|| default_kind.to_string()),
-        code: field("code").or_else(|| field("status")),
-        param: field("param"),
-        message: crate::redact::text(&message).into_owned(),
-        retry_after: None,
-    }
+    let kind = field("type").unwrap_or_else(|| default_kind.to_string());
+    let message = crate::redact::text(&message).into_owned();
+    let mut error = ApiError::upstream(status, kind, field("code").or_else(|| field("status")), message);
+    error.param = field("param");
+    error
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -506,7 +503,7 @@ mod tests {
         assert_eq!(e.code.as_deref(), Some("400"));
         assert_eq!(e.param.as_deref(), Some("model"));
         let e = upstream_error(502, b"<html>bad gateway</html>");
-        assert_eq!((e.kind.as_str(), e.message.as_str()), ("api_error", "<html>bad gateway</html>"));
+        assert_eq!((e.error_type.as_str(), e.message.as_str()), ("api_error", "<html>bad gateway</html>"));
     }
 
     #[test]

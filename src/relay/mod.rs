@@ -7,7 +7,7 @@ pub mod stream;
 
 use crate::clock;
 use crate::config::ProviderConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
 use crate::keys::pool::{Outcome, Pick};
 use crate::providers::{self, Family, code_assist, errors::ErrorClass};
@@ -519,15 +519,6 @@ pub fn usage_outcome(usage: &Value) -> Outcome {
     Outcome::Success { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens") }
 }
 
-pub fn no_credentials(provider: &str) -> ApiError {
-    ApiError::new(
-        400,
-        "invalid_request_error",
-        "no_credentials",
-        format!("no credentials for provider '{provider}': set {}_API_KEY in .env", provider.to_ascii_uppercase()),
-    )
-}
-
 fn list(attempts: &[Attempt]) -> String {
     if attempts.is_empty() {
         return "no attempt was made".into();
@@ -541,19 +532,11 @@ fn final_error(state: &AppState, provider: &ProviderConfig, model: &str, stop: S
     let retry_after = |until: u64| until.saturating_sub(clock::now_ms()).div_ceil(clock::SECOND).max(1);
     match stop {
         Stop::Busy => {
-            let mut e = ApiError::new(
-                503,
-                "api_error",
-                "keys_busy",
-                format!("every key of {name} stayed busy until GLOBAL_TIMEOUT"),
-            );
-            e.retry_after = Some(1);
-            e
+            ApiError::of(ErrorKind::KeysBusy, format!("every key of {name} stayed busy until GLOBAL_TIMEOUT"))
+                .with_retry_after(1)
         }
-        Stop::Deadline => ApiError::new(
-            504,
-            "api_error",
-            "timeout",
+        Stop::Deadline => ApiError::of(
+            ErrorKind::Timeout,
             format!("GLOBAL_TIMEOUT passed while rotating the keys of {name}: {}", list(attempts)),
         ),
         Stop::CoolingUntil(until) => cooling(name, retry_after(until), attempts),
@@ -566,10 +549,8 @@ fn final_error(state: &AppState, provider: &ProviderConfig, model: &str, stop: S
                 _ => {
                     let n = attempts.len();
                     let keys = if n == 1 { "key" } else { "keys" };
-                    ApiError::new(
-                        502,
-                        "api_error",
-                        "upstream_error",
+                    ApiError::of(
+                        ErrorKind::UpstreamError,
                         format!("all {n} {keys} of {name} failed: {}", list(attempts)),
                     )
                 }
@@ -579,14 +560,11 @@ fn final_error(state: &AppState, provider: &ProviderConfig, model: &str, stop: S
 }
 
 fn cooling(provider: &str, seconds: u64, attempts: &[Attempt]) -> ApiError {
-    let mut e = ApiError::new(
-        429,
-        "rate_limit_error",
-        "all_keys_cooling_down",
+    ApiError::of(
+        ErrorKind::AllKeysCooling,
         format!("every key of {provider} is cooling down; the soonest is free in {seconds} s ({})", list(attempts)),
-    );
-    e.retry_after = Some(seconds);
-    e
+    )
+    .with_retry_after(seconds)
 }
 
 #[cfg(test)]
