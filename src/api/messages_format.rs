@@ -32,12 +32,11 @@
 //! - `output_config.format` (structured outputs) becomes `response_format` json_schema.
 //! - Tools: Anthropic's server tools and schema-less built-in tools (`web_search`, `bash`, ...)
 //!   are left out, and so is a `tool_choice` naming one of them.
-//! - Usage: `input_tokens` is `prompt_tokens` less cached tokens, which are reported as
-//!   `cache_read_input_tokens` (Anthropic counts them apart); `output_tokens` is
-//!   `completion_tokens`.
-//! - Stop reasons: `length` -> `max_tokens`, `content_filter` -> `refusal`, any tool call ->
-//!   `tool_use`, otherwise `end_turn`. OpenAI does not say which stop sequence matched, so
-//!   `stop_sequence` is always null.
+//! - Usage and stop reasons go through `providers::anthropic_map`, the tables the Anthropic
+//!   provider uses the other way: `input_tokens` is `prompt_tokens` less the cache reads
+//!   (`cache_read_input_tokens`) and writes (`cache_creation_input_tokens`), which Anthropic
+//!   counts apart. OpenAI does not say which stop sequence matched, so `stop_sequence` is
+//!   always null.
 //! - Streams: `message_start` gives the prompt count when known (`with_input_tokens`, or usage
 //!   on the first chunk), else 0; the final `message_delta` repeats the input count from the
 //!   usage chunk beside `output_tokens`, as Anthropic's may. A tool call that streamed no
@@ -47,6 +46,7 @@
 //!   half-streamed arguments as complete.
 
 use crate::error::ApiError;
+use crate::providers::anthropic_map;
 use crate::providers::openai::{first_choice, reasoning_text};
 use serde_json::{Map, Value, json};
 
@@ -560,9 +560,9 @@ pub fn from_openai_response(openai: &Value, model: &str, id: &str) -> Value {
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(finish, called),
+        "stop_reason": anthropic_map::stop_reason(finish, called),
         "stop_sequence": null,
-        "usage": usage(openai.get("usage")),
+        "usage": anthropic_map::token_counts(openai.get("usage").unwrap_or(&Value::Null)).to_anthropic(),
     })
 }
 
@@ -583,32 +583,6 @@ fn tool_input(arguments: Option<&Value>) -> Value {
         _ => None,
     };
     parsed.filter(Value::is_object).unwrap_or_else(|| json!({}))
-}
-
-fn stop_reason(finish: Option<&str>, called: bool) -> &'static str {
-    match finish {
-        Some("length") => "max_tokens",
-        Some("content_filter") => "refusal",
-        _ if called => "tool_use",
-        _ => "end_turn",
-    }
-}
-
-/// `(input_tokens, output_tokens, cache_read_input_tokens)` of an OpenAI usage object.
-fn token_counts(usage: &Value) -> (u64, u64, u64) {
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-    let prompt = n(usage.get("prompt_tokens"));
-    let cached = n(usage.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))).min(prompt);
-    (prompt - cached, n(usage.get("completion_tokens")), cached)
-}
-
-fn usage(usage: Option<&Value>) -> Value {
-    let (input, output, cached) = token_counts(usage.unwrap_or(&Value::Null));
-    let mut out = json!({"input_tokens": input, "output_tokens": output});
-    if cached > 0 {
-        out["cache_read_input_tokens"] = json!(cached);
-    }
-    out
 }
 
 // ---- stream --------------------------------------------------------------------------------
@@ -767,17 +741,13 @@ impl EventWriter {
         };
         let mut usage = json!({"output_tokens": 0});
         if let Some(recorded) = &self.usage {
-            let (input, output, cached) = token_counts(recorded);
-            usage = json!({"input_tokens": input, "output_tokens": output});
-            if cached > 0 {
-                usage["cache_read_input_tokens"] = json!(cached);
-            }
+            usage = anthropic_map::token_counts(recorded).to_anthropic();
         }
         out.push((
             "message_delta",
             json!({
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(finish, called), "stop_sequence": null},
+                "delta": {"stop_reason": anthropic_map::stop_reason(finish, called), "stop_sequence": null},
                 "usage": usage,
             }),
         ));
@@ -791,7 +761,10 @@ impl EventWriter {
             return;
         }
         self.started = true;
-        let input = self.input_tokens.or_else(|| self.usage.as_ref().map(|u| token_counts(u).0)).unwrap_or(0);
+        let input = self
+            .input_tokens
+            .or_else(|| self.usage.as_ref().map(|u| anthropic_map::token_counts(u).input))
+            .unwrap_or(0);
         out.push((
             "message_start",
             json!({"type": "message_start", "message": {

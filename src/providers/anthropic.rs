@@ -24,7 +24,7 @@
 //! the two together are a 400 unless the client's `tool_choice` is `none`.
 
 use crate::error::ApiError;
-use crate::providers::{StreamTranslator, Translated};
+use crate::providers::{StreamTranslator, Translated, anthropic_map};
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value, json};
@@ -546,8 +546,8 @@ pub fn parse_chat(model: &str, created: u64, body: &Value) -> Result<Value, Stri
         "object": "chat.completion",
         "created": created,
         "model": answered_model(body, model),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop_reason, called)}],
-        "usage": openai_usage(body.get("usage").unwrap_or(&Value::Null)),
+        "choices": [{"index": 0, "message": message, "finish_reason": anthropic_map::finish_reason(stop_reason, called)}],
+        "usage": anthropic_map::openai_usage(body.get("usage").unwrap_or(&Value::Null)),
     }))
 }
 
@@ -567,33 +567,6 @@ fn arguments(input: Option<&Value>) -> String {
         None | Some(Value::Null) => "{}".into(),
         Some(input) => input.to_string(),
     }
-}
-
-/// refusal is a content filter to OpenAI; pause_turn (a server tool paused a long turn) and
-/// anything unknown end the turn as "stop".
-fn finish_reason(stop_reason: Option<&str>, called: bool) -> &'static str {
-    match stop_reason {
-        Some("max_tokens" | "model_context_window_exceeded") => "length",
-        Some("tool_use") => "tool_calls",
-        Some("refusal") => "content_filter",
-        None if called => "tool_calls",
-        _ => "stop",
-    }
-}
-
-/// Anthropic usage as OpenAI usage. Anthropic's `input_tokens` leaves out the tokens read from
-/// or written to the prompt cache; OpenAI's `prompt_tokens` counts every prompt token.
-fn openai_usage(usage: &Value) -> Value {
-    let count = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-    let cached = count("cache_read_input_tokens");
-    // Saturating: a careless upstream's counts near u64::MAX must not overflow.
-    let prompt = count("input_tokens").saturating_add(cached).saturating_add(count("cache_creation_input_tokens"));
-    let completion = count("output_tokens");
-    let mut out = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)});
-    if cached > 0 {
-        out["prompt_tokens_details"] = json!({"cached_tokens": cached});
-    }
-    out
 }
 
 fn error_message(error: &Value) -> String {
@@ -856,10 +829,10 @@ impl AnthropicStream {
             self.close_tool(tool, out);
         }
         self.start(out);
-        let reason = finish_reason(self.stop_reason.as_deref(), self.tool_calls > 0);
+        let reason = anthropic_map::finish_reason(self.stop_reason.as_deref(), self.tool_calls > 0);
         out.push(Translated::Chunk(self.chunk(json!({}), Some(reason))));
         let mut usage = self.envelope(Vec::new());
-        usage["usage"] = openai_usage(&Value::Object(self.usage.clone()));
+        usage["usage"] = anthropic_map::openai_usage(&Value::Object(self.usage.clone()));
         out.push(Translated::Chunk(usage));
         self.done = true;
     }

@@ -3,6 +3,7 @@
 //! and builds `UpstreamRequest`s; it does no I/O.
 
 pub mod anthropic;
+pub mod anthropic_map;
 pub mod azure;
 pub mod code_assist;
 pub mod errors;
