@@ -1,6 +1,6 @@
 //! Google Code Assist (`v1internal`), the API a Gemini CLI account is served through: the
 //! `gemini_cli` family. It is the Gemini API in an envelope, so this module only wraps and
-//! unwraps around `gemini.rs`, in the same four concerns as every family:
+//! unwraps around `providers::gemini`, in the same four concerns as every family:
 //! - build: `gemini::build_chat`'s body becomes the `request` of `{model, project, request}`,
 //!   posted to `{base}:generateContent`, or `{base}:streamGenerateContent?alt=sse` for a stream;
 //! - parse_response: the answer's `response` is a generateContent response for `gemini::parse_chat`;
