@@ -11,6 +11,9 @@ Then a keyrelay whose `anthropic`, `gemini` and `openai` providers point at them
 - the `openai` SDK against `anthropic/claude-mock` and `gemini/gemini-mock` (chat plain and
   streaming, usage, the stream helper with a tool, Gemini embeddings), which keyrelay translates
   to Messages and generateContent requests;
+- the `openai` SDK against `vertex/gemini-mock` and `vertex/claude-mock` (a Vertex mock with a
+  token endpoint, the repository's test-only service account) and the `anthropic` SDK against
+  `vertex/claude-mock` through `/v1/messages`;
 - the `anthropic` SDK against `openai/gpt-mock` through keyrelay's `/v1/messages` (create, stream,
   tools, the proxy key as Bearer and as x-api-key, count_tokens and the Anthropic error shape),
   which keyrelay translates to Chat Completions;
@@ -504,6 +507,52 @@ class GeminiMock(MockHandler):
         self.send_json(status, {"error": {"code": status, "message": message, "status": kind}})
 
 
+# Vertex AI upstream (serves `vertex/gemini-mock`, `vertex/embedding-mock` and
+# `vertex/claude-mock`) with a Google token endpoint at /token: service-account tokens.
+VERTEX_TOKEN = "ya29.sdk-mock-token"
+VERTEX_BASE_PATH = "/v1/projects/sdk-project/locations/us-central1"
+VERTEX_ACTION = re.compile(r"^" + VERTEX_BASE_PATH + r"/publishers/(google|anthropic)/models/([^/:]+):([A-Za-z]+)$")
+
+
+class VertexMock(GeminiMock):
+    def do_POST(self) -> None:
+        path, query, body = self.take_request()
+        if path == "/token":
+            # The JWT itself is verified by tests/it/vertex.rs; here only the SDKs are under test.
+            return self.send_json(200, {"access_token": VERTEX_TOKEN, "expires_in": 3600})
+        if self.headers.get("authorization") != f"Bearer {VERTEX_TOKEN}":
+            return self.error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        match = VERTEX_ACTION.match(path)
+        publisher, action = (match.group(1), match.group(3)) if match else (None, None)
+        if publisher == "anthropic" and action in ("rawPredict", "streamRawPredict"):
+            with_tool = bool(body.get("tools"))
+            if action == "rawPredict":
+                return self.send_json(200, claude_message(with_tool))
+            events = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in claude_stream_events(with_tool)]
+            return self.send_events(events)
+        if action == "generateContent":
+            parts = [gemini_function_call()] if body.get("tools") else [{"text": GEMINI_TEXT}]
+            return self.send_json(200, gemini_response(parts, GEMINI_USAGE, True))
+        if action == "streamGenerateContent":
+            return self.stream(query, body)
+        if action == "predict":
+            instances = body.get("instances") or []
+            predictions = [
+                {"embeddings": {"values": embedding_for(i), "statistics": {"token_count": 2, "truncated": False}}}
+                for i in range(len(instances))
+            ]
+            return self.send_json(200, {"predictions": predictions})
+        self.error(404, "NOT_FOUND", f"no route {path}")
+
+
+def vertex_key_file(port: int) -> str:
+    """The repository's test-only service account key, its token_uri on the mock."""
+    key_path = Path(__file__).resolve().parent.parent / "tests/data/vertex/test-service-account.json"
+    key = json.loads(key_path.read_text())
+    key["token_uri"] = f"http://127.0.0.1:{port}/token"
+    return json.dumps(key)
+
+
 # ---- keyrelay process ------------------------------------------------------------------------
 
 
@@ -516,6 +565,8 @@ def write_env(data_dir: Path, ports: dict[str, int]) -> None:
         f"GEMINI_API_BASE=http://127.0.0.1:{ports['gemini']}/v1beta\n"
         f"OPENAI_API_KEY={OPENAI_KEY}\n"
         f"OPENAI_API_BASE=http://127.0.0.1:{ports['openai']}/v1\n"
+        f"VERTEX_API_BASE=http://127.0.0.1:{ports['vertex']}{VERTEX_BASE_PATH}\n"
+        f"VERTEX_CREDENTIALS_1='{vertex_key_file(ports['vertex'])}'\n"
     )
 
 
@@ -769,6 +820,75 @@ class GeminiUpstreamChecks(TranslatedChatChecks):
             ("openai sdk -> gemini: embeddings float", lambda: self.embeddings("float")),
             ("openai sdk -> gemini: embeddings default (base64)", lambda: self.embeddings(None)),
         ]
+
+
+class VertexGeminiChecks(GeminiUpstreamChecks):
+    """The openai SDK against `vertex/gemini-*`: Gemini's translation on Vertex's URLs, with a
+    service account's token."""
+
+    provider = "vertex (gemini)"
+    model = f"vertex/{GEMINI_MODEL}"
+
+    def expect_chat_request(self, stream: bool, tools: bool) -> None:
+        action = "streamGenerateContent" if stream else "generateContent"
+        path = f"{VERTEX_BASE_PATH}/publishers/google/models/{GEMINI_MODEL}:{action}"
+        call = self.recorder.last("POST", path)
+        bearer = call["headers"].get("authorization")
+        assert bearer == f"Bearer {VERTEX_TOKEN}", f"upstream got authorization {bearer!r}"
+        roles = [c.get("role") for c in call["body"].get("contents") or []]
+        assert roles == ["user"], f"upstream got content roles {roles}"
+        if tools:
+            self.expect_tools(call["body"].get("tools"))
+
+    def embeddings(self, encoding_format: str | None) -> None:
+        extra = {} if encoding_format is None else {"encoding_format": encoding_format}
+        inputs = ["first text", "second text"]
+        response = self.client.embeddings.create(model=f"vertex/{GEMINI_EMBED_MODEL}", input=inputs, **extra)
+        for item in response.data:
+            want = array("f", embedding_for(item.index)).tolist()
+            assert array("f", item.embedding).tolist() == want, f"vector {item.index}"
+        assert response.usage.prompt_tokens == 4, f"usage {response.usage}"
+        call = self.recorder.last("POST", f"{VERTEX_BASE_PATH}/publishers/google/models/{GEMINI_EMBED_MODEL}:predict")
+        texts = [i.get("content") for i in call["body"].get("instances") or []]
+        assert texts == inputs, f"upstream got instances {texts}"
+
+    def all(self) -> list[tuple[str, Callable[[], None]]]:
+        return TranslatedChatChecks.all(self) + [
+            ("openai sdk -> vertex: embeddings float", lambda: self.embeddings("float")),
+            ("openai sdk -> vertex: embeddings default (base64)", lambda: self.embeddings(None)),
+        ]
+
+
+class VertexClaudeChecks(AnthropicUpstreamChecks):
+    """The openai SDK against `vertex/claude-*`: Anthropic's translation on rawPredict, the
+    model in the URL and `anthropic_version` in the body."""
+
+    provider = "vertex (claude)"
+    model = f"vertex/{CLAUDE_MODEL}"
+
+    def expect_chat_request(self, stream: bool, tools: bool) -> None:
+        action = "streamRawPredict" if stream else "rawPredict"
+        call = self.recorder.last("POST", f"{VERTEX_BASE_PATH}/publishers/anthropic/models/{CLAUDE_MODEL}:{action}")
+        headers, body = call["headers"], call["body"]
+        assert headers.get("authorization") == f"Bearer {VERTEX_TOKEN}", "no service-account token"
+        assert body.get("anthropic_version") == "vertex-2023-10-16", f"anthropic_version {body.get('anthropic_version')!r}"
+        assert "model" not in body, f"upstream got model {body.get('model')!r} in the body"
+        assert bool(body.get("stream")) == stream, f"upstream got stream {body.get('stream')!r}"
+        if tools:
+            self.expect_tools(body.get("tools"))
+
+
+def anthropic_sdk_to_vertex_claude(clients: dict[str, anthropic.Anthropic], recorder: Recorder) -> None:
+    """The anthropic SDK through /v1/messages to `vertex/claude-*`, whole and streamed."""
+    client = clients["bearer"]
+    model = f"vertex/{CLAUDE_MODEL}"
+    message = client.messages.create(model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+    assert text_of([b.model_dump() for b in message.content]) == CLAUDE_TEXT, f"content {message.content}"
+    with client.messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+    assert text == CLAUDE_TEXT, f"streamed {text!r}"
+    call = recorder.last("POST", f"{VERTEX_BASE_PATH}/publishers/anthropic/models/{CLAUDE_MODEL}:streamRawPredict")
+    assert call["body"].get("anthropic_version") == "vertex-2023-10-16"
 
 
 def models_listed(client: openai.OpenAI, recorders: dict[str, Recorder]) -> None:
@@ -1045,6 +1165,9 @@ def run_checks(port: int, recorders: dict[str, Recorder], tally: Tally) -> None:
         checks = (
             AnthropicUpstreamChecks(oa, recorders["anthropic"]).all()
             + GeminiUpstreamChecks(oa, recorders["gemini"]).all()
+            + VertexGeminiChecks(oa, recorders["vertex"]).all()
+            + VertexClaudeChecks(oa, recorders["vertex"]).all()
+            + [("anthropic sdk -> vertex/claude", lambda: anthropic_sdk_to_vertex_claude(an, recorders["vertex"]))]
             + [("openai sdk: models list has every provider", lambda: models_listed(oa, recorders))]
             + AnthropicSdkChecks(an, recorders["openai"]).all()
             + AnthropicPassThroughChecks(an, recorders["anthropic"]).all()
@@ -1063,6 +1186,7 @@ MOCKS: dict[str, type[MockHandler]] = {
     "anthropic": AnthropicMock,
     "gemini": GeminiMock,
     "openai": OpenAiMock,
+    "vertex": VertexMock,
 }
 
 

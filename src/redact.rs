@@ -80,12 +80,15 @@ impl Redactor {
         }
     }
 
-    /// Every configured secret: each provider's keys, the proxy key, and every OAuth
-    /// credential's tokens and API key.
+    /// Every configured secret: each provider's keys, the proxy key, every OAuth
+    /// credential's tokens and API key, and the body of every Vertex service account's
+    /// private key.
     pub fn from_config(config: &Config) -> Redactor {
         let keys = config.providers.values().flat_map(|p| p.keys.iter());
         let oauth = config.oauth.iter().flat_map(|c| c.secrets());
-        Redactor::new(keys.chain(config.proxy_api_key.iter()).chain(oauth).map(|s| s.expose()))
+        let private_keys: Vec<String> = config.vertex.accounts.iter().map(|a| a.key_body()).collect();
+        let configured = keys.chain(config.proxy_api_key.iter()).chain(oauth).map(|s| s.expose());
+        Redactor::new(configured.chain(private_keys.iter().map(String::as_str)))
     }
 
     fn is_empty(&self) -> bool {

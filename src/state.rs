@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Every OAuth credential's current tokens, by pool id; its own locks, never the pool's.
     pub oauth: Registry,
+    /// Every Vertex service account's current token, by pool id; its own locks too.
+    pub vertex: crate::oauth::service_account::Registry,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             embedding_batches: Default::default(),
             metrics: Default::default(),
             oauth: Registry::new(&config.oauth),
+            vertex: crate::oauth::service_account::Registry::new(&config.vertex.accounts),
             config: RwLock::new(Arc::new(config)),
         }
     }
@@ -69,9 +72,12 @@ impl AppState {
     pub fn reload(&self, config: Config) {
         crate::redact::install(&config);
         self.oauth.sync(&config.oauth);
+        self.vertex.sync(&config.vertex.accounts);
         // Tokens refreshed in memory only (stateless credentials) are not in the new config.
         let learned = self.oauth.secrets();
         crate::redact::learn(learned.iter().map(Secret::expose));
+        let tokens = self.vertex.tokens();
+        crate::redact::learn(tokens.iter().map(Secret::expose));
         lock(&self.pool).sync(&config);
         lock(&self.models).clear();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);

@@ -12,7 +12,7 @@ use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic, azure, code_assist, gemini, openai};
+use crate::providers::{Family, StreamTranslator, Translated, anthropic, azure, code_assist, gemini, openai, vertex};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
@@ -55,7 +55,8 @@ pub fn complete(
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Anthropic answers a `response_format` through a forced tool, unwrapped below.
-    let answer_tool = (provider.family == Family::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
+    let answer_tool =
+        (translation(provider, &model) == Family::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
     let request = build(provider, &model, body, stream)?;
     let deadline = Instant::now() + config.settings.global_timeout;
     let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline)?;
@@ -130,6 +131,19 @@ fn build(
         Family::Anthropic => anthropic::build_chat(&provider.base, model, &body, stream),
         Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),
         Family::CodeAssist => code_assist::build_chat(&provider.base, model, &body, stream),
+        Family::Vertex => vertex::build_chat(&provider.base, model, &body, stream),
+    }
+}
+
+/// The family whose translation a model's answers take: the provider's, except on Vertex,
+/// where the model's publisher decides (Gemini's or Anthropic's).
+fn translation(provider: &ProviderConfig, model: &str) -> Family {
+    match provider.family {
+        Family::Vertex => match vertex::publisher(model) {
+            vertex::Publisher::Google => Family::Gemini,
+            vertex::Publisher::Anthropic => Family::Anthropic,
+        },
+        family => family,
     }
 }
 
@@ -153,11 +167,12 @@ fn named_openai_answer(bytes: Vec<u8>, provider: &str, sent: &str) -> Vec<u8> {
 /// A translated family's whole answer as a `chat.completion` (the OpenAI family's is
 /// `named_openai_answer`).
 fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Value, ApiError> {
-    let translated = match provider.family {
+    let translated = match translation(provider, model) {
         Family::OpenAi => return Ok(json_of(&bytes)),
         Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
         Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
         Family::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
+        Family::Vertex => unreachable!("translation() resolves Vertex to its publisher's family"),
     };
     translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
@@ -166,11 +181,12 @@ fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -
 }
 
 fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn StreamTranslator> {
-    match provider.family {
+    match translation(provider, model) {
         Family::Anthropic => anthropic::stream_translator(model, created),
         Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
         Family::CodeAssist => code_assist::stream_translator(model, &completion_id(), created),
         Family::OpenAi => Box::new(openai::PassThrough::default()),
+        Family::Vertex => unreachable!("translation() resolves Vertex to its publisher's family"),
     }
 }
 

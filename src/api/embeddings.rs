@@ -7,7 +7,7 @@
 use super::{Incoming, Reply, embed_batch, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
-use crate::providers::{Family, azure, gemini, openai};
+use crate::providers::{Family, azure, gemini, openai, vertex};
 use crate::relay;
 use crate::state::AppState;
 use crate::tokens;
@@ -76,6 +76,13 @@ fn embed(
             }
             gemini::build_embeddings(&provider.base, model, &body)?
         }
+        Family::Vertex => {
+            let named = body.get("model").and_then(Value::as_str).unwrap_or(model).to_string();
+            if let Some(input) = body.get_mut("input") {
+                *input = texts_of(&named, input)?;
+            }
+            vertex::build_embeddings(&provider.base, model, &body)?
+        }
         _ => {
             let request = UpstreamRequest {
                 method: Method::Post,
@@ -103,6 +110,7 @@ fn embed(
     let upstream: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
     let response = match provider.family {
         Family::Gemini => gemini::parse_embeddings(model, &upstream).map_err(|why| unusable(provider, &why))?,
+        Family::Vertex => vertex::parse_embeddings(model, &upstream).map_err(|why| unusable(provider, &why))?,
         _ => upstream,
     };
     Ok((response, meta))

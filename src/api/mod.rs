@@ -156,12 +156,13 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
         ("GET", "/v1/quota-stats") => {
             let now = crate::clock::now_ms();
             let statuses = lock(&state.pool).status(now);
-            let oauth = state
+            let mut oauth: std::collections::BTreeMap<_, _> = state
                 .oauth
                 .all()
                 .iter()
                 .map(|s| (s.id.clone(), crate::oauth::refresh::describe(&s.credential(), now)))
                 .collect();
+            oauth.extend(state.vertex.all().iter().map(|s| (s.id.clone(), s.describe(now))));
             Ok(Reply::json(200, &crate::keys::report::build(&statuses, &oauth)))
         }
         ("GET", "/metrics") => Ok(metrics(state)),

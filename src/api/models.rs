@@ -72,6 +72,11 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
         let builtin = provider.static_models.is_empty().then_some(providers::code_assist::MODELS);
         return builtin.unwrap_or_default().iter().map(|m| m.to_string()).collect();
     }
+    // Vertex lists its publishers' models on another API than the one it serves:
+    // `VERTEX_MODELS` lists the models to show.
+    if provider.family == Family::Vertex {
+        return Vec::new();
+    }
     let ttl = state.config().settings.models_cache;
     if let Some((fetched, ids)) = lock(&state.models).get(&provider.name) {
         let fresh_for = if ids.is_empty() { FAILED_LIST_RETRY.min(ttl) } else { ttl };

@@ -191,6 +191,22 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "api-version of Azure OpenAI's deployments API (not sent to the v1 API)",
     },
     EnvVar {
+        name: "VERTEX_API_BASE",
+        default: "https://aiplatform.googleapis.com/v1",
+        doc: "Vertex AI base, replacing https://<location>-aiplatform.googleapis.com/v1/projects/<project>/locations/<location> (and express mode's) for every credential",
+    },
+    EnvVar {
+        name: "VERTEX_PROJECT",
+        default: "unset",
+        doc: "Google Cloud project of Vertex AI calls with service accounts (unset: each key file's project_id)",
+    },
+    EnvVar { name: "VERTEX_LOCATION", default: "us-central1", doc: "Vertex AI location (region, or global)" },
+    EnvVar {
+        name: "VERTEX_CREDENTIALS_<N>",
+        default: "unset",
+        doc: "a Google service account key file for Vertex AI: its path, or its JSON itself (also VERTEX_CREDENTIALS)",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
@@ -369,6 +385,28 @@ pub struct Config {
     pub oauth_refresh_interval: Duration,
     /// `GEMINI_CLI_PROJECT_ID`: the project of every `gemini_cli` call, over each account's own.
     pub gemini_cli_project: Option<String>,
+    /// Vertex AI's project, location and service accounts.
+    pub vertex: VertexConfig,
+}
+
+/// Vertex AI's settings besides its API keys (`VERTEX_API_KEY_N`, ordinary pool keys).
+#[derive(Debug, Clone, Default)]
+pub struct VertexConfig {
+    /// `VERTEX_PROJECT`: the project of every call, over each service account's own.
+    pub project: Option<String>,
+    /// `VERTEX_LOCATION`.
+    pub location: String,
+    /// `VERTEX_CREDENTIALS`, `VERTEX_CREDENTIALS_<N>`: in the pool after the API keys.
+    pub accounts: Vec<oauth::service_account::ServiceAccount>,
+}
+
+impl VertexConfig {
+    /// The base of a service account's calls: `VERTEX_PROJECT`'s, else the account's own
+    /// project's (load checked that one of them is there).
+    pub fn account_base(&self, account: &oauth::service_account::ServiceAccount) -> String {
+        let project = self.project.as_deref().or(account.project_id.as_deref()).unwrap_or_default();
+        providers::vertex::project_base(project, &self.location)
+    }
 }
 
 /// `MODEL_ALIASES`, in the order exact names first, then globs in the order given.
@@ -481,6 +519,10 @@ impl Config {
         let found = oauth::discovery::from_env_only(env).map_err(Error::Config)?;
         let mut providers = discover_providers(env)?;
         attach_oauth(&mut providers, &found.credentials);
+        let vertex = vertex_config(env)?;
+        if let Some(p) = providers.get_mut(providers::vertex::NAME) {
+            attach_vertex(p, &vertex)?;
+        }
         Ok(Config {
             data_dir: data_dir.to_path_buf(),
             log_level: get("KEYRELAY_LOG").unwrap_or("info").trim().to_string(),
@@ -496,6 +538,7 @@ impl Config {
             oauth_endpoints: oauth::endpoint::Endpoints::from_env(get),
             oauth_refresh_interval: positive_seconds(get, "OAUTH_REFRESH_INTERVAL", 600.0)?,
             gemini_cli_project: get("GEMINI_CLI_PROJECT_ID").map(|p| p.trim().to_string()),
+            vertex,
         })
     }
 
@@ -508,7 +551,8 @@ impl Config {
 /// Puts each served OAuth credential into its provider's key pool (replacing what an earlier
 /// call put there).
 fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuthCredential]) {
-    for p in providers.values_mut() {
+    // Only OAuth providers: Vertex's service accounts are attached once, by `from_env`.
+    for p in providers.values_mut().filter(|p| oauth::Provider::parse(&p.name).is_some()) {
         p.oauth.clear();
     }
     for cred in creds.iter().filter(|c| oauth::refresh::in_pool(c.provider)) {
@@ -520,6 +564,65 @@ fn attach_oauth(providers: &mut BTreeMap<String, ProviderConfig>, creds: &[OAuth
             });
         }
     }
+}
+
+/// `VERTEX_PROJECT`, `VERTEX_LOCATION` and the service accounts of `VERTEX_CREDENTIALS` and
+/// `VERTEX_CREDENTIALS_<N>` (unnumbered first, then by N; one account once).
+fn vertex_config(env: &BTreeMap<String, String>) -> Result<VertexConfig> {
+    let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let segment = |name: &str, value: &str| {
+        providers::path_segment(value)
+            .map(str::to_string)
+            .map_err(|_| Error::Config(format!("{name} must be letters, digits, '.', '_' and '-' only, got {value:?}")))
+    };
+    let project = get("VERTEX_PROJECT").map(|p| segment("VERTEX_PROJECT", p)).transpose()?;
+    let location = segment("VERTEX_LOCATION", get("VERTEX_LOCATION").unwrap_or(providers::vertex::DEFAULT_LOCATION))?;
+    let order = |var: &str| var.strip_prefix("VERTEX_CREDENTIALS_").and_then(|n| n.parse::<u64>().ok()).map(|n| n + 1);
+    let mut vars: Vec<(&String, u64)> = env
+        .keys()
+        .filter_map(|var| match var.as_str() {
+            "VERTEX_CREDENTIALS" => Some((var, 0)),
+            _ => order(var).map(|n| (var, n)),
+        })
+        .collect();
+    vars.sort_by_key(|&(_, n)| n);
+    let mut accounts: Vec<oauth::service_account::ServiceAccount> = Vec::new();
+    for (var, _) in vars {
+        let Some(value) = get(var) else { continue };
+        let account = oauth::service_account::ServiceAccount::load(var, value).map_err(Error::Config)?;
+        if !accounts.iter().any(|a| a.id() == account.id()) {
+            accounts.push(account);
+        }
+    }
+    Ok(VertexConfig { project, location, accounts })
+}
+
+/// Puts Vertex's service accounts into its pool, after its API keys; `VERTEX_PROJECT` moves its
+/// base to the project's (unless `VERTEX_API_BASE` is set). An account without a project is a
+/// load error when nothing else names one.
+fn attach_vertex(p: &mut ProviderConfig, vertex: &VertexConfig) -> Result<()> {
+    if let (false, Some(project)) = (p.base_from_env, &vertex.project) {
+        p.base = providers::vertex::project_base(project, &vertex.location);
+    }
+    for account in &vertex.accounts {
+        if !p.base_from_env && vertex.project.is_none() && account.project_id.is_none() {
+            return Err(Error::Config(format!(
+                "{}: the key file has no \"project_id\"; set VERTEX_PROJECT",
+                account.var
+            )));
+        }
+        if let Some(project) = &account.project_id {
+            if providers::path_segment(project).is_err() {
+                return Err(Error::Config(format!("{}: \"project_id\" is not a plain project id", account.var)));
+            }
+        }
+        p.oauth.push(OAuthKey {
+            id: account.id(),
+            account: account.masked(),
+            priority: crate::keys::pool::DEFAULT_PRIORITY,
+        });
+    }
+    Ok(())
 }
 
 /// The variables every command sees: the data directory's `.env` files, with the real
@@ -766,6 +869,29 @@ mod tests {
         assert!(load(&[("AZURE_API_VERSION", "2024&x=1")]).is_err());
         // No keys, no base: loads, and an `azure/*` request says what is missing.
         assert!(load(&[]).unwrap().providers["azure"].base.is_empty());
+    }
+
+    #[test]
+    fn vertex_bases_and_service_accounts() {
+        let load = |pairs: &[(&str, &str)]| Config::from_env(Path::new("."), &env(pairs), LauncherConfig::default());
+        let key_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vertex/test-service-account.json");
+        let cfg = load(&[("VERTEX_API_KEY", "AIza-1")]).unwrap();
+        assert_eq!(cfg.providers["vertex"].base, "https://aiplatform.googleapis.com/v1", "express mode's base");
+        let cfg = load(&[("VERTEX_PROJECT", "p1"), ("VERTEX_LOCATION", "global")]).unwrap();
+        assert_eq!(cfg.providers["vertex"].base, "https://aiplatform.googleapis.com/v1/projects/p1/locations/global");
+        let cfg = load(&[("VERTEX_CREDENTIALS_2", key_file), ("VERTEX_CREDENTIALS", key_file)]).unwrap();
+        let vertex = &cfg.providers["vertex"];
+        assert_eq!((cfg.vertex.accounts.len(), vertex.oauth.len()), (1, 1), "one account once");
+        assert!(vertex.oauth[0].account.starts_with("keyrelay-test@"));
+        let base = cfg.vertex.account_base(&cfg.vertex.accounts[0]);
+        assert_eq!(
+            base,
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/keyrelay-test-project/locations/us-central1"
+        );
+        let e = load(&[("VERTEX_CREDENTIALS_1", "/nonexistent.json")]).unwrap_err().to_string();
+        assert!(e.contains("VERTEX_CREDENTIALS_1"), "{e}");
+        assert!(load(&[("VERTEX_LOCATION", "us/../x")]).is_err());
+        assert!(load(&[("VERTEX_PROJECT", "a?b")]).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 /// `{"keys": [...], "providers": [...], "summary": {...}}`; every entry already carries the
 /// `type` tag of its `status --json` line. `oauth` holds, by key id, what is shown of an OAuth
 /// credential (`oauth::refresh::describe`: account, expiry, state); one whose state is
-/// `needs_login` takes that as its key state too, since it takes no request until a new login.
+/// `needs_login` takes that as its key state too, since it takes no request until a new login;
+/// so does a Vertex service account whose token exchange was `refused`.
 pub fn build(statuses: &[KeyStatus], oauth: &BTreeMap<String, Value>) -> Value {
     let keys: Vec<Value> = statuses
         .iter()
@@ -16,8 +17,8 @@ pub fn build(statuses: &[KeyStatus], oauth: &BTreeMap<String, Value>) -> Value {
             let mut v = serde_json::to_value(k).expect("a key status serialises");
             v["type"] = json!("key");
             if let Some(o) = oauth.get(&k.id) {
-                if o["state"] == "needs_login" {
-                    v["state"] = json!("needs_login");
+                if o["state"] == "needs_login" || o["state"] == "refused" {
+                    v["state"] = o["state"].clone();
                 }
                 v["oauth"] = o.clone();
             }
@@ -32,7 +33,7 @@ pub fn build(statuses: &[KeyStatus], oauth: &BTreeMap<String, Value>) -> Value {
             "ready" => 1,
             "busy" => 2,
             "cooldown" => 3,
-            "needs_login" => 6,
+            "needs_login" | "refused" => 6,
             _ => 4,
         };
         p[slot] += 1;
@@ -86,6 +87,7 @@ fn token_cell(key: &Value) -> String {
             let provider = key["provider"].as_str().unwrap_or_default().replace('_', "-");
             format!("needs login: keyrelay oauth {provider}")
         }
+        (Some("refused"), _) => format!("refused: {}", oauth["why"].as_str().unwrap_or_default()),
         (_, Some(s)) if s > 0 => format!("expires in {s}s"),
         (_, Some(_)) => "expired (refreshed on next use)".into(),
         (_, None) => "unknown expiry (refreshed on next use)".into(),

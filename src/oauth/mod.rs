@@ -5,7 +5,9 @@
 //! (`discovery`), the interactive logins that create them (`login`), and at run time the
 //! tokens of each credential, refreshed before expiry (`refresh`) at the token endpoints
 //! (`endpoint`), and a Gemini CLI account's tier as the pool's priority (`tier`); `login` and
-//! `endpoint` are the only parts that talk to the network.
+//! `endpoint` are the only parts that talk to the network. Google service accounts (Vertex AI)
+//! are not accounts one logs in with, but their tokens follow the same rules
+//! (`service_account`, which talks to their token endpoints).
 
 pub mod background;
 pub mod credential;
@@ -15,6 +17,7 @@ pub mod identity;
 pub mod login;
 pub mod project;
 pub mod refresh;
+pub mod service_account;
 pub mod stateless;
 pub mod store;
 pub mod tier;

@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod iflow;
 pub mod openai;
 pub mod think;
+pub mod vertex;
 
 use crate::error::ApiError;
 use crate::keys::Secret;
@@ -66,6 +67,9 @@ pub enum Family {
     Gemini,
     /// Gemini CLI's Code Assist API: Gemini in an envelope, for OAuth accounts.
     CodeAssist,
+    /// Google Vertex AI: Gemini or Anthropic translation by the model's publisher
+    /// (`vertex::publisher`), on Vertex's URLs.
+    Vertex,
 }
 
 /// Built-in providers: name, default base URL, protocol family.
@@ -89,6 +93,8 @@ pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("anthropic", "https://api.anthropic.com/v1", Family::Anthropic),
     ("gemini", "https://generativelanguage.googleapis.com/v1beta", Family::Gemini),
     ("gemini_cli", "https://cloudcode-pa.googleapis.com/v1internal", Family::CodeAssist),
+    // Express mode's base; `VERTEX_PROJECT` or a service account's project gives the project's.
+    ("vertex", "https://aiplatform.googleapis.com/v1", Family::Vertex),
 ];
 
 /// Splits `provider/model-id` at the first `/`; the model id may hold more slashes.
@@ -126,6 +132,7 @@ pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> Upstr
             req.headers.push(("anthropic-version".into(), "2023-06-01".into()));
         }
         Family::Gemini => req.headers.push(("x-goog-api-key".into(), key.expose().to_string())),
+        Family::Vertex => return vertex::with_api_key(req, key),
     }
     req
 }
@@ -144,7 +151,7 @@ pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
     let query = match family {
         Family::Anthropic => "?limit=1000",
         Family::Gemini => "?pageSize=1000",
-        Family::OpenAi | Family::CodeAssist => "",
+        Family::OpenAi | Family::CodeAssist | Family::Vertex => "",
     };
     UpstreamRequest {
         method: Method::Get,
@@ -158,7 +165,7 @@ pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
 /// Model ids from the family's model list answer.
 pub fn model_ids(family: Family, body: &Value) -> Vec<String> {
     match family {
-        Family::OpenAi | Family::CodeAssist => openai::model_ids(body),
+        Family::OpenAi | Family::CodeAssist | Family::Vertex => openai::model_ids(body),
         Family::Anthropic => anthropic::model_ids(body),
         Family::Gemini => gemini::model_ids(body),
     }

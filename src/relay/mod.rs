@@ -10,7 +10,8 @@ use crate::config::ProviderConfig;
 use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
 use crate::keys::pool::{Outcome, Pick};
-use crate::providers::{self, Family, code_assist, errors::ErrorClass};
+use crate::oauth::service_account;
+use crate::providers::{self, Family, code_assist, errors::ErrorClass, vertex};
 use crate::sse;
 use crate::state::{AppState, lock};
 use crate::upstream::{self, UpstreamRequest, UpstreamResponse};
@@ -255,7 +256,20 @@ fn needs_login(state: &AppState, provider: &ProviderConfig) -> Vec<(String, Atte
             let what = login_hint(&provider.name);
             (o.id.clone(), Attempt { key: o.account.clone(), class: ErrorClass::Auth, what })
         })
+        .chain(provider.oauth.iter().filter_map(|o| {
+            let account = state.vertex.get(&o.id)?;
+            let what = refused_hint(&account, &account.refused()?);
+            Some((o.id.clone(), Attempt { key: o.account.clone(), class: ErrorClass::Auth, what }))
+        }))
         .collect()
+}
+
+/// What to do about a Vertex service account whose token exchange was refused.
+fn refused_hint(account: &service_account::AccountState, why: &str) -> String {
+    format!(
+        "{why}; the service account key may be disabled or deleted, or the clock wrong: fix it or replace {}",
+        account.account.var
+    )
 }
 
 fn login_hint(provider: &str) -> String {
@@ -276,10 +290,60 @@ fn attempt(
                 (Family::CodeAssist, Some(project)) => code_assist::with_project(request.clone(), project),
                 _ => request.clone(),
             };
+            // A Vertex API key is an express-mode key: express mode's base, not a project's.
+            let request = match provider.family {
+                Family::Vertex if !provider.base_from_env => {
+                    vertex::rebase(request, &provider.base, vertex::EXPRESS_BASE)
+                }
+                _ => request,
+            };
             let stream = request.stream;
             call(state, provider, with_key(provider, request, secret), stream)
         }
+        None if provider.family == Family::Vertex => vertex_attempt(state, provider, request, &lease.key_id),
         None => oauth_attempt(state, provider, request, &lease.key_id),
+    }
+}
+
+/// A call with a Vertex service account: sent to its project's base (unless `VERTEX_API_BASE`
+/// is set) with its token, taken now (exchanged first when expiry is near); after a 401 one
+/// forced exchange and one more call.
+fn vertex_attempt(
+    state: &AppState,
+    provider: &ProviderConfig,
+    request: &UpstreamRequest,
+    id: &str,
+) -> Result<(UpstreamResponse, Body, Value), Failure> {
+    let account =
+        state.vertex.get(id).ok_or_else(|| Failure::transient("service account no longer configured".into()))?;
+    let request = match provider.base_from_env {
+        true => request.clone(),
+        false => vertex::rebase(request.clone(), &provider.base, &state.config().vertex.account_base(&account.account)),
+    };
+    let endpoint = service_account::Http { client: &state.client };
+    let token = account.access(&endpoint, &clock::now_ms, None).map_err(|e| exchange_failure(&account, e))?;
+    match call(state, provider, vertex::with_token(request.clone(), &token), request.stream) {
+        Err(f) if f.status == 401 => {
+            log::info!("vertex {}: 401 from the API; exchanging for a new token once", account.masked);
+            let again =
+                account.access(&endpoint, &clock::now_ms, Some(&token)).map_err(|e| exchange_failure(&account, e))?;
+            call(state, provider, vertex::with_token(request.clone(), &again), request.stream)
+        }
+        other => other,
+    }
+}
+
+fn exchange_failure(account: &service_account::AccountState, e: service_account::AccessError) -> Failure {
+    match e {
+        service_account::AccessError::Refused(why) => Failure {
+            class: ErrorClass::Auth,
+            what: refused_hint(account, &why),
+            retry_after: None,
+            error: None,
+            status: 0,
+            needs_login: true,
+        },
+        service_account::AccessError::Failed(why) => Failure::transient(format!("token exchange failed: {why}")),
     }
 }
 

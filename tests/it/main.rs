@@ -23,3 +23,4 @@ mod responses;
 mod routes;
 mod secrets;
 mod streaming;
+mod vertex;
