@@ -83,9 +83,12 @@ impl Redactor {
     /// Every configured secret: each provider's keys, the proxy key, and every OAuth
     /// credential's tokens and API key.
     pub fn from_config(config: &Config) -> Redactor {
-        let keys = config.providers.values().flat_map(|p| p.keys.iter());
+        // Each field of a several-field credential (an AWS key pair: its id, secret access key
+        // and session token) on its own: the fields, not their join, are what could leak.
+        let keys = config.providers.values().flat_map(|p| p.keys.iter()).flat_map(|k| k.fields());
         let oauth = config.oauth.iter().flat_map(|c| c.secrets());
-        Redactor::new(keys.chain(config.proxy_api_key.iter()).chain(oauth).map(|s| s.expose()))
+        let others = config.proxy_api_key.iter().chain(oauth).map(|s| s.expose());
+        Redactor::new(keys.chain(others))
     }
 
     fn is_empty(&self) -> bool {

@@ -12,7 +12,9 @@ use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic, azure, code_assist, gemini, openai};
+use crate::providers::{
+    Family, StreamTranslator, Translated, anthropic, azure, bedrock, code_assist, eventstream::Framing, gemini, openai,
+};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
@@ -81,7 +83,8 @@ pub fn complete(
             }
             let translator = Box::new(NamedModel { inner: translator, provider: provider.name.clone(), sent: model });
             let idle = config.settings.timeout_read_streaming;
-            ChatOutput::Stream(Box::new(UpstreamStream::new(relayed.lease, first, rest, translator, idle)))
+            let stream = UpstreamStream::new(relayed.lease, first, rest, translator, idle);
+            ChatOutput::Stream(Box::new(stream.framed(Framing::of(provider.family))))
         }
     };
     Ok((output, meta))
@@ -130,6 +133,7 @@ fn build(
         Family::Anthropic => anthropic::build_chat(&provider.base, model, &body, stream),
         Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),
         Family::CodeAssist => code_assist::build_chat(&provider.base, model, &body, stream),
+        Family::Bedrock => bedrock::build_chat(&provider.base, model, &body, stream),
     }
 }
 
@@ -158,6 +162,7 @@ fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -
         Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
         Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
         Family::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
+        Family::Bedrock => bedrock::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
     };
     translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
@@ -170,6 +175,7 @@ fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn S
         Family::Anthropic => anthropic::stream_translator(model, created),
         Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
         Family::CodeAssist => code_assist::stream_translator(model, &completion_id(), created),
+        Family::Bedrock => bedrock::stream_translator(model, &completion_id(), created),
         Family::OpenAi => Box::new(openai::PassThrough::default()),
     }
 }

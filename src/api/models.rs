@@ -72,6 +72,11 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
         let builtin = provider.static_models.is_empty().then_some(providers::code_assist::MODELS);
         return builtin.unwrap_or_default().iter().map(|m| m.to_string()).collect();
     }
+    // Bedrock lists its models on the control-plane host (`bedrock.<region>`), not on the
+    // runtime one the keys call: `BEDROCK_MODELS` is the list.
+    if provider.family == Family::Bedrock {
+        return Vec::new();
+    }
     let ttl = state.config().settings.models_cache;
     if let Some((fetched, ids)) = lock(&state.models).get(&provider.name) {
         let fresh_for = if ids.is_empty() { FAILED_LIST_RETRY.min(ttl) } else { ttl };
