@@ -512,8 +512,10 @@ impl StreamTranslator for BedrockStream {
         let data = match serde_json::from_str::<Value>(&event.data) {
             Ok(data) => data,
             Err(e) => {
-                return self
-                    .fail(out, stream_error("upstream_error", &format!("bedrock sent an event that is not JSON: {e}")));
+                return self.fail(
+                    out,
+                    stream_error("upstream_error", &format!("bedrock sent an event that is not JSON: {e}")),
+                );
             }
         };
         if is_exception(event) {

@@ -490,7 +490,13 @@ fn read_first_event(body: &mut Box<dyn Read + Send>, family: Family) -> Result<V
                     return Err(Failure::transient("the stream sent 4 MiB without an event".into()));
                 }
                 seen.extend_from_slice(&buf[..n]);
-                parser.feed(&buf[..n], &mut events).map_err(Failure::transient)?;
+                // Bytes that cannot be read after a whole first event are the committed
+                // stream's problem (an in-band error after that event), not this attempt's.
+                if let Err(why) = parser.feed(&buf[..n], &mut events) {
+                    if events.is_empty() {
+                        return Err(Failure::transient(why));
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if upstream::is_timeout(&e) => {
