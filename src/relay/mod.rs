@@ -552,11 +552,18 @@ pub fn usage_outcome(usage: &Value) -> Outcome {
 }
 
 pub fn no_credentials(provider: &str) -> ApiError {
+    let what = match provider {
+        // Bedrock's usual credential is an AWS key pair.
+        providers::bedrock::NAME => {
+            "BEDROCK_AWS_ACCESS_KEY_ID and BEDROCK_AWS_SECRET_ACCESS_KEY, or BEDROCK_API_KEY,".to_string()
+        }
+        _ => format!("{}_API_KEY", provider.to_ascii_uppercase()),
+    };
     ApiError::new(
         400,
         "invalid_request_error",
         "no_credentials",
-        format!("no credentials for provider '{provider}': set {}_API_KEY in .env", provider.to_ascii_uppercase()),
+        format!("no credentials for provider '{provider}': set {what} in .env"),
     )
 }
 
@@ -631,5 +638,7 @@ mod tests {
         assert_eq!(usage_outcome(&serde_json::json!({"prompt_tokens": 3, "completion_tokens": 4})), success(3, 4));
         assert_eq!(usage_outcome(&serde_json::json!({"input_tokens": 5, "output_tokens": 6})), success(5, 6));
         assert_eq!(usage_outcome(&Value::Null), success(0, 0));
+        let bedrock = serde_json::json!({"inputTokens": 5, "outputTokens": 6, "cacheReadInputTokens": 10});
+        assert_eq!(usage_outcome(&bedrock), success(15, 6));
     }
 }
