@@ -4,9 +4,12 @@ the requests cross protocols.
 
 Usage: sdk_native_check.py PATH/TO/keyrelay
 
-Starts three mock upstreams (standard library only) that speak the providers' own wire formats:
-an Anthropic Messages API, a Gemini (Generative Language v1beta) API and an OpenAI-compatible API.
-Then a keyrelay whose `anthropic`, `gemini` and `openai` providers point at them, and checks:
+Starts four mock upstreams (standard library only) that speak the providers' own wire formats:
+an Anthropic Messages API, a Gemini (Generative Language v1beta) API, an OpenAI-compatible API
+and AWS Bedrock Runtime's Converse API (which checks every call's SigV4 signature itself and
+streams in the binary event-stream framing, CRC32s by binascii.crc32).
+Then a keyrelay whose `anthropic`, `gemini`, `openai` and `bedrock` providers point at them,
+and checks:
 
 - the `openai` SDK against `anthropic/claude-mock` and `gemini/gemini-mock` (chat plain and
   streaming, usage, the stream helper with a tool, Gemini embeddings), which keyrelay translates
@@ -14,6 +17,10 @@ Then a keyrelay whose `anthropic`, `gemini` and `openai` providers point at them
 - the `openai` SDK against `vertex/gemini-mock` and `vertex/claude-mock` (a Vertex mock with a
   token endpoint, the repository's test-only service account) and the `anthropic` SDK against
   `vertex/claude-mock` through `/v1/messages`;
+- the `openai` SDK against `anthropic/claude-mock`, `gemini/gemini-mock` and
+  `bedrock/anthropic.claude-mock-v1:0` (chat plain and streaming, usage, the stream helper with a
+  tool, Gemini embeddings), which keyrelay translates to Messages, generateContent and Converse
+  requests;
 - the `anthropic` SDK against `openai/gpt-mock` through keyrelay's `/v1/messages` (create, stream,
   tools, the proxy key as Bearer and as x-api-key, count_tokens and the Anthropic error shape),
   which keyrelay translates to Chat Completions;
@@ -26,8 +33,12 @@ if all passed. SDK_CHECK_VERBOSE=1 adds a traceback to each failure.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
+import hashlib
+import hmac
 import json
+import struct
 import re
 import sys
 import tempfile
@@ -37,7 +48,7 @@ from array import array
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import anthropic
 import openai
@@ -58,8 +69,21 @@ PROXY_KEY = "proxy-secret"
 OPENAI_KEY = "sk-mock-key-1234"
 ANTHROPIC_KEY = "sk-ant-mock-1234"
 GEMINI_KEY = "gm-mock-5678"
+BEDROCK_ACCESS_KEY_ID = "AKIAMOCKKEY00001"
+BEDROCK_SECRET = "bedrock/mock+secret/Qm7Zt2Vx9Lp4Rn8W"
+BEDROCK_REGION = "eu-west-3"
 
 # ---- what every mock answers -----------------------------------------------------------------
+
+# Bedrock upstream (serves `bedrock/anthropic.claude-mock-v1:0` to the openai SDK): a versioned
+# id with a `:`, which must reach the URL as `%3A`.
+BEDROCK_MODEL = "anthropic.claude-mock-v1:0"
+BEDROCK_TEXT_PARTS = ["Hello", " from", " the", " Bedrock", " mock."]
+BEDROCK_TEXT = "".join(BEDROCK_TEXT_PARTS)
+BEDROCK_TOOL_PREAMBLE = "Let me look."
+BEDROCK_TOOL_ID = "tooluse_mock_01"
+BEDROCK_TOOL_FRAGMENTS = ['{"city": "Par', 'is", "unit": "cel', 'sius"}']
+BEDROCK_USAGE = {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14}
 
 SYSTEM_PROMPT = "Be terse."
 TOOL_NAME = "get_weather"
@@ -553,6 +577,139 @@ def vertex_key_file(port: int) -> str:
     return json.dumps(key)
 
 
+# ---- AWS Bedrock Runtime (Converse) mock -----------------------------------------------------
+
+
+BEDROCK_ACTION = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
+
+
+def event_stream_message(event_type: str, payload: dict) -> bytes:
+    """One application/vnd.amazon.eventstream message: total length, headers length, prelude
+    CRC32, string headers (type 7), the JSON payload, message CRC32."""
+    headers = b""
+    pairs = (
+        (":message-type", "event"),
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+    )
+    for name, value in pairs:
+        n, v = name.encode(), value.encode()
+        headers += bytes([len(n)]) + n + b"\x07" + struct.pack(">H", len(v)) + v
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 16 + len(headers) + len(body), len(headers))
+    message = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def bedrock_delta(index: int, delta: dict) -> bytes:
+    return event_stream_message("contentBlockDelta", {"contentBlockIndex": index, "delta": delta})
+
+
+def bedrock_stream_events(with_tool: bool) -> list[bytes]:
+    """ConverseStream's messages: text deltas (or a preamble and a toolUse block whose input
+    arrives in fragments), messageStop, then the usage in metadata."""
+    events = [event_stream_message("messageStart", {"role": "assistant"})]
+    if with_tool:
+        events.append(bedrock_delta(0, {"text": BEDROCK_TOOL_PREAMBLE}))
+        events.append(event_stream_message("contentBlockStop", {"contentBlockIndex": 0}))
+        start = {"toolUse": {"toolUseId": BEDROCK_TOOL_ID, "name": TOOL_NAME}}
+        events.append(
+            event_stream_message("contentBlockStart", {"contentBlockIndex": 1, "start": start})
+        )
+        events += [bedrock_delta(1, {"toolUse": {"input": f}}) for f in BEDROCK_TOOL_FRAGMENTS]
+        events.append(event_stream_message("contentBlockStop", {"contentBlockIndex": 1}))
+        stop = "tool_use"
+    else:
+        events += [bedrock_delta(0, {"text": part}) for part in BEDROCK_TEXT_PARTS]
+        events.append(event_stream_message("contentBlockStop", {"contentBlockIndex": 0}))
+        stop = "end_turn"
+    events.append(event_stream_message("messageStop", {"stopReason": stop}))
+    metadata = {"usage": BEDROCK_USAGE, "metrics": {"latencyMs": 5}}
+    events.append(event_stream_message("metadata", metadata))
+    return events
+
+
+def sigv4_problem(method: str, raw_path: str, headers: dict, body: bytes) -> str | None:
+    """Checks a SigV4 signature as Bedrock would (service bedrock, the mock's region and secret);
+    returns what is wrong, or None."""
+    auth = headers.get("authorization") or ""
+    match = re.fullmatch(
+        r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/bedrock/aws4_request, "
+        r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
+        auth,
+    )
+    if not match:
+        return f"not a SigV4 authorization: {auth!r}"
+    key_id, date, region, signed, signature = match.groups()
+    if key_id != BEDROCK_ACCESS_KEY_ID or region != BEDROCK_REGION:
+        return f"credential {key_id}/{region}"
+    names = signed.split(";")
+    if not {"host", "x-amz-date", "content-type"} <= set(names):
+        return f"signed headers {signed}"
+    canonical_headers = "".join(f"{n}:{' '.join((headers.get(n) or '').split())}\n" for n in names)
+    # Every path segment encoded once more, as for every AWS service but S3.
+    path = "/".join(quote(segment, safe="-_.~") for segment in raw_path.split("/"))
+    payload_hash = hashlib.sha256(body).hexdigest()
+    canonical = "\n".join([method, path, "", canonical_headers, signed, payload_hash])
+    amz_date = headers.get("x-amz-date") or ""
+    scope = f"{date}/{region}/bedrock/aws4_request"
+    canonical_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, canonical_hash])
+    key = f"AWS4{BEDROCK_SECRET}".encode()
+    for part in (date, region, "bedrock", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        return "signature does not match"
+    return None
+
+
+class BedrockMock(MockHandler):
+    def do_POST(self) -> None:
+        # The path as sent (percent-encoded), which the signature covers.
+        raw_path = urlsplit(self.path).path
+        raw = self.read_body()
+        body = json.loads(raw) if raw else {}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        entry = {"method": "POST", "path": raw_path, "query": {}, "headers": headers, "body": body}
+        self.recorder.record(entry)
+        problem = sigv4_problem("POST", raw_path, headers, raw)
+        if problem:
+            return self.error(403, "InvalidSignatureException", problem)
+        match = BEDROCK_ACTION.match(raw_path)
+        if not match or unquote(match.group(1)) != BEDROCK_MODEL:
+            return self.error(404, "ResourceNotFoundException", f"no route {raw_path}")
+        with_tool = bool(body.get("toolConfig"))
+        if match.group(2) == "converse":
+            content = [{"text": BEDROCK_TEXT}]
+            if with_tool:
+                call = {"toolUseId": BEDROCK_TOOL_ID, "name": TOOL_NAME, "input": TOOL_ARGS}
+                content = [{"text": BEDROCK_TOOL_PREAMBLE}, {"toolUse": call}]
+            answer = {"output": {"message": {"role": "assistant", "content": content}},
+                      "stopReason": "tool_use" if with_tool else "end_turn", "usage": BEDROCK_USAGE}
+            return self.send_json(200, answer)
+        events = bedrock_stream_events(with_tool)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def error(self, status: int, kind: str, message: str) -> None:
+        data = json.dumps({"message": message}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        kind += ":http://internal.amazon.com/coral/com.amazon.bedrock/"
+        self.send_header("x-amzn-ErrorType", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 # ---- keyrelay process ------------------------------------------------------------------------
 
 
@@ -567,6 +724,11 @@ def write_env(data_dir: Path, ports: dict[str, int]) -> None:
         f"OPENAI_API_BASE=http://127.0.0.1:{ports['openai']}/v1\n"
         f"VERTEX_API_BASE=http://127.0.0.1:{ports['vertex']}{VERTEX_BASE_PATH}\n"
         f"VERTEX_CREDENTIALS_1='{vertex_key_file(ports['vertex'])}'\n"
+        f"BEDROCK_API_BASE=http://127.0.0.1:{ports['bedrock']}\n"
+        f"BEDROCK_AWS_REGION={BEDROCK_REGION}\n"
+        f"BEDROCK_AWS_ACCESS_KEY_ID={BEDROCK_ACCESS_KEY_ID}\n"
+        f"BEDROCK_AWS_SECRET_ACCESS_KEY={BEDROCK_SECRET}\n"
+        f"BEDROCK_MODELS=[\"{BEDROCK_MODEL}\"]\n"
     )
 
 
@@ -891,9 +1053,42 @@ def anthropic_sdk_to_vertex_claude(clients: dict[str, anthropic.Anthropic], reco
     assert call["body"].get("anthropic_version") == "vertex-2023-10-16"
 
 
+class BedrockUpstreamChecks(TranslatedChatChecks):
+    provider = "bedrock"
+    model = f"bedrock/{BEDROCK_MODEL}"
+    text = BEDROCK_TEXT
+    usage = (BEDROCK_USAGE["inputTokens"], BEDROCK_USAGE["outputTokens"])
+    tool_text = BEDROCK_TOOL_PREAMBLE
+
+    def expect_chat_request(self, stream: bool, tools: bool) -> None:
+        # The mock refuses a call whose SigV4 signature it cannot verify, so a recorded call
+        # that got an answer was signed right; the id's `:` must arrive as %3A.
+        action = "converse-stream" if stream else "converse"
+        call = self.recorder.last("POST", f"/model/anthropic.claude-mock-v1%3A0/{action}")
+        headers, body = call["headers"], call["body"]
+        assert "x-amz-date" in headers and headers.get("host"), f"upstream headers {headers}"
+        assert BEDROCK_SECRET not in json.dumps(call), "the secret access key was sent"
+        system = text_of(body.get("system"))
+        assert system == SYSTEM_PROMPT, f"upstream got system {body.get('system')!r}"
+        roles = [m.get("role") for m in body.get("messages") or []]
+        assert roles == ["user"], f"upstream got message roles {roles}"
+        if tools:
+            specs = (body.get("toolConfig") or {}).get("tools") or []
+            names = [(t.get("toolSpec") or {}).get("name") for t in specs]
+            assert names == [TOOL_NAME], f"upstream got toolConfig {body.get('toolConfig')!r}"
+            schema = specs[0]["toolSpec"].get("inputSchema", {}).get("json") or {}
+            properties = schema.get("properties")
+            assert properties == WEATHER_SCHEMA["properties"], f"upstream inputSchema {schema!r}"
+
+
 def models_listed(client: openai.OpenAI, recorders: dict[str, Recorder]) -> None:
     ids = [m.id for m in client.models.list()]
-    wanted = [f"anthropic/{CLAUDE_MODEL}", f"gemini/{GEMINI_MODEL}", f"openai/{OPENAI_MODEL}"]
+    wanted = [
+        f"anthropic/{CLAUDE_MODEL}",
+        f"gemini/{GEMINI_MODEL}",
+        f"openai/{OPENAI_MODEL}",
+        f"bedrock/{BEDROCK_MODEL}",
+    ]
     missing = [m for m in wanted if m not in ids]
     assert not missing, f"{missing} not in {ids}"
     # The mocks refuse a wrong key, so a listed model also proves the key was sent.
@@ -1168,6 +1363,7 @@ def run_checks(port: int, recorders: dict[str, Recorder], tally: Tally) -> None:
             + VertexGeminiChecks(oa, recorders["vertex"]).all()
             + VertexClaudeChecks(oa, recorders["vertex"]).all()
             + [("anthropic sdk -> vertex/claude", lambda: anthropic_sdk_to_vertex_claude(an, recorders["vertex"]))]
+            + BedrockUpstreamChecks(oa, recorders["bedrock"]).all()
             + [("openai sdk: models list has every provider", lambda: models_listed(oa, recorders))]
             + AnthropicSdkChecks(an, recorders["openai"]).all()
             + AnthropicPassThroughChecks(an, recorders["anthropic"]).all()
@@ -1187,6 +1383,7 @@ MOCKS: dict[str, type[MockHandler]] = {
     "gemini": GeminiMock,
     "openai": OpenAiMock,
     "vertex": VertexMock,
+    "bedrock": BedrockMock,
 }
 
 

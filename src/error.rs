@@ -281,11 +281,11 @@ impl ApiError {
         ApiError::of(ErrorKind::UpstreamError, message)
     }
 
-    /// A provider with no key or account: says which variable to set.
-    pub fn no_credentials(provider: &str) -> ApiError {
+    /// A provider with no key or account: says which variables to set.
+    pub fn no_credentials(provider: &str, variables: &str) -> ApiError {
         ApiError::of(
             ErrorKind::NoCredentials,
-            format!("no credentials for provider '{provider}': set {}_API_KEY in .env", provider.to_ascii_uppercase()),
+            format!("no credentials for provider '{provider}': set {variables} in .env"),
         )
     }
 

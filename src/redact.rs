@@ -84,11 +84,13 @@ impl Redactor {
     /// credential's tokens and API key, and the body of every Vertex service account's
     /// private key.
     pub fn from_config(config: &Config) -> Redactor {
-        let keys = config.providers.values().flat_map(|p| p.keys.iter());
+        // Each field of a several-field credential (an AWS key pair: its id, secret access key
+        // and session token) on its own: the fields, not their join, are what could leak.
+        let keys = config.providers.values().flat_map(|p| p.keys.iter()).flat_map(|k| k.fields());
         let oauth = config.oauth.iter().flat_map(|c| c.secrets());
         let private_keys: Vec<String> = config.vertex.accounts.iter().map(|a| a.key_body()).collect();
-        let configured = keys.chain(config.proxy_api_key.iter()).chain(oauth).map(|s| s.expose());
-        Redactor::new(configured.chain(private_keys.iter().map(String::as_str)))
+        let others = config.proxy_api_key.iter().chain(oauth).map(|s| s.expose());
+        Redactor::new(keys.chain(others).chain(private_keys.iter().map(String::as_str)))
     }
 
     fn is_empty(&self) -> bool {

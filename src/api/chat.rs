@@ -12,7 +12,10 @@ use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{Family, StreamTranslator, Translated, anthropic, azure, code_assist, gemini, openai, vertex};
+use crate::providers::{
+    Family, StreamTranslator, Translated, anthropic, azure, bedrock, code_assist, eventstream::Framing, gemini, openai,
+    vertex,
+};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
 use crate::state::AppState;
@@ -56,7 +59,7 @@ pub fn complete(
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // Anthropic answers a `response_format` through a forced tool, unwrapped below.
     let answer_tool =
-        (translation(provider, &model) == Family::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
+        (translation(provider, &model) == Translation::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
     let request = build(provider, &model, body, stream)?;
     let deadline = Instant::now() + config.settings.global_timeout;
     let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline)?;
@@ -82,7 +85,8 @@ pub fn complete(
             }
             let translator = Box::new(NamedModel { inner: translator, provider: provider.name.clone(), sent: model });
             let idle = config.settings.timeout_read_streaming;
-            ChatOutput::Stream(Box::new(UpstreamStream::new(relayed.lease, first, rest, translator, idle)))
+            let stream = UpstreamStream::new(relayed.lease, first, rest, translator, idle);
+            ChatOutput::Stream(Box::new(stream.framed(Framing::of(provider.family))))
         }
     };
     Ok((output, meta))
@@ -132,18 +136,33 @@ fn build(
         Family::Gemini => gemini::build_chat(&provider.base, model, &body, stream),
         Family::CodeAssist => code_assist::build_chat(&provider.base, model, &body, stream),
         Family::Vertex => vertex::build_chat(&provider.base, model, &body, stream),
+        Family::Bedrock => bedrock::build_chat(&provider.base, model, &body, stream),
     }
 }
 
-/// The family whose translation a model's answers take: the provider's, except on Vertex,
-/// where the model's publisher decides (Gemini's or Anthropic's).
-fn translation(provider: &ProviderConfig, model: &str) -> Family {
+/// The translation a model's answers take. The provider's family decides, except on Vertex,
+/// where the model's publisher does (Gemini's translation or Anthropic's): so the answer
+/// side has one arm per translation, and none for a family that has no translation of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Translation {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    CodeAssist,
+    Bedrock,
+}
+
+fn translation(provider: &ProviderConfig, model: &str) -> Translation {
     match provider.family {
+        Family::OpenAi => Translation::OpenAi,
+        Family::Anthropic => Translation::Anthropic,
+        Family::Gemini => Translation::Gemini,
+        Family::CodeAssist => Translation::CodeAssist,
+        Family::Bedrock => Translation::Bedrock,
         Family::Vertex => match vertex::publisher(model) {
-            vertex::Publisher::Google => Family::Gemini,
-            vertex::Publisher::Anthropic => Family::Anthropic,
+            vertex::Publisher::Google => Translation::Gemini,
+            vertex::Publisher::Anthropic => Translation::Anthropic,
         },
-        family => family,
     }
 }
 
@@ -168,11 +187,11 @@ fn named_openai_answer(bytes: Vec<u8>, provider: &str, sent: &str) -> Vec<u8> {
 /// `named_openai_answer`).
 fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Value, ApiError> {
     let translated = match translation(provider, model) {
-        Family::OpenAi => return Ok(json_of(&bytes)),
-        Family::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
-        Family::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-        Family::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-        Family::Vertex => unreachable!("translation() resolves Vertex to its publisher's family"),
+        Translation::OpenAi => return Ok(json_of(&bytes)),
+        Translation::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
+        Translation::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
+        Translation::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
+        Translation::Bedrock => bedrock::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
     };
     translated.map_err(|why| {
         let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
@@ -182,11 +201,11 @@ fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -
 
 fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn StreamTranslator> {
     match translation(provider, model) {
-        Family::Anthropic => anthropic::stream_translator(model, created),
-        Family::Gemini => gemini::stream_translator(model, &completion_id(), created),
-        Family::CodeAssist => code_assist::stream_translator(model, &completion_id(), created),
-        Family::OpenAi => Box::new(openai::PassThrough::default()),
-        Family::Vertex => unreachable!("translation() resolves Vertex to its publisher's family"),
+        Translation::Anthropic => anthropic::stream_translator(model, created),
+        Translation::Gemini => gemini::stream_translator(model, &completion_id(), created),
+        Translation::CodeAssist => code_assist::stream_translator(model, &completion_id(), created),
+        Translation::Bedrock => bedrock::stream_translator(model, &completion_id(), created),
+        Translation::OpenAi => Box::new(openai::PassThrough::default()),
     }
 }
 

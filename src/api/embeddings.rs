@@ -29,7 +29,8 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
                 .with_param("encoding_format"));
         }
     };
-    if matches!(provider.family, Family::Anthropic | Family::CodeAssist) {
+    // Bedrock's Converse API has no embeddings (Titan's are another API, `invoke`).
+    if matches!(provider.family, Family::Anthropic | Family::CodeAssist | Family::Bedrock) {
         let message = format!("provider '{}' has no embeddings API", provider.name);
         return Err(ApiError::invalid_request(message).with_param("model"));
     }

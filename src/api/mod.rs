@@ -304,7 +304,7 @@ pub fn resolve<'a>(config: &'a Config, body: &Map<String, Value>) -> Result<(&'a
         return Err(providers::azure::missing_base());
     }
     if !provider.has_credentials() {
-        return Err(ApiError::no_credentials(name));
+        return Err(ApiError::no_credentials(name, &providers::credential_variables(name)));
     }
     Ok((provider, id.to_string()))
 }

@@ -72,9 +72,10 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
         let builtin = provider.static_models.is_empty().then_some(providers::code_assist::MODELS);
         return builtin.unwrap_or_default().iter().map(|m| m.to_string()).collect();
     }
-    // Vertex lists its publishers' models on another API than the one it serves:
-    // `VERTEX_MODELS` lists the models to show.
-    if provider.family == Family::Vertex {
+    // Vertex and Bedrock list their models on another API than the one their keys call
+    // (Vertex's publisher model list, Bedrock's control-plane host `bedrock.<region>`):
+    // `VERTEX_MODELS` and `BEDROCK_MODELS` list the models to show.
+    if matches!(provider.family, Family::Vertex | Family::Bedrock) {
         return Vec::new();
     }
     let ttl = state.config().settings.models_cache;

@@ -207,6 +207,31 @@ pub const ENV_VARS: &[EnvVar] = &[
         doc: "a Google service account key file for Vertex AI: its path, or its JSON itself (also VERTEX_CREDENTIALS)",
     },
     EnvVar {
+        name: "BEDROCK_AWS_REGION",
+        default: "us-east-1",
+        doc: "AWS region of Bedrock: the default base's and the one SigV4 signs for",
+    },
+    EnvVar {
+        name: "BEDROCK_API_BASE",
+        default: "https://bedrock-runtime.<region>.amazonaws.com",
+        doc: "Bedrock Runtime endpoint (a VPC endpoint, a proxy, a mock)",
+    },
+    EnvVar {
+        name: "BEDROCK_AWS_ACCESS_KEY_ID",
+        default: "-",
+        doc: "AWS access key id of a Bedrock credential, also _<N>, with BEDROCK_AWS_SECRET_ACCESS_KEY[_<N>]",
+    },
+    EnvVar {
+        name: "BEDROCK_AWS_SECRET_ACCESS_KEY",
+        default: "-",
+        doc: "the secret access key of the pair with the same suffix",
+    },
+    EnvVar {
+        name: "BEDROCK_AWS_SESSION_TOKEN",
+        default: "-",
+        doc: "session token of a temporary pair with the same suffix, sent as x-amz-security-token",
+    },
+    EnvVar {
         name: "CLIENT_WRITE_TIMEOUT",
         default: "30",
         doc: "seconds a write to a client may make no progress before the connection is dropped",
@@ -336,6 +361,8 @@ pub struct ProviderConfig {
     pub base_from_env: bool,
     /// `AZURE_API_VERSION` (`api-version` of Azure's deployments API); empty for other providers.
     pub api_version: String,
+    /// `BEDROCK_AWS_REGION` (SigV4's region, and the default base's); empty for other providers.
+    pub region: String,
 }
 
 /// An OAuth credential as a key of the pool: an id and a name derived from its account, never
@@ -754,6 +781,10 @@ fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String,
             p.keys.push(secret);
         }
     }
+    if let Some(bedrock) = providers.get_mut(providers::bedrock::NAME) {
+        bedrock.keys.extend(aws_key_pairs(env)?);
+        bedrock.keys.dedup();
+    }
     if let Some(azure) = providers.get(providers::azure::NAME) {
         if !azure.keys.is_empty() && azure.base.is_empty() {
             return Err(Error::Config(
@@ -766,10 +797,62 @@ fn discover_providers(env: &BTreeMap<String, String>) -> Result<BTreeMap<String,
     Ok(providers)
 }
 
+/// Bedrock's access-key pairs: `BEDROCK_AWS_ACCESS_KEY_ID[_N]` with the
+/// `BEDROCK_AWS_SECRET_ACCESS_KEY` of the same suffix (and `BEDROCK_AWS_SESSION_TOKEN`, when
+/// set), each as one `Secret` of several fields (`keys::FIELD_SEPARATOR`), un-numbered first,
+/// then by N. A half pair is an error naming the missing variable.
+fn aws_key_pairs(env: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
+    const ID: &str = "BEDROCK_AWS_ACCESS_KEY_ID";
+    const SECRET: &str = "BEDROCK_AWS_SECRET_ACCESS_KEY";
+    const TOKEN: &str = "BEDROCK_AWS_SESSION_TOKEN";
+    let value = |name: String| env.get(&name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let suffix = |var: &str, prefix: &str| -> Option<Option<u64>> {
+        let rest = var.strip_prefix(prefix)?;
+        if rest.is_empty() {
+            return Some(None);
+        }
+        rest.strip_prefix('_').and_then(|n| n.parse::<u64>().ok()).map(Some)
+    };
+    let mut suffixes: Vec<Option<u64>> =
+        env.keys().filter_map(|var| suffix(var, ID).or_else(|| suffix(var, SECRET))).collect();
+    suffixes.sort();
+    suffixes.dedup();
+    let mut pairs = Vec::new();
+    for n in suffixes {
+        let tail = n.map_or(String::new(), |n| format!("_{n}"));
+        let (id, secret) = (value(format!("{ID}{tail}")), value(format!("{SECRET}{tail}")));
+        let (id, secret) = match (id, secret) {
+            (None, None) => continue,
+            (Some(id), Some(secret)) => (id, secret),
+            (Some(_), None) => return Err(Error::Config(format!("{ID}{tail} is set but {SECRET}{tail} is not"))),
+            (None, Some(_)) => return Err(Error::Config(format!("{SECRET}{tail} is set but {ID}{tail} is not"))),
+        };
+        let sep = crate::keys::FIELD_SEPARATOR;
+        let joined = match value(format!("{TOKEN}{tail}")) {
+            Some(token) => format!("{id}{sep}{secret}{sep}{token}"),
+            None => format!("{id}{sep}{secret}"),
+        };
+        pairs.push(Secret::new(&joined));
+    }
+    Ok(pairs)
+}
+
 fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, family: Family) -> Result<ProviderConfig> {
     let upper = name.to_ascii_uppercase();
     let get = |suffix: &str| env.get(&format!("{upper}{suffix}")).map(String::as_str).filter(|v| !v.trim().is_empty());
-    let base = get("_API_BASE").unwrap_or(default_base).trim().trim_end_matches('/').to_string();
+    let region = match (name, get("_AWS_REGION").map(str::trim)) {
+        (providers::bedrock::NAME, None) => providers::bedrock::DEFAULT_REGION.to_string(),
+        (providers::bedrock::NAME, Some(r)) if providers::bedrock::valid_region(r) => r.to_string(),
+        (providers::bedrock::NAME, Some(r)) => {
+            return Err(Error::Config(format!("{upper}_AWS_REGION must look like us-east-1, got {r:?}")));
+        }
+        _ => String::new(),
+    };
+    let default_base = match name {
+        providers::bedrock::NAME => providers::bedrock::default_base(&region),
+        _ => default_base.to_string(),
+    };
+    let base = get("_API_BASE").unwrap_or(&default_base).trim().trim_end_matches('/').to_string();
     let static_models = match get("_MODELS") {
         None => Vec::new(),
         Some(raw) => serde_json::from_str::<Vec<String>>(raw)
@@ -816,6 +899,7 @@ fn provider(env: &BTreeMap<String, String>, name: &str, default_base: &str, fami
         oauth: Vec::new(),
         base_from_env: get("_API_BASE").is_some(),
         api_version,
+        region,
     })
 }
 
@@ -892,6 +976,37 @@ mod tests {
         assert!(e.contains("VERTEX_CREDENTIALS_1"), "{e}");
         assert!(load(&[("VERTEX_LOCATION", "us/../x")]).is_err());
         assert!(load(&[("VERTEX_PROJECT", "a?b")]).is_err());
+    }
+
+    #[test]
+    fn bedrock_pairs_keys_and_region() {
+        let load = |pairs: &[(&str, &str)]| Config::from_env(Path::new("."), &env(pairs), LauncherConfig::default());
+        let cfg = load(&[
+            ("BEDROCK_AWS_ACCESS_KEY_ID", "AKIA0000"),
+            ("BEDROCK_AWS_SECRET_ACCESS_KEY", "s0"),
+            ("BEDROCK_AWS_ACCESS_KEY_ID_2", "AKIA2222"),
+            ("BEDROCK_AWS_SECRET_ACCESS_KEY_2", "s2"),
+            ("BEDROCK_AWS_SESSION_TOKEN_2", "t2"),
+            ("BEDROCK_API_KEY_1", "bedrock-api-key"),
+            ("BEDROCK_AWS_REGION", "eu-west-3"),
+        ])
+        .unwrap();
+        let bedrock = &cfg.providers["bedrock"];
+        assert_eq!((bedrock.family, bedrock.region.as_str()), (Family::Bedrock, "eu-west-3"));
+        assert_eq!(bedrock.base, "https://bedrock-runtime.eu-west-3.amazonaws.com");
+        let keys: Vec<Vec<&str>> = bedrock.keys.iter().map(|k| k.fields().collect()).collect();
+        assert_eq!(keys, [vec!["bedrock-api-key"], vec!["AKIA0000", "s0"], vec!["AKIA2222", "s2", "t2"]]);
+        assert_eq!(bedrock.keys[1].masked(), "...0000");
+        let e = load(&[("BEDROCK_AWS_ACCESS_KEY_ID_3", "AKIA")]).unwrap_err().to_string();
+        assert!(e.contains("BEDROCK_AWS_SECRET_ACCESS_KEY_3"), "{e}");
+        let e = load(&[("BEDROCK_AWS_SECRET_ACCESS_KEY", "s")]).unwrap_err().to_string();
+        assert!(e.contains("BEDROCK_AWS_ACCESS_KEY_ID is not"), "{e}");
+        assert!(load(&[("BEDROCK_AWS_REGION", "us-east-1.evil.com/")]).is_err());
+        let cfg = load(&[("BEDROCK_API_BASE", "http://127.0.0.1:9/")]).unwrap();
+        assert_eq!(
+            (cfg.providers["bedrock"].base.as_str(), cfg.providers["bedrock"].region.as_str()),
+            ("http://127.0.0.1:9", "us-east-1")
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 
+/// Joins the fields of a credential made of several (`Secret::fields`): a newline, which no
+/// key read from a variable can hold (values are single lines).
+pub const FIELD_SEPARATOR: char = '\n';
+
 /// A provider key or the proxy key. `Debug` and `Display` show only the masked form, so a
 /// secret cannot reach a log line through `{:?}` or `{}`; `expose()` is the one way out (an
 /// outgoing header, the `redact::Redactor` that learns what to remove, and handing an OAuth
@@ -26,11 +30,19 @@ impl Secret {
         &self.0
     }
 
-    /// `...` + the last 4 characters: what people see.
+    /// `...` + the last 4 characters: what people see. A credential of several fields (an AWS
+    /// access-key pair, `fields`) is shown by its first, the access key id.
     pub fn masked(&self) -> String {
-        let chars: Vec<char> = self.0.chars().collect();
+        let first = self.fields().next().unwrap_or("");
+        let chars: Vec<char> = first.chars().collect();
         let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
         format!("...{tail}")
+    }
+
+    /// The fields of a credential made of several (an AWS access key id, its secret access key
+    /// and optional session token, joined by `FIELD_SEPARATOR`); a plain key is one field.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.split(FIELD_SEPARATOR)
     }
 
     /// `<provider>:<first 12 hex digits of SHA-256 of the key>`: stable, safe to store.
@@ -76,5 +88,9 @@ mod tests {
         assert!(!s.matches(""));
         assert_eq!(format!("{s:?}"), "Secret(...3456)");
         assert_eq!(Secret::new("ab").masked(), "...ab");
+        let pair = Secret::new("AKIDEXAMPLE1234\nsecret/key+ZZZZ\ntoken9999");
+        assert_eq!(pair.masked(), "...1234");
+        assert_eq!(format!("{pair} {pair:?}"), "...1234 Secret(...1234)");
+        assert_eq!(pair.fields().collect::<Vec<_>>(), ["AKIDEXAMPLE1234", "secret/key+ZZZZ", "token9999"]);
     }
 }

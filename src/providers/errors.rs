@@ -67,6 +67,9 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
     if code == "content_filter" || inner_code.eq_ignore_ascii_case("ResponsibleAIPolicyViolation") {
         return ErrorClass::Request;
     }
+    if let Some(class) = aws_exception(&kind) {
+        return class;
+    }
     // Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
     if reasons.iter().any(|r| r == "api_key_invalid") || message.contains("api key not valid") {
         return ErrorClass::Auth;
@@ -92,6 +95,28 @@ pub fn classify(status: u16, body: &Value) -> ErrorClass {
         _ if says("overloaded") => ErrorClass::Transient,
         _ => ErrorClass::Request,
     }
+}
+
+/// AWS's exception types (Bedrock Runtime's, as `providers::bedrock::error_body` puts them in
+/// `type`), which say more than their statuses: a 400 `ServiceQuotaExceededException` is the
+/// account's quota, a 429 `ModelNotReadyException` is the model's, not the key's, and the
+/// signature and token errors are the key pair's.
+fn aws_exception(kind: &str) -> Option<ErrorClass> {
+    let name = kind.strip_suffix("exception")?;
+    Some(match name {
+        "throttling" | "toomanyrequests" => ErrorClass::RateLimit,
+        "servicequotaexceeded" => ErrorClass::Quota,
+        "accessdenied"
+        | "unrecognizedclient"
+        | "invalidsignature"
+        | "incompletesignature"
+        | "expiredtoken"
+        | "missingauthenticationtoken" => ErrorClass::Auth,
+        "modelnotready" | "modeltimeout" | "modelerror" | "modelstreamerror" | "internalserver"
+        | "serviceunavailable" => ErrorClass::Transient,
+        "validation" | "resourcenotfound" | "conflict" => ErrorClass::Request,
+        _ => return None,
+    })
 }
 
 /// How long the upstream asked us to wait, in ms, from (in order of trust): `retry-after-ms`,
@@ -255,6 +280,23 @@ mod tests {
         assert_eq!(classify(400, &json!({"error": {"code": "context_length_exceeded"}})), ErrorClass::Request);
         assert_eq!(classify(404, &json!({})), ErrorClass::Request);
         assert_eq!(classify(422, &json!({})), ErrorClass::Request);
+    }
+
+    #[test]
+    fn aws_exceptions() {
+        let aws = |status: u16, kind: &str| classify(status, &json!({"error": {"type": kind, "message": "m"}}));
+        assert_eq!(aws(429, "ThrottlingException"), ErrorClass::RateLimit);
+        assert_eq!(aws(400, "ServiceQuotaExceededException"), ErrorClass::Quota);
+        assert_eq!(aws(429, "ModelNotReadyException"), ErrorClass::Transient);
+        assert_eq!(aws(408, "ModelTimeoutException"), ErrorClass::Transient);
+        assert_eq!(aws(403, "AccessDeniedException"), ErrorClass::Auth);
+        assert_eq!(aws(403, "UnrecognizedClientException"), ErrorClass::Auth);
+        assert_eq!(aws(403, "InvalidSignatureException"), ErrorClass::Auth);
+        assert_eq!(aws(400, "ValidationException"), ErrorClass::Request);
+        assert_eq!(aws(404, "ResourceNotFoundException"), ErrorClass::Request);
+        assert_eq!(aws(500, "InternalServerException"), ErrorClass::Transient);
+        assert_eq!(aws(503, "ServiceUnavailableException"), ErrorClass::Transient);
+        assert_eq!(aws(424, "modelStreamErrorException"), ErrorClass::Transient);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 pub mod anthropic;
 pub mod anthropic_map;
 pub mod azure;
+pub mod bedrock;
 pub mod code_assist;
 pub mod errors;
+pub mod eventstream;
 pub mod gemini;
 pub mod iflow;
 pub mod openai;
+pub mod sigv4;
 pub mod think;
 pub mod vertex;
 
@@ -70,6 +73,8 @@ pub enum Family {
     /// Google Vertex AI: Gemini or Anthropic translation by the model's publisher
     /// (`vertex::publisher`), on Vertex's URLs.
     Vertex,
+    /// AWS Bedrock Runtime's Converse API, translated; streams in AWS's event-stream framing.
+    Bedrock,
 }
 
 /// Built-in providers: name, default base URL, protocol family.
@@ -90,12 +95,23 @@ pub const BUILTIN: &[(&str, &str, Family)] = &[
     ("iflow", "https://apis.iflow.cn/v1", Family::OpenAi),
     // No default base: each Azure resource has its own (`AZURE_API_BASE`, required).
     ("azure", "", Family::OpenAi),
+    // The default base is made from `BEDROCK_AWS_REGION` (`bedrock::default_base`).
+    ("bedrock", "", Family::Bedrock),
     ("anthropic", "https://api.anthropic.com/v1", Family::Anthropic),
     ("gemini", "https://generativelanguage.googleapis.com/v1beta", Family::Gemini),
     ("gemini_cli", "https://cloudcode-pa.googleapis.com/v1internal", Family::CodeAssist),
     // Express mode's base; `VERTEX_PROJECT` or a service account's project gives the project's.
     ("vertex", "https://aiplatform.googleapis.com/v1", Family::Vertex),
 ];
+
+/// The variables that give `provider` its keys, for the error that says none is set.
+pub fn credential_variables(provider: &str) -> String {
+    match provider {
+        // Bedrock's usual credential is an AWS key pair.
+        bedrock::NAME => "BEDROCK_AWS_ACCESS_KEY_ID and BEDROCK_AWS_SECRET_ACCESS_KEY, or BEDROCK_API_KEY,".to_string(),
+        _ => format!("{}_API_KEY", provider.to_ascii_uppercase()),
+    }
+}
 
 /// Splits `provider/model-id` at the first `/`; the model id may hold more slashes.
 pub fn split_model(model: &str) -> Option<(&str, &str)> {
@@ -124,7 +140,7 @@ pub fn path_segment(id: &str) -> Result<&str, ApiError> {
 /// client request and re-sent unchanged to each key tried.
 pub fn with_key(family: Family, mut req: UpstreamRequest, key: &Secret) -> UpstreamRequest {
     match family {
-        Family::OpenAi | Family::CodeAssist => {
+        Family::OpenAi | Family::CodeAssist | Family::Bedrock => {
             req.headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
         }
         Family::Anthropic => {
@@ -151,7 +167,7 @@ pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
     let query = match family {
         Family::Anthropic => "?limit=1000",
         Family::Gemini => "?pageSize=1000",
-        Family::OpenAi | Family::CodeAssist | Family::Vertex => "",
+        Family::OpenAi | Family::CodeAssist | Family::Vertex | Family::Bedrock => "",
     };
     UpstreamRequest {
         method: Method::Get,
@@ -165,7 +181,7 @@ pub fn models_request(family: Family, base: &str) -> UpstreamRequest {
 /// Model ids from the family's model list answer.
 pub fn model_ids(family: Family, body: &Value) -> Vec<String> {
     match family {
-        Family::OpenAi | Family::CodeAssist | Family::Vertex => openai::model_ids(body),
+        Family::OpenAi | Family::CodeAssist | Family::Vertex | Family::Bedrock => openai::model_ids(body),
         Family::Anthropic => anthropic::model_ids(body),
         Family::Gemini => gemini::model_ids(body),
     }
@@ -346,6 +362,37 @@ mod fuzz {
         event(Just(None), data)
     }
 
+    fn bedrock_event() -> impl Strategy<Value = Event> {
+        let kinds = &[
+            "messageStart",
+            "contentBlockStart",
+            "contentBlockDelta",
+            "contentBlockStop",
+            "messageStop",
+            "metadata",
+            "throttlingException",
+            "error",
+        ];
+        let delta = object(vec![
+            ("text", text()),
+            ("reasoningContent", object(vec![("text", text()), ("signature", text())])),
+            ("toolUse", object(vec![("input", text())])),
+        ]);
+        let data = object(vec![
+            ("role", one_of(&["assistant"])),
+            ("contentBlockIndex", small()),
+            ("start", object(vec![("toolUse", object(vec![("toolUseId", text()), ("name", text())]))])),
+            ("delta", delta),
+            ("stopReason", one_of(&["end_turn", "tool_use", "max_tokens", "guardrail_intervened"])),
+            (
+                "usage",
+                object(vec![("inputTokens", small()), ("outputTokens", small()), ("cacheReadInputTokens", small())]),
+            ),
+            ("message", text()),
+        ]);
+        event(proptest::option::of(one_of(kinds)), data)
+    }
+
     /// An event: its name and the data as JSON, or now and then not JSON at all.
     fn event(
         name: impl Strategy<Value = Option<Value>>,
@@ -429,6 +476,11 @@ mod fuzz {
         #[test]
         fn anthropic_stream(events in proptest::collection::vec(anthropic_event(), 0..12)) {
             check(anthropic::stream_translator("claude", 7), &events)?;
+        }
+
+        #[test]
+        fn bedrock_stream(events in proptest::collection::vec(bedrock_event(), 0..10)) {
+            check(bedrock::stream_translator("m", "chatcmpl-x", 7), &events)?;
         }
 
         #[test]

@@ -11,8 +11,8 @@ use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
 use crate::keys::pool::{Outcome, Pick};
 use crate::oauth::service_account;
+use crate::providers::eventstream::Framing;
 use crate::providers::{self, Family, code_assist, errors::ErrorClass, vertex};
-use crate::sse;
 use crate::state::{AppState, lock};
 use crate::upstream::{self, UpstreamRequest, UpstreamResponse};
 use serde_json::Value;
@@ -445,6 +445,10 @@ fn with_key(provider: &ProviderConfig, request: UpstreamRequest, key: &Secret) -
     if provider.name == providers::azure::NAME {
         return providers::azure::with_key(request, key);
     }
+    // Bedrock's key pairs sign each attempt with the time it is sent (SigV4).
+    if provider.family == Family::Bedrock {
+        return providers::bedrock::with_key(request, key, &provider.region, clock::now_ms());
+    }
     if provider.name != "iflow" {
         return providers::with_key(provider.family, request, key);
     }
@@ -469,11 +473,18 @@ fn call(
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     state.metrics.upstream_latency(&provider.name, started.elapsed());
     if (200..300).contains(&response.status) {
-        let (body, usage) = take_body(&mut response.body, stream)?;
+        let (body, usage) = take_body(&mut response.body, stream, provider.family)?;
         return Ok((response, body, usage));
     }
-    let bytes = upstream::read_all(&mut response.body).unwrap_or_default();
-    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut bytes = upstream::read_all(&mut response.body).unwrap_or_default();
+    let parsed: Value = if provider.family == Family::Bedrock {
+        // Bedrock names the error in a header or `__type`: put it where the classifier reads.
+        let normalised = providers::bedrock::error_body(&response.headers, &bytes);
+        bytes = normalised.to_string().into_bytes();
+        normalised
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
     let class = providers::errors::classify(response.status, &parsed);
     let retry_after = providers::errors::retry_hint(&response.headers, &parsed, clock::now_ms());
     let error = providers::openai::upstream_error(response.status, &bytes);
@@ -486,9 +497,9 @@ fn call(
 /// A failure here is the upstream's, so it is transient, unless the first event is an error
 /// that says otherwise.
 /// Also returns the whole body's `usage` (null for streams), read from the one parse.
-fn take_body(body: &mut Box<dyn Read + Send>, stream: bool) -> Result<(Body, Value), Failure> {
+fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, family: Family) -> Result<(Body, Value), Failure> {
     if stream {
-        let first = read_first_event(body)?;
+        let first = read_first_event(body, family)?;
         let rest = std::mem::replace(body, Box::new(std::io::empty()));
         return Ok((Body::Stream { first, rest }, Value::Null));
     }
@@ -524,9 +535,9 @@ fn take_body(body: &mut Box<dyn Read + Send>, stream: bool) -> Result<(Body, Val
 /// timeout never fires while bytes keep coming.
 const MAX_BEFORE_FIRST_EVENT: usize = 4 << 20;
 
-fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure> {
+fn read_first_event(body: &mut Box<dyn Read + Send>, family: Family) -> Result<Vec<u8>, Failure> {
     let mut seen = Vec::new();
-    let mut parser = sse::Parser::new();
+    let mut parser = Framing::of(family);
     let mut events = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     while events.is_empty() {
@@ -542,7 +553,13 @@ fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure>
                     return Err(Failure::transient("the stream sent 4 MiB without an event".into()));
                 }
                 seen.extend_from_slice(&buf[..n]);
-                parser.feed(&buf[..n], &mut events).map_err(|_| Failure::transient("stream line too long".into()))?;
+                // Bytes that cannot be read after a whole first event are the committed
+                // stream's problem (an in-band error after that event), not this attempt's.
+                if let Err(why) = parser.feed(&buf[..n], &mut events) {
+                    if events.is_empty() {
+                        return Err(Failure::transient(why));
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if upstream::is_timeout(&e) => {
@@ -552,6 +569,16 @@ fn read_first_event(body: &mut Box<dyn Read + Send>) -> Result<Vec<u8>, Failure>
         }
     }
     let first = &events[0];
+    if family == Family::Bedrock && providers::bedrock::is_exception(first) {
+        let parsed: Value = serde_json::from_str(&first.data).unwrap_or(Value::Null);
+        let message = parsed.get("message").and_then(Value::as_str).unwrap_or(&first.data);
+        let kind = first.name.as_deref().unwrap_or("");
+        let error = providers::bedrock::error_value(kind, message);
+        // The status the same exception has outside a stream decides its class.
+        let mut classified = error.clone();
+        classified["error"]["code"] = Value::from(providers::bedrock::exception_status(kind));
+        return Err(error_in_body(&classified, error.to_string().as_bytes()));
+    }
     if let Ok(v) = serde_json::from_str::<Value>(&first.data) {
         if v.get("error").is_some_and(|e| !e.is_null()) || first.name.as_deref() == Some("error") {
             return Err(error_in_body(&v, first.data.as_bytes()));
@@ -576,6 +603,10 @@ fn error_in_body(v: &Value, bytes: &[u8]) -> Failure {
 /// `input_tokens` leaves out the prompt tokens read from or written to the cache).
 pub fn usage_outcome(usage: &Value) -> Outcome {
     let n = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    // Bedrock's Converse names them `inputTokens`, `outputTokens`, `cacheReadInputTokens`, ...
+    if usage.get("prompt_tokens").is_none() && usage.get("inputTokens").is_some() {
+        return usage_outcome(&providers::bedrock::openai_usage(usage));
+    }
     if usage.get("prompt_tokens").is_none() && usage.get("input_tokens").is_some() {
         let prompt = n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens");
         return Outcome::Success { prompt_tokens: prompt, completion_tokens: n("output_tokens") };
@@ -641,5 +672,7 @@ mod tests {
         assert_eq!(usage_outcome(&serde_json::json!({"prompt_tokens": 3, "completion_tokens": 4})), success(3, 4));
         assert_eq!(usage_outcome(&serde_json::json!({"input_tokens": 5, "output_tokens": 6})), success(5, 6));
         assert_eq!(usage_outcome(&Value::Null), success(0, 0));
+        let bedrock = serde_json::json!({"inputTokens": 5, "outputTokens": 6, "cacheReadInputTokens": 10});
+        assert_eq!(usage_outcome(&bedrock), success(15, 6));
     }
 }

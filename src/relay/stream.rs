@@ -7,7 +7,7 @@
 
 use super::{Lease, usage_outcome};
 use crate::keys::pool::Outcome;
-use crate::providers::{self, StreamTranslator, Translated};
+use crate::providers::{self, StreamTranslator, Translated, eventstream::Framing};
 use crate::sse;
 use crate::upstream;
 use serde_json::Value;
@@ -53,7 +53,8 @@ pub struct UpstreamStream<T: StreamItem = Translated> {
     lease: Lease,
     first: Option<Vec<u8>>,
     upstream: Box<dyn Read + Send>,
-    parser: sse::Parser,
+    /// SSE, or Bedrock's event stream (`framed`).
+    parser: Framing,
     translator: Box<dyn StreamTranslator<T>>,
     ready: VecDeque<T>,
     /// The last usage seen, for the key's counters.
@@ -74,13 +75,19 @@ impl<T: StreamItem> UpstreamStream<T> {
             lease,
             first: Some(first),
             upstream,
-            parser: sse::Parser::new(),
+            parser: Framing::Sse(sse::Parser::new()),
             translator,
             ready: VecDeque::new(),
             usage: Value::Null,
             ended: false,
             idle_limit,
         }
+    }
+
+    /// The stream with the wire framing of its family (SSE unless told otherwise).
+    pub fn framed(mut self, framing: Framing) -> UpstreamStream<T> {
+        self.parser = framing;
+        self
     }
 
     fn read_more(&mut self) {
@@ -115,8 +122,14 @@ impl<T: StreamItem> UpstreamStream<T> {
             events.iter().for_each(|e| self.translator.event(e, &mut out));
             self.translator.finish(&mut out);
             self.ended = true;
-        } else if self.parser.feed(&bytes, &mut events).is_err() {
-            return self.broken("stream_interrupted", "upstream sent an SSE line or event longer than 64 MiB");
+        } else if let Err(why) = self.parser.feed(&bytes, &mut events) {
+            // The events before the bad bytes still go out, then the in-band error.
+            events.iter().for_each(|e| self.translator.event(e, &mut out));
+            self.accept(out);
+            if !self.ended {
+                self.broken("stream_interrupted", &why);
+            }
+            return;
         } else {
             events.iter().for_each(|e| self.translator.event(e, &mut out));
         }

@@ -5,6 +5,7 @@ mod support;
 mod add_key;
 mod agents_routes;
 mod azure;
+mod bedrock;
 mod cli;
 mod errors;
 mod files;

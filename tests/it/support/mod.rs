@@ -3,6 +3,7 @@
 //! a streamed answer event by event. Everything is bounded by timeouts; nothing sleeps.
 
 pub mod client;
+pub mod eventstream;
 pub mod mock;
 pub mod proxy;
 
