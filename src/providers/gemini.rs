@@ -6,7 +6,7 @@
 //! `{"error": {"code", "message", "status"}}`, already fit `openai::upstream_error` and
 //! `errors::classify`, so there is nothing Gemini-specific to add).
 //!
-//! Thought signatures (gotcha G17). Gemini 3 rejects a history whose `functionCall` parts lack
+//! Thought signatures (docs/wire-formats.md, pitfall 17). Gemini 3 rejects a history whose `functionCall` parts lack
 //! the `thoughtSignature` it produced, and an OpenAI client has nowhere to keep one except the
 //! tool-call id it echoes back. So a signed call gets the id `call_<stem>_<n>__thought__<sig>`
 //! (the `__thought__` delimiter is litellm's too), and a request puts the signature back on
@@ -53,7 +53,7 @@ pub fn build_chat(
     let mut request = Map::new();
     request.insert("contents".into(), Value::Array(contents));
     if !system.is_empty() {
-        // camelCase always: Code Assist silently ignores `system_instruction` (G17).
+        // camelCase always: Code Assist silently ignores `system_instruction` (docs/wire-formats.md, pitfall 17).
         request.insert("systemInstruction".into(), json!({"parts": system}));
     }
     if let Some(declarations) = function_declarations(body.get("tools"))? {
@@ -196,7 +196,7 @@ fn user_parts(content: &Value) -> Result<Vec<Value>, String> {
                 }
             }
             "image_url" => {
-                // `{"url": ...}` per the spec; some clients send the URL string itself.
+                // `{"url": ...}` per OpenAI's Chat Completions reference; some clients send the URL string itself.
                 let image = part.get("image_url").unwrap_or(&Value::Null);
                 let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
                 out.push(media_part(url, "image/jpeg")?);
@@ -761,7 +761,7 @@ fn pieces(candidate: &Value) -> impl Iterator<Item = Piece<'_>> {
 
 fn piece(part: &Value) -> Option<Piece<'_>> {
     if let Some(call) = part.get("functionCall") {
-        // Gemini sends the whole args object at once (G7); no args means "{}", never "".
+        // Gemini sends the whole args object at once (docs/wire-formats.md, pitfall 7); no args means "{}", never "".
         let arguments = match call.get("args") {
             None | Some(Value::Null) => "{}".to_string(),
             Some(args) => args.to_string(),
@@ -791,7 +791,8 @@ fn call_id(stem: &str, n: usize, signature: Option<&str>) -> String {
     }
 }
 
-/// Gemini ends a function-calling turn with STOP; OpenAI clients wait for `tool_calls` (G17).
+/// Gemini ends a function-calling turn with STOP; OpenAI clients wait for `tool_calls`
+/// (docs/wire-formats.md, pitfall 17).
 /// Reasons with no OpenAI counterpart (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, ...) are
 /// "stop".
 fn finish_reason(reason: Option<&str>, called: bool) -> &'static str {
