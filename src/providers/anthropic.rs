@@ -196,7 +196,7 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, String> {
         let block = match part.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => part.get("text").and_then(Value::as_str).and_then(|text| text_block(text, Some(part))),
             "image_url" => {
-                // `{"url": ...}` per the spec; some clients send the URL string itself.
+                // `{"url": ...}` per OpenAI's Chat Completions reference; some clients send the URL string itself.
                 let image = part.get("image_url").unwrap_or(&Value::Null);
                 let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
                 Some(image_block(url)?)
@@ -712,7 +712,7 @@ struct OpenTool {
 
 impl StreamTranslator for AnthropicStream {
     fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>) {
-        // Keep-alives (G2) are dropped before parsing: their data need not be JSON.
+        // Keep-alives are dropped before parsing (docs/wire-formats.md, pitfall 2): their data need not be JSON.
         if self.done || event.name.as_deref() == Some("ping") || event.data.trim().is_empty() {
             return;
         }
@@ -774,8 +774,8 @@ impl AnthropicStream {
             "tool_use" => {
                 let tool = OpenTool { index: self.tool_calls, sent_arguments: false };
                 self.tool_calls += 1;
-                // The only chunk with the call's id, type and name (G8). The block's `input: {}`
-                // is a placeholder, not arguments (G7): they come as `input_json_delta`s.
+                // The only chunk with the call's id, type and name (pitfall 8). The block's `input: {}`
+                // is a placeholder, not arguments (docs/wire-formats.md, pitfall 7): they come as `input_json_delta`s.
                 let function = json!({"name": text("name"), "arguments": ""});
                 let call = json!({"index": tool.index, "id": text("id"), "type": "function", "function": function});
                 self.push(json!({"tool_calls": [call]}), out);
@@ -808,7 +808,8 @@ impl AnthropicStream {
         }
     }
 
-    /// A call whose arguments never came has none: `"{}"`, the empty object, not `""` (G7).
+    /// A call whose arguments never came has none: `"{}"`, the empty object, not `""`
+    /// (docs/wire-formats.md, pitfall 7).
     fn close_tool(&mut self, tool: OpenTool, out: &mut Vec<Translated>) {
         if !tool.sent_arguments {
             let call = json!({"index": tool.index, "function": {"arguments": "{}"}});
@@ -823,7 +824,7 @@ impl AnthropicStream {
         self.add_usage(data.get("usage"));
     }
 
-    /// The finishing chunk, then the usage-only chunk (G6).
+    /// The finishing chunk, then the usage-only chunk (docs/wire-formats.md, pitfall 6).
     fn message_stop(&mut self, out: &mut Vec<Translated>) {
         for tool in std::mem::take(&mut self.open_tools).into_values() {
             self.close_tool(tool, out);
@@ -856,7 +857,7 @@ impl AnthropicStream {
         }
     }
 
-    /// The first chunk: the role, once (G8), with empty content.
+    /// The first chunk: the role, once (docs/wire-formats.md, pitfall 8), with empty content.
     fn start(&mut self, out: &mut Vec<Translated>) {
         if !self.started {
             self.started = true;

@@ -2,6 +2,7 @@
 //! outcome, report it to the pool, and rotate while the failure is the key's. Streams commit
 //! to a key once their first bytes are in hand; before that they rotate like any call.
 //! The pool's lock is taken only to decide and to record, never across I/O or a sleep.
+//! The rules, in prose: docs/resilience.md, sections 6 and 7.
 
 pub mod stream;
 

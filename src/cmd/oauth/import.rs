@@ -39,7 +39,7 @@ pub enum Imported {
     Unreadable(String),
 }
 
-/// Copies every official CLI login under `home` into `oauth_creds/` (interface: discovery at
+/// Copies every official CLI login under `home` into `oauth_creds/` (man/keyrelay.1: discovery at
 /// start-up imports them), skipping accounts already stored. `serve` runs this at start, so
 /// a refresh later writes the store's copy, never the CLI's own file.
 pub fn import_cli_logins(data_dir: &Path, home: &Path) -> Result<Vec<Imported>> {

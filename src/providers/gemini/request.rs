@@ -29,7 +29,8 @@ pub fn build_chat(
     let mut request = Map::new();
     request.insert("contents".into(), Value::Array(contents));
     if !system.is_empty() {
-        // camelCase always: Code Assist silently ignores `system_instruction` (G17).
+        // camelCase always: Code Assist silently ignores `system_instruction` (docs/wire-formats.md,
+        // pitfall 17).
         request.insert("systemInstruction".into(), json!({"parts": system}));
     }
     if let Some(declarations) = function_declarations(body.get("tools"))? {
@@ -172,7 +173,8 @@ fn user_parts(content: &Value) -> Result<Vec<Value>, String> {
                 }
             }
             "image_url" => {
-                // `{"url": ...}` per the spec; some clients send the URL string itself.
+                // `{"url": ...}` per OpenAI's Chat Completions reference; some clients send the URL
+                // string itself.
                 let image = part.get("image_url").unwrap_or(&Value::Null);
                 let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
                 out.push(media_part(url, "image/jpeg")?);
