@@ -1,6 +1,6 @@
 //! The resilience engine's request side: wait for a key, call the upstream, classify the
 //! outcome, report it to the pool, and rotate while the failure is the key's. Streams commit
-//! to a key once their first bytes are in hand; before that they rotate like any call.
+//! to a key once their first event (not an error) is in hand; before that they rotate like any call.
 //! The pool's lock is taken only to decide and to record, never across I/O or a sleep.
 //! The rules, in prose: docs/resilience.md, sections 6 and 7.
 
