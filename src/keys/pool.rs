@@ -93,6 +93,11 @@ impl Counters {
 pub struct Until {
     pub until: u64,
     pub reason: String,
+    /// A cooldown for a transient failure (a 5xx, a dropped connection) with no hint from
+    /// the upstream: when every key rests only for such reasons, one is tried anyway
+    /// (`ProviderKeys::transient_probe`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 /// The persisted part of a (key, model).
@@ -356,6 +361,31 @@ impl ProviderKeys {
         }
     }
 
+    /// Every key not `excluded` is blocked for `model`. When each rests only on a transient
+    /// cooldown (no lockout, no rate limit, no quota: the upstream's word is honoured), the
+    /// request does not wait out 30 s or get a 429 for a provider that may be back already:
+    /// the key whose cooldown ends first is tried as a half-open probe, one request at a time
+    /// (docs/resilience.md). Some(Some(key)) to take it, Some(None) while its probe is under
+    /// way (wait for its outcome), None when the rule does not apply. Only reached when no
+    /// key is free, so the scan costs nothing on the usual path.
+    fn transient_probe(&self, model: &str, now: u64, excluded: &[usize]) -> Option<Option<usize>> {
+        let mut first: Option<(u64, usize)> = None;
+        for (i, key) in self.keys.iter().enumerate().filter(|(i, _)| !excluded.contains(i)) {
+            if key.record.lockout.as_ref().is_some_and(|l| l.until > now) {
+                return None;
+            }
+            let cooldown = key.record.models.get(model).and_then(|m| m.cooldown.as_ref()).filter(|c| c.until > now)?;
+            if !cooldown.transient {
+                return None;
+            }
+            if first.is_none_or(|(until, _)| cooldown.until < until) {
+                first = Some((cooldown.until, i));
+            }
+        }
+        let (_, i) = first?;
+        Some(self.keys[i].has_room(model, 1).then_some(i))
+    }
+
     /// The index for `model`, built on first use, with the keys whose block ended by `now`
     /// moved back among the free ones.
     fn index(&mut self, model: &str, now: u64, rng: &mut u64) -> &mut ModelIndex {
@@ -586,13 +616,23 @@ impl KeyPool {
         let (rotation, last) = (p.rotation, p.last);
         let index = p.index(model, now, rng);
         let chosen = index.tiers.values().find_map(|set| first_in(set, rotation, last, &excluded));
-        let Some(chosen) = chosen else {
-            let free_excluded = excluded.iter().filter(|&&i| !matches!(index.place[i], Place::Blocked(_))).count();
-            if index.free() > free_excluded {
-                return Pick::Busy;
+        let chosen = match chosen {
+            Some(chosen) => chosen,
+            None => {
+                let free_excluded = excluded.iter().filter(|&&i| !matches!(index.place[i], Place::Blocked(_))).count();
+                if index.free() > free_excluded {
+                    return Pick::Busy;
+                }
+                match p.transient_probe(model, now, &excluded) {
+                    Some(Some(probe)) => probe,
+                    Some(None) => return Pick::Busy,
+                    None => {
+                        let index = p.index(model, now, rng);
+                        let soonest = index.blocked.iter().find(|(_, i)| !excluded.contains(i));
+                        return soonest.map_or(Pick::NoneLeft, |&(until, _)| Pick::CoolingUntil(until));
+                    }
+                }
             }
-            let soonest = index.blocked.iter().find(|(_, i)| !excluded.contains(i));
-            return soonest.map_or(Pick::NoneLeft, |&(until, _)| Pick::CoolingUntil(until));
         };
         p.last = Some(chosen);
         let key = &mut p.keys[chosen];
@@ -835,6 +875,9 @@ fn record_outcome(record: &mut KeyRecord, model: &str, outcome: &Outcome, now: u
         Outcome::Transient { reason } => {
             state.today.failures += 1;
             cool(state, now + TRANSIENT_COOLDOWN, reason);
+            if let Some(cooldown) = &mut state.cooldown {
+                cooldown.transient = true;
+            }
         }
         Outcome::AuthFailed { reason } => {
             state.today.failures += 1;
@@ -860,12 +903,12 @@ fn spare(record: &mut KeyRecord, model: &str) {
 }
 
 fn cool(state: &mut ModelState, until: u64, reason: &str) {
-    state.cooldown = Some(Until { until, reason: reason.to_string() });
+    state.cooldown = Some(Until { until, reason: reason.to_string(), transient: false });
     state.probe = true;
 }
 
 fn lock_out(record: &mut KeyRecord, until: u64, reason: &str) {
-    record.lockout = Some(Until { until, reason: reason.to_string() });
+    record.lockout = Some(Until { until, reason: reason.to_string(), transient: false });
     record.probe = true;
 }
 
@@ -1067,7 +1110,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_usable_key_is_probed_after_a_blip_and_rests_when_it_keeps_failing() {
+    fn the_last_usable_key_is_probed_after_a_blip_and_rests_only_from_rotation() {
         let mut p = pool(&[("OPENAI_API_KEY", "a"), ("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI", "3")]);
         let blip = || Outcome::Transient { reason: "stream dropped".into() };
         take(&mut p, "m", T0);
@@ -1076,10 +1119,22 @@ mod tests {
         // Not benched: the next request gets the key, one at a time.
         take(&mut p, "m", T0);
         assert_eq!(p.acquire("openai", "m", T0, &[]), Pick::Busy, "the probe goes alone");
-        // The probe fails too: now it rests like any key.
+        // The probe fails too: the key cools down, but while it rests for nothing but
+        // transient failures each new request still gets it, one at a time, instead of a 429.
         fail(&mut p, "a", "m", blip(), T0);
         release(&mut p, "a", "m");
-        assert_eq!(p.acquire("openai", "m", T0, &[]), Pick::CoolingUntil(T0 + TRANSIENT_COOLDOWN));
+        assert_eq!(take(&mut p, "m", T0 + 1), "a", "a probe despite the transient cooldown");
+        assert_eq!(p.acquire("openai", "m", T0 + 1, &[]), Pick::Busy, "the probe goes alone");
+        release(&mut p, "a", "m");
+        // A request that tried it already is not given it twice.
+        let id = p.providers["openai"].keys[0].id.clone();
+        assert_eq!(p.acquire("openai", "m", T0 + 1, &[id]), Pick::NoneLeft);
+        // A rate limit is the upstream's word: then the key rests and the answer is a 429.
+        let limited = Outcome::RateLimited { retry_after: Some(5 * SECOND), reason: "429".into() };
+        take(&mut p, "m", T0 + 2);
+        fail(&mut p, "a", "m", limited, T0 + 2);
+        release(&mut p, "a", "m");
+        assert_eq!(p.acquire("openai", "m", T0 + 2, &[]), Pick::CoolingUntil(T0 + 2 + 5 * SECOND));
         // With another key usable, a blip benches the key at once.
         let mut p = pool(&[("OPENAI_API_KEY_1", "a"), ("OPENAI_API_KEY_2", "b")]);
         take(&mut p, "m", T0);
@@ -1201,6 +1256,14 @@ mod differential {
         let keys: Vec<(usize, &Key)> = p.keys.iter().enumerate().filter(|(_, k)| !exclude.contains(&k.id)).collect();
         let free: Vec<(usize, &Key)> = keys.iter().copied().filter(|(_, k)| blocked(k).is_none()).collect();
         if free.is_empty() {
+            // Resting only for transient failures: the key that is free first goes as a probe.
+            let locked = |k: &Key| k.record.lockout.as_ref().is_some_and(|l| l.until > now);
+            let transient =
+                |k: &Key| k.record.models.get(model).and_then(|m| m.cooldown.as_ref()).is_some_and(|c| c.transient);
+            if !keys.is_empty() && keys.iter().all(|(_, k)| !locked(k) && transient(k)) {
+                let (i, k) = *keys.iter().min_by_key(|(i, k)| (blocked(k), *i)).unwrap();
+                return if room(k) { Allowed::AnyOf(vec![i]) } else { Allowed::Exactly(Pick::Busy) };
+            }
             let soonest = keys.iter().filter_map(|(_, k)| blocked(k)).min();
             return Allowed::Exactly(soonest.map_or(Pick::NoneLeft, Pick::CoolingUntil));
         }
@@ -1229,11 +1292,11 @@ mod differential {
         }
     }
 
+    /// When the first blocked key frees, if no key is free now.
     fn reference_soonest(pool: &KeyPool, provider: &str, model: &str, now: u64) -> Option<u64> {
-        match reference(pool, provider, model, now, &[]) {
-            Allowed::Exactly(Pick::CoolingUntil(until)) => Some(until),
-            _ => None,
-        }
+        let p = pool.providers.get(provider)?;
+        let blocked: Vec<u64> = p.keys.iter().map(|k| k.blocked_until(model)).collect();
+        blocked.iter().all(|&until| until > now).then(|| blocked.iter().copied().min()).flatten()
     }
 
     /// A random history on one provider: keys, models, leases held, the clock.

@@ -578,18 +578,29 @@ fn a_single_key_that_dropped_one_stream_serves_the_next_request() {
 }
 
 #[test]
-fn a_single_key_that_keeps_failing_still_rests() {
-    let mock = Mock::start(|_| MockReply::json(503, json!({"error": {"message": "down", "type": "server_error"}})));
-    // A deadline shorter than the 30 s rest, so the request gets its 429 at once instead of
-    // waiting for the key.
+fn a_single_key_that_keeps_failing_rests_but_is_still_probed_not_refused() {
+    // Down for six calls (three requests, each with its same-key retry), then back.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let mock = Mock::start(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 6 {
+            MockReply::json(503, json!({"error": {"message": "down", "type": "server_error"}}))
+        } else {
+            MockReply::json(200, completion("back"))
+        }
+    });
     let proxy =
         Proxy::start(&format!("OPENAI_API_BASE={}\nOPENAI_API_KEY=sk-only-key-0002\nGLOBAL_TIMEOUT=5\n", mock.base()));
     assert_eq!(chat(&proxy).status, 502, "the first failure");
     assert_eq!(proxy.key_status("...0002")["state"], "ready", "spared once: the last usable key");
     assert_eq!(chat(&proxy).status, 502, "the probe fails too");
-    let rested = chat(&proxy);
-    assert_eq!((rested.status, rested.error_code().as_str()), (429, "all_keys_cooling_down"), "{}", rested.text());
     assert_cooldown(&proxy.key_status("...0002"), 30, "upstream error");
+    // Resting for transient failures only: the next request probes it instead of a 429.
+    let probed = chat(&proxy);
+    assert_eq!((probed.status, probed.error_code().as_str()), (502, "upstream_error"), "{}", probed.text());
+    let back = chat(&proxy);
+    assert_eq!(back.status, 200, "the provider is back and the next probe finds it: {}", back.text());
+    assert_eq!(proxy.key_status("...0002")["state"], "ready", "a success ends the cooldown");
+    assert_eq!(mock.requests().len(), 7);
 }
 
 #[test]
