@@ -3,11 +3,12 @@ use super::request::*;
 use super::response::*;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{body_of, cases, object, read_json, replay, step_json};
+use crate::golden::{self, Pair, body_of, object, read_json, replay};
 use crate::providers::Translated;
 use crate::providers::errors::{ErrorClass, classify};
 use crate::upstream::Method;
 use serde_json::{Value, json};
+use std::path::Path;
 
 const BASE: &str = "https://api.anthropic.com/v1";
 
@@ -306,101 +307,55 @@ fn model_list() {
 const MODEL: &str = "claude-sonnet-4-5";
 const CREATED: u64 = 1_760_000_000;
 
-/// `UPDATE_EXPECT=1` rewrites the expected files instead of comparing (review the diff!).
-fn update_expect() -> bool {
-    std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1")
-}
-
 #[test]
 fn golden_cases() {
-    let cases = cases("providers/anthropic");
-    let mut checked = 0;
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let has = |file: &str| case.join(file).exists();
-        for (input, expected) in [
-            ("openai_request.json", "expected_upstream_request.json"),
-            ("upstream_response.json", "expected_openai_response.json"),
-            ("upstream.sse", "expected_openai_chunks.jsonl"),
-        ] {
-            assert!(has(input) == has(expected) || update_expect(), "{name}: {input} and {expected} come in pairs");
-            if !has(input) {
-                continue;
-            }
-            match input {
-                "openai_request.json" => golden_request(case, &name),
-                "upstream_response.json" => golden_response(case, &name),
-                _ => golden_stream(case, &name),
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked >= 28, "only {checked} golden pairs found under tests/data/providers/anthropic");
+    golden::run(
+        "providers/anthropic",
+        &[
+            Pair { input: "openai_request.json", expected: "expected_upstream_request.json", actual: &golden_request },
+            Pair {
+                input: "upstream_response.json",
+                expected: "expected_openai_response.json",
+                actual: &golden_response,
+            },
+            Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
+        ],
+        28,
+    );
 }
 
-fn golden_request(case: &std::path::Path, name: &str) {
-    let request = read_json(&case.join("openai_request.json"));
-    let body = request.as_object().expect("a request object");
-    let (provider, model) = crate::providers::split_model(body["model"].as_str().unwrap()).unwrap();
-    assert_eq!(provider, "anthropic", "{name}");
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let built = build_chat(BASE, model, body, stream).unwrap_or_else(|e| panic!("{name}: {e}"));
+fn golden_request(input: &Path, name: &str) -> Value {
+    let built =
+        golden::build_request(input, name, "anthropic", |model, body, stream| build_chat(BASE, model, body, stream));
     assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-    assert_eq!(built.stream, stream, "{name}");
-    let got = json!({"url": built.url, "body": body_of(&built)});
-    check_json(&case.join("expected_upstream_request.json"), &got, name);
+    golden::request_json(&built)
 }
 
 /// The answer tool of a case whose request asks for a `response_format`.
-fn case_answer_tool(case: &std::path::Path) -> Option<String> {
-    let request = case.join("openai_request.json");
+fn case_answer_tool(input: &Path) -> Option<String> {
+    let request = input.with_file_name("openai_request.json");
     request.exists().then(|| answer_tool_name(read_json(&request).as_object()?)).flatten()
 }
 
-fn golden_response(case: &std::path::Path, name: &str) {
-    let upstream = read_json(&case.join("upstream_response.json"));
-    let mut got = parse_chat(MODEL, CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
-    if let Some(tool) = case_answer_tool(case) {
+fn golden_response(input: &Path, name: &str) -> Value {
+    let mut got = parse_chat(MODEL, CREATED, &read_json(input)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(tool) = case_answer_tool(input) {
         got = json_answer(got, &tool);
     }
-    check_json(&case.join("expected_openai_response.json"), &got, name);
+    got
 }
 
-fn check_json(path: &std::path::Path, got: &Value, name: &str) {
-    if update_expect() {
-        std::fs::write(path, serde_json::to_string_pretty(got).unwrap() + "\n").unwrap();
-        return;
-    }
-    let expected = read_json(path);
-    assert_eq!(*got, expected, "{name}: {}\n got: {got}\nwant: {expected}", path.display());
-}
-
-fn golden_stream(case: &std::path::Path, name: &str) {
-    let input = std::fs::read(case.join("upstream.sse")).unwrap();
-    let path = case.join("expected_openai_chunks.jsonl");
-    let tool = case_answer_tool(case);
+fn golden_stream(input: &Path, name: &str) -> Value {
+    let tool = case_answer_tool(input);
     let translate = |input: &[u8], piece: usize| match &tool {
         Some(tool) => replay(json_answer_stream(stream_translator(MODEL, CREATED), tool), input, piece),
         None => translate(input, piece),
     };
-    let whole: Vec<Value> = translate(&input, input.len()).iter().map(step_json).cloned().collect();
-    if update_expect() {
-        let lines: String = whole.iter().map(|v| format!("{v}\n")).collect();
-        std::fs::write(&path, lines).unwrap();
-    }
-    let text = std::fs::read_to_string(&path).unwrap();
-    let expected: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}")))
-        .collect();
-    // Splitting the bytes anywhere (inside events, inside UTF-8 characters) changes nothing.
-    for piece in [1, 7, input.len()] {
-        let got: Vec<Value> = translate(&input, piece).iter().map(step_json).cloned().collect();
-        let (g, w) = (Value::Array(got.clone()), Value::Array(expected.clone()));
-        assert_eq!(got, expected, "{name}: chunks with {piece}-byte reads\n got: {g}\nwant: {w}");
-    }
-    check_stream_rules(&expected, name);
+    let got = golden::same_in_pieces(&golden::read_bytes(input), name, |input, piece| {
+        golden::steps_json(&translate(input, piece))
+    });
+    check_stream_rules(got.as_array().unwrap(), name);
+    got
 }
 
 /// The rules every translator keeps (providers::StreamTranslator): one id/created/model,
