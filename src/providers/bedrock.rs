@@ -607,8 +607,9 @@ impl BedrockStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{body_of, cases, read_json, step_json};
+    use crate::golden::{self, Pair, read_json};
     use crate::providers::eventstream::{Decoder, encode};
+    use std::path::Path;
 
     const BASE: &str = "https://bedrock-runtime.us-east-1.amazonaws.com";
     const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
@@ -729,65 +730,41 @@ mod tests {
 
     // ---- golden cases: tests/data/providers/bedrock/<case>/ (README.md there) ---------------
 
-    fn update_expect() -> bool {
-        std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1")
-    }
-
     #[test]
     fn golden_cases() {
-        let mut checked = 0;
-        for case in cases("providers/bedrock") {
-            let name = case.file_name().unwrap().to_string_lossy().to_string();
-            for (input, expected) in [
-                ("openai_request.json", "expected_upstream_request.json"),
-                ("upstream_response.json", "expected_openai_response.json"),
-                ("upstream.eventstream", "expected_openai_chunks.jsonl"),
-            ] {
-                let has = |file: &str| case.join(file).exists();
-                assert!(has(input) == has(expected) || update_expect(), "{name}: {input} and {expected} come in pairs");
-                if !has(input) {
-                    continue;
-                }
-                match input {
-                    "openai_request.json" => golden_request(&case, &name),
-                    "upstream_response.json" => golden_response(&case, &name),
-                    _ => golden_stream(&case, &name),
-                }
-                checked += 1;
-            }
-        }
-        assert!(checked >= 14, "only {checked} golden pairs under tests/data/providers/bedrock");
-    }
-
-    fn check_json(path: &std::path::Path, got: &Value, name: &str) {
-        if update_expect() {
-            std::fs::write(path, serde_json::to_string_pretty(got).unwrap() + "\n").unwrap();
-            return;
-        }
-        let expected = read_json(path);
-        assert_eq!(*got, expected, "{name}: {}\n got: {got}\nwant: {expected}", path.display());
-    }
-
-    fn golden_request(case: &std::path::Path, name: &str) {
-        let request = read_json(&case.join("openai_request.json"));
-        let body = request.as_object().unwrap();
-        let (provider, model) = crate::providers::split_model(body["model"].as_str().unwrap()).unwrap();
-        assert_eq!(provider, NAME, "{name}");
-        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let built = build_chat(BASE, model, body, stream).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-        assert_eq!(built.stream, stream, "{name}");
-        check_json(
-            &case.join("expected_upstream_request.json"),
-            &json!({"url": built.url, "body": body_of(&built)}),
-            name,
+        golden::run(
+            "providers/bedrock",
+            &[
+                Pair {
+                    input: "openai_request.json",
+                    expected: "expected_upstream_request.json",
+                    actual: &golden_request,
+                },
+                Pair {
+                    input: "upstream_response.json",
+                    expected: "expected_openai_response.json",
+                    actual: &golden_response,
+                },
+                Pair {
+                    input: "upstream.eventstream",
+                    expected: "expected_openai_chunks.jsonl",
+                    actual: &golden_stream,
+                },
+            ],
+            14,
         );
     }
 
-    fn golden_response(case: &std::path::Path, name: &str) {
-        let upstream = read_json(&case.join("upstream_response.json"));
-        let got = parse_chat(MODEL, "chatcmpl-golden", CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"));
-        check_json(&case.join("expected_openai_response.json"), &got, name);
+    fn golden_request(input: &Path, name: &str) -> Value {
+        let built =
+            golden::build_request(input, name, NAME, |model, body, stream| build_chat(BASE, model, body, stream));
+        assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
+        golden::request_json(&built)
+    }
+
+    fn golden_response(input: &Path, name: &str) -> Value {
+        let upstream = read_json(input);
+        parse_chat(MODEL, "chatcmpl-golden", CREATED, &upstream).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     /// As the stream relay does it: the decoder's events through the translator, `piece`
@@ -803,25 +780,16 @@ mod tests {
                 if !out.iter().any(|s| matches!(s, Translated::Error(_))) {
                     out.push(Translated::Error(stream_error("stream_interrupted", &e.0)));
                 }
-                return out.iter().map(step_json).cloned().collect();
+                return golden::steps_json(&out);
             }
         }
         translator.finish(&mut out);
-        out.iter().map(step_json).cloned().collect()
+        golden::steps_json(&out)
     }
 
-    fn golden_stream(case: &std::path::Path, name: &str) {
-        let input = std::fs::read(case.join("upstream.eventstream")).unwrap();
-        let path = case.join("expected_openai_chunks.jsonl");
-        if update_expect() {
-            let lines: String = replay(&input, input.len()).iter().map(|v| format!("{v}\n")).collect();
-            std::fs::write(&path, lines).unwrap();
-        }
-        let expected = crate::golden::read_jsonl(&path);
-        for piece in [1, 7, input.len()] {
-            let got = replay(&input, piece);
-            assert_eq!(got, expected, "{name}: chunks with {piece}-byte reads\n got: {}", Value::Array(got.clone()));
-        }
+    /// Binary event-stream frames, read in pieces like the SSE cases.
+    fn golden_stream(input: &Path, name: &str) -> Value {
+        golden::same_in_pieces(&golden::read_bytes(input), name, replay)
     }
 
     #[test]

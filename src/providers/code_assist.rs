@@ -225,7 +225,8 @@ fn project_of(value: Option<&Value>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{body_of, object, read_json, replay, step_json};
+    use crate::golden::{self, Pair, body_of, object, replay};
+    use std::path::Path;
 
     const BASE: &str = "https://cloudcode-pa.googleapis.com/v1internal";
     const MODEL: &str = "gemini-2.5-flash";
@@ -274,29 +275,30 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        let cases = crate::golden::cases("providers/code_assist");
-        assert!(cases.len() >= 6, "code_assist golden cases missing");
-        for case in &cases {
-            let name = case.file_name().unwrap().to_string_lossy().to_string();
-            let input = std::fs::read(case.join("upstream.sse")).unwrap();
-            let expected = crate::golden::read_jsonl(&case.join("expected_openai_chunks.jsonl"));
-            for piece in [1, 7, input.len()] {
-                let steps = replay(stream_translator(MODEL, ID, CREATED), &input, piece);
-                let got: Vec<Value> = steps.iter().map(step_json).cloned().collect();
-                assert_eq!(got, expected, "{name}: {piece}-byte reads\n got: {}", Value::Array(got.clone()));
-            }
-            if !case.join("openai_request.json").exists() {
-                continue;
-            }
-            let request = read_json(&case.join("openai_request.json"));
-            let body = request.as_object().unwrap();
-            let (provider, model) = crate::providers::split_model(body["model"].as_str().unwrap()).unwrap();
-            assert_eq!(provider, "gemini_cli", "{name}");
-            let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-            let built = build_chat(BASE, model, body, stream).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let got = json!({"url": built.url, "body": body_of(&built)});
-            assert_eq!(got, read_json(&case.join("expected_upstream_request.json")), "{name}");
-        }
+        golden::run(
+            "providers/code_assist",
+            &[
+                Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
+                Pair {
+                    input: "openai_request.json",
+                    expected: "expected_upstream_request.json",
+                    actual: &golden_request,
+                },
+            ],
+            9,
+        );
+    }
+
+    fn golden_stream(input: &Path, name: &str) -> Value {
+        golden::same_in_pieces(&golden::read_bytes(input), name, |input, piece| {
+            golden::steps_json(&replay(stream_translator(MODEL, ID, CREATED), input, piece))
+        })
+    }
+
+    fn golden_request(input: &Path, name: &str) -> Value {
+        golden::request_json(&golden::build_request(input, name, "gemini_cli", |model, body, stream| {
+            build_chat(BASE, model, body, stream)
+        }))
     }
 
     #[test]

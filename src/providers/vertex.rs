@@ -188,7 +188,8 @@ pub fn with_token(mut request: UpstreamRequest, token: &Secret) -> UpstreamReque
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{body_of, read_json, step_json};
+    use crate::golden::{self, Pair, read_json};
+    use std::path::Path;
 
     const BASE: &str = "https://us-central1-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-central1";
 
@@ -260,52 +261,64 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        let mut checked = 0;
-        for case in crate::golden::cases("providers/vertex") {
-            let name = case.file_name().unwrap().to_string_lossy().to_string();
-            let request = read_json(&case.join("openai_request.json"));
-            let body = request.as_object().expect("a request object");
-            let (provider, model) = crate::providers::split_model(body["model"].as_str().unwrap()).unwrap();
-            assert_eq!(provider, "vertex", "{name}");
-            let embeddings = name.starts_with("embeddings");
-            let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-            let built =
-                if embeddings { build_embeddings(BASE, model, body) } else { build_chat(BASE, model, body, stream) };
-            let built = built.unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(built.stream, stream, "{name}");
-            let got = json!({"url": built.url, "body": body_of(&built)});
-            let expected = read_json(&case.join("expected_upstream_request.json"));
-            assert_eq!(got, expected, "{name}: upstream request\n got: {got}\nwant: {expected}");
-            checked += 1;
-            if case.join("upstream_response.json").exists() {
-                let upstream = read_json(&case.join("upstream_response.json"));
-                let got = if embeddings {
-                    parse_embeddings(model, &upstream)
-                } else if publisher(model) == Publisher::Anthropic {
-                    anthropic::parse_chat(model, CREATED, &upstream)
-                } else {
-                    gemini::parse_chat(model, ID, CREATED, &upstream)
-                };
-                let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
-                let expected = read_json(&case.join("expected_openai_response.json"));
-                assert_eq!(got, expected, "{name}: response\n got: {got}\nwant: {expected}");
-                checked += 1;
+        golden::run(
+            "providers/vertex",
+            &[
+                Pair {
+                    input: "openai_request.json",
+                    expected: "expected_upstream_request.json",
+                    actual: &golden_request,
+                },
+                Pair {
+                    input: "upstream_response.json",
+                    expected: "expected_openai_response.json",
+                    actual: &golden_response,
+                },
+                Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
+            ],
+            10,
+        );
+    }
+
+    /// `embeddings*` cases go through the embeddings calls.
+    fn golden_request(input: &Path, name: &str) -> Value {
+        let built = golden::build_request(input, name, "vertex", |model, body, stream| {
+            if name.starts_with("embeddings") {
+                build_embeddings(BASE, model, body)
+            } else {
+                build_chat(BASE, model, body, stream)
             }
-            if case.join("upstream.sse").exists() {
-                let input = std::fs::read(case.join("upstream.sse")).unwrap();
-                let expected = crate::golden::read_jsonl(&case.join("expected_openai_chunks.jsonl"));
-                for piece in [1, 7, input.len()] {
-                    let translator = match publisher(model) {
-                        Publisher::Anthropic => anthropic::stream_translator(model, CREATED),
-                        Publisher::Google => gemini::stream_translator(model, ID, CREATED),
-                    };
-                    let got: Vec<Value> =
-                        crate::golden::replay(translator, &input, piece).iter().map(step_json).cloned().collect();
-                    assert_eq!(got, expected, "{name}: chunks with {piece}-byte reads");
-                }
-                checked += 1;
-            }
-        }
-        assert!(checked >= 10, "only {checked} golden pairs found under tests/data/providers/vertex");
+        });
+        golden::request_json(&built)
+    }
+
+    /// The upstream model id of a case, from its `openai_request.json`.
+    fn case_model(input: &Path) -> String {
+        let request = read_json(&input.with_file_name("openai_request.json"));
+        let (_, model) = crate::providers::split_model(request["model"].as_str().unwrap()).unwrap();
+        model.to_string()
+    }
+
+    fn golden_response(input: &Path, name: &str) -> Value {
+        let (model, upstream) = (case_model(input), read_json(input));
+        let got = if name.starts_with("embeddings") {
+            parse_embeddings(&model, &upstream)
+        } else if publisher(&model) == Publisher::Anthropic {
+            anthropic::parse_chat(&model, CREATED, &upstream)
+        } else {
+            gemini::parse_chat(&model, ID, CREATED, &upstream)
+        };
+        got.unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn golden_stream(input: &Path, name: &str) -> Value {
+        let model = case_model(input);
+        golden::same_in_pieces(&golden::read_bytes(input), name, |input, piece| {
+            let translator = match publisher(&model) {
+                Publisher::Anthropic => anthropic::stream_translator(&model, CREATED),
+                Publisher::Google => gemini::stream_translator(&model, ID, CREATED),
+            };
+            golden::steps_json(&golden::replay(translator, input, piece))
+        })
     }
 }

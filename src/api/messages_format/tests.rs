@@ -2,7 +2,7 @@ use super::request::*;
 use super::response::*;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{read_json, read_jsonl};
+use crate::golden::{self, Pair, read_json, read_jsonl};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -619,45 +619,36 @@ fn the_grammar_checker_catches_mistakes() {
 const MODEL: &str = "openai/gpt-4o-mini";
 const ID: &str = "msg_0123456789abcdef01234567";
 
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/messages")
-}
-
 #[test]
 fn golden_cases() {
-    let mut checked = 0;
-    for case in crate::golden::cases("messages") {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let has = |file: &str| case.join(file).exists();
-        for (input, expected) in [
-            ("anthropic_request.json", "expected_openai_request.json"),
-            ("openai_response.json", "expected_anthropic_response.json"),
-            ("openai_chunks.jsonl", "expected_events.jsonl"),
-        ] {
-            assert_eq!(has(input), has(expected), "{name}: {input} and {expected} come in pairs");
-            if !has(input) {
-                continue;
-            }
-            let (got, want) = match input {
-                "anthropic_request.json" => {
-                    let got =
-                        to_openai_request(&read_json(&case.join(input))).unwrap_or_else(|e| panic!("{name}: {e}"));
-                    (Value::Object(got), read_json(&case.join(expected)))
-                }
-                "openai_response.json" => {
-                    (from_openai_response(&read_json(&case.join(input)), MODEL, ID), read_json(&case.join(expected)))
-                }
-                _ => {
-                    let events = stream_case(&read_jsonl(&case.join(input)));
-                    let got = events.iter().map(|(n, d)| json!({"event": n, "data": d})).collect();
-                    (Value::Array(got), Value::Array(read_jsonl(&case.join(expected))))
-                }
-            };
-            assert_eq!(got, want, "{name}: {expected}\n got: {got}\nwant: {want}");
-            checked += 1;
-        }
-    }
-    assert!(checked >= 14, "only {checked} golden pairs found under {}", root().display());
+    golden::run(
+        "messages",
+        &[
+            Pair { input: "anthropic_request.json", expected: "expected_openai_request.json", actual: &golden_request },
+            Pair {
+                input: "openai_response.json",
+                expected: "expected_anthropic_response.json",
+                actual: &golden_response,
+            },
+            Pair { input: "openai_chunks.jsonl", expected: "expected_events.jsonl", actual: &golden_stream },
+        ],
+        14,
+    );
+}
+
+fn golden_request(input: &Path, name: &str) -> Value {
+    Value::Object(to_openai_request(&read_json(input)).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn golden_response(input: &Path, _name: &str) -> Value {
+    from_openai_response(&read_json(input), MODEL, ID)
+}
+
+/// The events as the expected files write them; they must follow the event grammar.
+fn golden_stream(input: &Path, name: &str) -> Value {
+    let events = stream_case(&read_jsonl(input));
+    check_grammar(&events).unwrap_or_else(|e| panic!("{name}: {e}"));
+    events.iter().map(|(n, d)| json!({"event": n, "data": d})).collect()
 }
 
 /// Feeds a case's chunks: an `{"error": ...}` line goes to `error` (and ends the case),
@@ -674,24 +665,6 @@ fn stream_case(lines: &[Value]) -> Vec<Event> {
     }
     out.extend(writer.finish());
     out
-}
-
-#[test]
-fn every_expected_event_file_follows_the_grammar() {
-    let mut files = 0;
-    for case in crate::golden::cases("messages") {
-        let path = case.join("expected_events.jsonl");
-        if !path.exists() {
-            continue;
-        }
-        let events: Vec<(String, Value)> = read_jsonl(&path)
-            .into_iter()
-            .map(|line| (line["event"].as_str().expect("an event name").to_string(), line["data"].clone()))
-            .collect();
-        check_owned(&events).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        files += 1;
-    }
-    assert!(files >= 5, "only {files} expected_events.jsonl files");
 }
 
 #[test]

@@ -2,7 +2,7 @@ use super::request::*;
 use super::response::*;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{read_json, read_jsonl};
+use crate::golden::{self, Pair, read_json};
 use crate::providers::{Translated, openai};
 use serde_json::{Map, Value, json};
 use std::path::Path;
@@ -77,27 +77,6 @@ fn frame(request: &Map<String, Value>) -> Frame {
     Frame::new(ID, CREATED, MODEL, request)
 }
 
-/// `UPDATE_EXPECT=1` rewrites the expected files instead of comparing (review the diff!).
-fn updating() -> bool {
-    std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1")
-}
-
-fn check(name: &str, path: &Path, got: Value) {
-    if updating() {
-        let text = match &got {
-            Value::Array(lines) if path.extension().is_some_and(|e| e == "jsonl") => {
-                lines.iter().map(|l| l.to_string() + "\n").collect::<String>()
-            }
-            _ => serde_json::to_string_pretty(&got).unwrap() + "\n",
-        };
-        std::fs::write(path, text).unwrap();
-        return;
-    }
-    let want =
-        if path.extension().is_some_and(|e| e == "jsonl") { Value::Array(read_jsonl(path)) } else { read_json(path) };
-    assert_eq!(got, want, "{name}: {}\n got: {got}\nwant: {want}", path.display());
-}
-
 /// A chat SSE body through the OpenAI family's stream translator (`piece` bytes per read),
 /// then through the writer: a `Translated::Error` ends it as `error`, else `finish`.
 fn stream_case(frame: Frame, sse: &[u8], piece: usize) -> Vec<Value> {
@@ -119,38 +98,38 @@ fn stream_case(frame: Frame, sse: &[u8], piece: usize) -> Vec<Value> {
 
 #[test]
 fn golden_cases() {
-    let mut checked = 0;
-    for case in crate::golden::cases("responses") {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let has = |file: &str| case.join(file).exists();
-        let request =
-            if has("request.json") { crate::golden::object(read_json(&case.join("request.json"))) } else { Map::new() };
-        for (input, expected) in [
-            ("request.json", "expected_chat_request.json"),
-            ("chat_response.json", "expected_response.json"),
-            ("chat_stream.sse", "expected_events.jsonl"),
-        ] {
-            if !has(input) {
-                continue;
-            }
-            let got = match input {
-                "request.json" => Value::Object(to_chat_request(&request).unwrap_or_else(|e| panic!("{name}: {e}"))),
-                "chat_response.json" => from_chat_completion(&read_json(&case.join(input)), &frame(&request)),
-                _ => {
-                    let sse = std::fs::read(case.join(input)).unwrap();
-                    let whole = stream_case(frame(&request), &sse, sse.len());
-                    for piece in [1, 7] {
-                        let split = stream_case(frame(&request), &sse, piece);
-                        assert_eq!(split, whole, "{name}: {piece}-byte reads differ from one whole read");
-                    }
-                    Value::Array(whole)
-                }
-            };
-            check(&name, &case.join(expected), got);
-            checked += 1;
-        }
-    }
-    assert!(checked >= 14, "only {checked} golden pairs found");
+    golden::run(
+        "responses",
+        &[
+            Pair { input: "request.json", expected: "expected_chat_request.json", actual: &golden_request },
+            Pair { input: "chat_response.json", expected: "expected_response.json", actual: &golden_response },
+            Pair { input: "chat_stream.sse", expected: "expected_events.jsonl", actual: &golden_stream },
+        ],
+        14,
+    );
+}
+
+/// A case's Responses request (`request.json`, or none), which the answers echo.
+fn case_request(input: &Path) -> Map<String, Value> {
+    let path = input.with_file_name("request.json");
+    if path.exists() { golden::object(read_json(&path)) } else { Map::new() }
+}
+
+fn golden_request(input: &Path, name: &str) -> Value {
+    Value::Object(to_chat_request(&case_request(input)).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn golden_response(input: &Path, _name: &str) -> Value {
+    from_chat_completion(&read_json(input), &frame(&case_request(input)))
+}
+
+/// The events as the expected files write them; they must follow the rules clients rely on.
+fn golden_stream(input: &Path, name: &str) -> Value {
+    let request = case_request(input);
+    let got =
+        golden::same_in_pieces(&golden::read_bytes(input), name, |sse, piece| stream_case(frame(&request), sse, piece));
+    check_events(got.as_array().unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    got
 }
 
 /// The rules clients rely on (OpenAI's streaming events reference, and what the official
@@ -211,19 +190,6 @@ fn check_events(events: &[Value]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-#[test]
-fn every_expected_event_file_follows_the_rules() {
-    let mut files = 0;
-    for case in crate::golden::cases("responses") {
-        let path = case.join("expected_events.jsonl");
-        if path.exists() {
-            check_events(&read_jsonl(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            files += 1;
-        }
-    }
-    assert!(files >= 5, "only {files} expected_events.jsonl files");
 }
 
 #[test]

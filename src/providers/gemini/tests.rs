@@ -5,10 +5,11 @@ use super::response::{call_id, call_id_stem};
 use super::schema::clean_schema;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{body_of, object, read_json, replay, step_json};
+use crate::golden::{self, Pair, body_of, object, read_json, replay};
 use crate::providers::Translated;
 use crate::upstream::Method;
 use serde_json::{Value, json};
+use std::path::Path;
 
 const BASE: &str = "https://generativelanguage.googleapis.com/v1beta";
 
@@ -293,75 +294,54 @@ const EMBEDDING_MODEL: &str = "gemini-embedding-001";
 const ID: &str = "chatcmpl-gm1";
 const CREATED: u64 = 1_760_000_000;
 
+/// `embeddings*` cases go through the embeddings calls.
 #[test]
 fn golden_cases() {
-    let cases = crate::golden::cases("providers/gemini");
-    let mut checked = 0;
-    for case in &cases {
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let embeddings = name.starts_with("embeddings");
-        let has = |file: &str| case.join(file).exists();
-        for (input, expected) in [
-            ("openai_request.json", "expected_upstream_request.json"),
-            ("upstream_response.json", "expected_openai_response.json"),
-            ("upstream.sse", "expected_openai_chunks.jsonl"),
-        ] {
-            assert_eq!(has(input), has(expected), "{name}: {input} and {expected} come in pairs");
-            if !has(input) {
-                continue;
-            }
-            match input {
-                "openai_request.json" => golden_request(case, &name, embeddings),
-                "upstream_response.json" => golden_response(case, &name, embeddings),
-                _ => golden_stream(case, &name),
-            }
-            checked += 1;
+    golden::run(
+        "providers/gemini",
+        &[
+            Pair { input: "openai_request.json", expected: "expected_upstream_request.json", actual: &golden_request },
+            Pair {
+                input: "upstream_response.json",
+                expected: "expected_openai_response.json",
+                actual: &golden_response,
+            },
+            Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
+        ],
+        25,
+    );
+}
+
+fn golden_request(input: &Path, name: &str) -> Value {
+    let built = golden::build_request(input, name, "gemini", |model, body, stream| {
+        if name.starts_with("embeddings") {
+            build_embeddings(BASE, model, body)
+        } else {
+            build_chat(BASE, model, body, stream)
         }
-    }
-    assert!(checked >= 25, "only {checked} golden pairs found under tests/data/providers/gemini");
-}
-
-fn golden_request(case: &std::path::Path, name: &str, embeddings: bool) {
-    let request = read_json(&case.join("openai_request.json"));
-    let body = request.as_object().expect("a request object");
-    let (provider, model) = crate::providers::split_model(body["model"].as_str().unwrap()).unwrap();
-    assert_eq!(provider, "gemini", "{name}");
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let built = if embeddings { build_embeddings(BASE, model, body) } else { build_chat(BASE, model, body, stream) };
-    let built = built.unwrap_or_else(|e| panic!("{name}: {e}"));
+    });
     assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-    assert_eq!(built.stream, stream, "{name}");
-    let got = json!({"url": built.url, "body": body_of(&built)});
-    let expected = read_json(&case.join("expected_upstream_request.json"));
-    assert_eq!(got, expected, "{name}: upstream request\n got: {got}\nwant: {expected}");
+    golden::request_json(&built)
 }
 
-fn golden_response(case: &std::path::Path, name: &str, embeddings: bool) {
-    let upstream = read_json(&case.join("upstream_response.json"));
-    let got = if embeddings {
+fn golden_response(input: &Path, name: &str) -> Value {
+    let upstream = read_json(input);
+    let got = if name.starts_with("embeddings") {
         parse_embeddings(EMBEDDING_MODEL, &upstream)
     } else {
         parse_chat(MODEL, ID, CREATED, &upstream)
     };
-    let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
-    let expected = read_json(&case.join("expected_openai_response.json"));
-    assert_eq!(got, expected, "{name}: response\n got: {got}\nwant: {expected}");
+    got.unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn golden_stream(case: &std::path::Path, name: &str) {
-    let input = std::fs::read(case.join("upstream.sse")).unwrap();
-    // Gemini frames with CRLF; the cases must too, or they prove nothing about it.
+fn golden_stream(input: &Path, name: &str) -> Value {
+    let input = golden::read_bytes(input);
+    check_crlf_framing(&input, name);
+    golden::same_in_pieces(&input, name, |input, piece| golden::steps_json(&translate(input, piece)))
+}
+
+/// Gemini frames with CRLF; the cases must too, or they prove nothing about it.
+fn check_crlf_framing(input: &[u8], name: &str) {
     let lf_only = input.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || input[i - 1] != b'\r'));
     assert!(!lf_only && input.windows(4).any(|w| w == b"\r\n\r\n"), "{name}: upstream.sse must use CRLF framing");
-    let text = std::fs::read_to_string(case.join("expected_openai_chunks.jsonl")).unwrap();
-    let expected: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}")))
-        .collect();
-    for piece in [1, 7, input.len()] {
-        let got: Vec<Value> = translate(&input, piece).iter().map(step_json).cloned().collect();
-        let (g, w) = (Value::Array(got.clone()), Value::Array(expected.clone()));
-        assert_eq!(got, expected, "{name}: chunks with {piece}-byte reads\n got: {g}\nwant: {w}");
-    }
 }
