@@ -86,8 +86,55 @@ pub fn models_request(base: &str, api_version: &str) -> UpstreamRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::golden::{self, Pair};
+    use crate::providers::openai;
+    use serde_json::Value;
+    use std::path::Path;
 
     const BASE: &str = "https://res.openai.azure.com";
+
+    #[test]
+    fn golden_cases() {
+        golden::run(
+            "providers/azure",
+            &[
+                Pair {
+                    input: "openai_request.json",
+                    expected: "expected_upstream_request.json",
+                    actual: &golden_request,
+                },
+                Pair {
+                    input: "upstream_response.json",
+                    expected: "expected_openai_response.json",
+                    actual: &golden_response,
+                },
+                Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
+            ],
+            4,
+        );
+    }
+
+    /// `v1_*` cases use a base of the v1 API, the others the deployments API's.
+    fn golden_request(input: &Path, name: &str) -> Value {
+        let base = if name.starts_with("v1_") { format!("{BASE}/openai/v1") } else { BASE.to_string() };
+        let built = golden::build_request(input, name, NAME, |model, body, stream| {
+            let request = openai::build_chat(NAME, &base, model, body.clone(), stream);
+            on_azure(request, &base, DEFAULT_API_VERSION, model, "chat/completions")
+        });
+        golden::request_json(&built)
+    }
+
+    fn golden_response(input: &Path, _name: &str) -> Value {
+        let normalised = openai::parse_chat(golden::read_bytes(input));
+        serde_json::from_slice(&normalised).expect("JSON")
+    }
+
+    fn golden_stream(input: &Path, name: &str) -> Value {
+        let translate = |bytes: &[u8], piece: usize| {
+            golden::steps_json(&golden::replay(Box::new(openai::PassThrough::default()), bytes, piece))
+        };
+        golden::same_in_pieces(&golden::read_bytes(input), name, translate)
+    }
 
     #[test]
     fn deployments_api_urls() {
