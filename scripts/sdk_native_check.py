@@ -4,23 +4,20 @@ the requests cross protocols.
 
 Usage: sdk_native_check.py PATH/TO/keyrelay
 
-Starts four mock upstreams (standard library only) that speak the providers' own wire formats:
-an Anthropic Messages API, a Gemini (Generative Language v1beta) API, an OpenAI-compatible API
-and AWS Bedrock Runtime's Converse API (which checks every call's SigV4 signature itself and
-streams in the binary event-stream framing, CRC32s by binascii.crc32).
-Then a keyrelay whose `anthropic`, `gemini`, `openai` and `bedrock` providers point at them,
-and checks:
+Starts six mock upstreams (standard library only) that speak the providers' own wire formats:
+an Anthropic Messages API, a Gemini (Generative Language v1beta) API, an OpenAI-compatible API,
+Google Vertex AI (with a token endpoint for the repository's test-only service account), Azure
+OpenAI's deployments API, and AWS Bedrock Runtime's Converse API (which checks every call's SigV4
+signature itself and streams in the binary event-stream framing, CRC32s by binascii.crc32).
+Then a keyrelay whose providers point at them, and checks:
 
-- the `openai` SDK against `anthropic/claude-mock` and `gemini/gemini-mock` (chat plain and
-  streaming, usage, the stream helper with a tool, Gemini embeddings), which keyrelay translates
-  to Messages and generateContent requests;
-- the `openai` SDK against `vertex/gemini-mock` and `vertex/claude-mock` (a Vertex mock with a
-  token endpoint, the repository's test-only service account) and the `anthropic` SDK against
-  `vertex/claude-mock` through `/v1/messages`;
-- the `openai` SDK against `anthropic/claude-mock`, `gemini/gemini-mock` and
-  `bedrock/anthropic.claude-mock-v1:0` (chat plain and streaming, usage, the stream helper with a
-  tool, Gemini embeddings), which keyrelay translates to Messages, generateContent and Converse
-  requests;
+- the `openai` SDK against `anthropic/claude-mock`, `gemini/gemini-mock`, `vertex/gemini-mock`,
+  `vertex/claude-mock`, `bedrock/anthropic.claude-mock-v1:0` and `azure/gpt-mock-deploy` (chat
+  plain and streaming, usage, the stream helper with a tool; embeddings for Gemini, Vertex and
+  Azure), which keyrelay translates to Messages, generateContent, rawPredict and Converse requests
+  or sends to Azure's URLs with its `api-key` header;
+- the `anthropic` SDK through `/v1/messages` to `vertex/claude-mock`, `bedrock/...` and
+  `azure/...` (create, stream, tools), translated through the hub;
 - the `anthropic` SDK against `openai/gpt-mock` through keyrelay's `/v1/messages` (create, stream,
   tools, the proxy key as Bearer and as x-api-key, count_tokens and the Anthropic error shape),
   which keyrelay translates to Chat Completions;
@@ -69,6 +66,10 @@ PROXY_KEY = "proxy-secret"
 OPENAI_KEY = "sk-mock-key-1234"
 ANTHROPIC_KEY = "sk-ant-mock-1234"
 GEMINI_KEY = "gm-mock-5678"
+AZURE_KEY = "azure-mock-key-5150"
+AZURE_DEPLOYMENT = "gpt-mock-deploy"
+AZURE_EMBED_DEPLOYMENT = "embed-mock-deploy"
+AZURE_API_VERSION = "2024-10-21"
 BEDROCK_ACCESS_KEY_ID = "AKIAMOCKKEY00001"
 BEDROCK_SECRET = "bedrock/mock+secret/Qm7Zt2Vx9Lp4Rn8W"
 BEDROCK_REGION = "eu-west-3"
@@ -300,6 +301,34 @@ class OpenAiMock(MockHandler):
 
 
 # ---- Anthropic Messages API mock -------------------------------------------------------------
+
+
+AZURE_ACTION = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)$")
+
+
+class AzureMock(OpenAiMock):
+    """Azure OpenAI's deployments API: the deployment in the path, `api-version` in the query,
+    the key in `api-key` (a bearer is refused, as Azure does for an API key)."""
+
+    def do_POST(self) -> None:
+        path, query, body = self.take_request()
+        if not self.authorised():
+            return
+        match = AZURE_ACTION.match(path)
+        if not match or query.get("api-version") != [AZURE_API_VERSION]:
+            return self.error(404, "invalid_request_error", f"no route {path} {query}", "DeploymentNotFound")
+        if match.group(2) == "chat/completions":
+            return self.chat(body)
+        inputs = body.get("input") or []
+        data = [{"object": "embedding", "index": i, "embedding": embedding_for(i)} for i in range(len(inputs))]
+        self.send_json(200, {"object": "list", "data": data, "model": "text-embedding-3-small",
+                             "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+
+    def authorised(self) -> bool:
+        if self.headers.get("api-key") == AZURE_KEY and not self.headers.get("Authorization"):
+            return True
+        self.error(401, "invalid_request_error", "Access denied due to invalid subscription key.", "401")
+        return False
 
 
 def claude_message(with_tool: bool) -> dict:
@@ -724,6 +753,9 @@ def write_env(data_dir: Path, ports: dict[str, int]) -> None:
         f"OPENAI_API_BASE=http://127.0.0.1:{ports['openai']}/v1\n"
         f"VERTEX_API_BASE=http://127.0.0.1:{ports['vertex']}{VERTEX_BASE_PATH}\n"
         f"VERTEX_CREDENTIALS_1='{vertex_key_file(ports['vertex'])}'\n"
+        f"AZURE_API_KEY={AZURE_KEY}\n"
+        f"AZURE_API_BASE=http://127.0.0.1:{ports['azure']}\n"
+        f"AZURE_API_VERSION={AZURE_API_VERSION}\n"
         f"BEDROCK_API_BASE=http://127.0.0.1:{ports['bedrock']}\n"
         f"BEDROCK_AWS_REGION={BEDROCK_REGION}\n"
         f"BEDROCK_AWS_ACCESS_KEY_ID={BEDROCK_ACCESS_KEY_ID}\n"
@@ -1081,6 +1113,44 @@ class BedrockUpstreamChecks(TranslatedChatChecks):
             assert properties == WEATHER_SCHEMA["properties"], f"upstream inputSchema {schema!r}"
 
 
+class AzureChecks(TranslatedChatChecks):
+    """The openai SDK against `azure/<deployment>`: OpenAI bodies on Azure's URLs and key header."""
+
+    provider = "azure"
+    model = f"azure/{AZURE_DEPLOYMENT}"
+    text = OPENAI_TEXT
+    usage = (OPENAI_USAGE["prompt_tokens"], OPENAI_USAGE["completion_tokens"])
+    tool_text = ""
+
+    def expect_chat_request(self, stream: bool, tools: bool) -> None:
+        call = self.recorder.last("POST", f"/openai/deployments/{AZURE_DEPLOYMENT}/chat/completions")
+        headers, body = call["headers"], call["body"]
+        assert "authorization" not in headers, "Azure got a bearer token"
+        assert call["query"].get("api-version") == [AZURE_API_VERSION], f"query {call['query']}"
+        assert bool(body.get("stream")) == stream, f"upstream got stream {body.get('stream')!r}"
+        roles = [m.get("role") for m in body.get("messages") or []]
+        assert roles in (["system", "user"], ["developer", "user"]), f"upstream got roles {roles}"
+        if tools:
+            AnthropicSdkChecks.expect_openai_tools(body.get("tools"))
+
+    def embeddings(self, encoding_format: str | None) -> None:
+        extra = {} if encoding_format is None else {"encoding_format": encoding_format}
+        inputs = ["first text", "second text"]
+        response = self.client.embeddings.create(model=f"azure/{AZURE_EMBED_DEPLOYMENT}", input=inputs, **extra)
+        for item in response.data:
+            want = array("f", embedding_for(item.index)).tolist()
+            assert array("f", item.embedding).tolist() == want, f"vector {item.index}"
+        assert response.usage.prompt_tokens == 4, f"usage {response.usage}"
+        call = self.recorder.last("POST", f"/openai/deployments/{AZURE_EMBED_DEPLOYMENT}/embeddings")
+        assert call["body"].get("input") == inputs, f"upstream got input {call['body'].get('input')!r}"
+
+    def all(self) -> list[tuple[str, Callable[[], None]]]:
+        return TranslatedChatChecks.all(self) + [
+            ("openai sdk -> azure: embeddings float", lambda: self.embeddings("float")),
+            ("openai sdk -> azure: embeddings default (base64)", lambda: self.embeddings(None)),
+        ]
+
+
 def models_listed(client: openai.OpenAI, recorders: dict[str, Recorder]) -> None:
     ids = [m.id for m in client.models.list()]
     wanted = [
@@ -1104,6 +1174,8 @@ class AnthropicSdkChecks:
 
     model = f"openai/{OPENAI_MODEL}"
     max_tokens = 64
+    text = OPENAI_TEXT
+    usage = (OPENAI_USAGE["prompt_tokens"], OPENAI_USAGE["completion_tokens"])
 
     def __init__(self, clients: dict[str, anthropic.Anthropic], recorder: Recorder) -> None:
         self.client = clients["bearer"]
@@ -1167,20 +1239,19 @@ class AnthropicSdkChecks:
 
     def create(self) -> None:
         message = self.client.messages.create(**self.request())
-        self.expect_message(message, OPENAI_TEXT, "end_turn")
+        self.expect_message(message, self.text, "end_turn")
         usage = (message.usage.input_tokens, message.usage.output_tokens)
-        want = (OPENAI_USAGE["prompt_tokens"], OPENAI_USAGE["completion_tokens"])
-        assert usage == want, f"usage (input, output) {usage}, want {want}"
+        assert usage == self.usage, f"usage (input, output) {usage}, want {self.usage}"
         self.expect_openai_request(stream=False, tools=False)
 
     def stream(self) -> None:
         with self.client.messages.stream(**self.request()) as stream:
             text = "".join(stream.text_stream)
             final = stream.get_final_message()
-        assert text == OPENAI_TEXT, f"text_stream joined {text!r}"
-        self.expect_message(final, OPENAI_TEXT, "end_turn")
+        assert text == self.text, f"text_stream joined {text!r}"
+        self.expect_message(final, self.text, "end_turn")
         output = final.usage.output_tokens
-        assert output == OPENAI_USAGE["completion_tokens"], f"output_tokens {output}"
+        assert output == self.usage[1], f"output_tokens {output}"
         self.expect_openai_request(stream=True, tools=False)
 
     def tools_create(self) -> None:
@@ -1199,7 +1270,7 @@ class AnthropicSdkChecks:
 
     def x_api_key(self) -> None:
         message = self.x_api_key_client.messages.create(**self.request())
-        self.expect_message(message, OPENAI_TEXT, "end_turn")
+        self.expect_message(message, self.text, "end_turn")
 
     def count_tokens(self) -> None:
         request = self.request()
@@ -1251,6 +1322,31 @@ class AnthropicSdkChecks:
                 "anthropic sdk: model without provider -> BadRequestError",
                 self.model_without_provider,
             ),
+        ]
+
+
+class AnthropicSdkVia(AnthropicSdkChecks):
+    """The anthropic SDK through `/v1/messages` to another provider of the hub (translated
+    Anthropic -> OpenAI -> the provider's format and back): the same calls, the upstream
+    request checked as that provider's openai-SDK checks check it."""
+
+    def __init__(self, clients: dict[str, anthropic.Anthropic], upstream: TranslatedChatChecks) -> None:
+        super().__init__(clients, upstream.recorder)
+        self.upstream = upstream
+        self.model = upstream.model
+        self.text = upstream.text
+        self.usage = upstream.usage
+
+    def expect_openai_request(self, stream: bool, tools: bool) -> None:
+        self.upstream.expect_chat_request(stream=stream, tools=tools)
+
+    def all(self) -> list[tuple[str, Callable[[], None]]]:
+        p = self.upstream.provider
+        return [
+            (f"anthropic sdk -> {p}: messages.create", self.create),
+            (f"anthropic sdk -> {p}: messages.stream", self.stream),
+            (f"anthropic sdk -> {p}: tools (create)", self.tools_create),
+            (f"anthropic sdk -> {p}: tools (stream)", self.tools_stream),
         ]
 
 
@@ -1364,6 +1460,9 @@ def run_checks(port: int, recorders: dict[str, Recorder], tally: Tally) -> None:
             + VertexClaudeChecks(oa, recorders["vertex"]).all()
             + [("anthropic sdk -> vertex/claude", lambda: anthropic_sdk_to_vertex_claude(an, recorders["vertex"]))]
             + BedrockUpstreamChecks(oa, recorders["bedrock"]).all()
+            + AzureChecks(oa, recorders["azure"]).all()
+            + AnthropicSdkVia(an, BedrockUpstreamChecks(oa, recorders["bedrock"])).all()
+            + AnthropicSdkVia(an, AzureChecks(oa, recorders["azure"])).all()
             + [("openai sdk: models list has every provider", lambda: models_listed(oa, recorders))]
             + AnthropicSdkChecks(an, recorders["openai"]).all()
             + AnthropicPassThroughChecks(an, recorders["anthropic"]).all()
@@ -1384,6 +1483,7 @@ MOCKS: dict[str, type[MockHandler]] = {
     "openai": OpenAiMock,
     "vertex": VertexMock,
     "bedrock": BedrockMock,
+    "azure": AzureMock,
 }
 
 
