@@ -33,6 +33,12 @@ pub fn run(config: Config, args: AddKeyArgs) -> Result<ExitCode> {
         eprintln!("keyrelay: that key is already configured, as {var}; nothing added");
         return Ok(ExitCode::from(1));
     }
+    if args.validate && matches!(provider.family, Family::Bedrock | Family::Vertex) {
+        // Their inference hosts have no model list to ask, and a chat call would cost money.
+        return Err(Error::Usage(format!(
+            "--validate cannot check a {name} key (its API has no model list to ask); add it without --validate"
+        )));
+    }
     if args.validate {
         if let Err(why) = validate(&config, provider, &key) {
             eprintln!("keyrelay: the key did not pass validation ({why}); nothing added");

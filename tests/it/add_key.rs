@@ -91,3 +91,17 @@ fn validate_adds_a_working_key_and_refuses_a_rejected_one() {
     assert!(err.contains("401") && err.contains("auth failed"), "the class of the failure: {err}");
     assert!(!read(&dir).contains("sk-broken"), "a rejected key is not added");
 }
+
+#[test]
+fn validate_is_refused_for_providers_without_a_model_list() {
+    let dir = TempDir::new();
+    dir.write(".env", "");
+    for provider in ["bedrock", "vertex"] {
+        let (code, out, err) = run_cli(dir.path(), &["add-key", provider, "key-0013", "--validate"], "");
+        assert_eq!((code, out.as_str()), (2, ""), "{err}");
+        assert!(err.contains("cannot check") && err.contains(provider), "{err}");
+    }
+    assert!(!read(&dir).contains("key-0013"), "nothing added");
+    let (code, out, err) = run_cli(dir.path(), &["add-key", "bedrock", "bedrock-api-key-0014"], "");
+    assert_eq!((code, out.as_str()), (0, "BEDROCK_API_KEY_1\n"), "{err}");
+}
