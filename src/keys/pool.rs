@@ -20,6 +20,7 @@
 use crate::clock::{self, DAY, HOUR, MINUTE, SECOND};
 use crate::config::{Config, Rotation};
 use crate::keys::Secret;
+use crate::keys::shared::Block;
 use crate::providers::errors::QUOTA_HINT_MS;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -700,6 +701,70 @@ impl KeyPool {
             spare(&mut p.keys[i].record, model);
         } else {
             record_outcome(&mut p.keys[i].record, model, outcome, now, next_reset);
+        }
+        p.mark_dirty(i);
+        p.relocate(i, &mut self.rng);
+    }
+
+    /// The cooldown of (key, model) and the key's lockout in force at `now`, for the other
+    /// instances (`keys::shared`).
+    pub fn blocks_of(&self, provider: &str, id: &str, model: &str, now: u64) -> Vec<Block> {
+        let Some(p) = self.providers.get(provider) else { return Vec::new() };
+        let Some(&i) = p.by_id.get(id) else { return Vec::new() };
+        let record = &p.keys[i].record;
+        let cooldown = record.models.get(model).and_then(|m| m.cooldown.as_ref()).map(|c| (Some(model), c));
+        cooldown
+            .into_iter()
+            .chain(record.lockout.as_ref().map(|l| (None, l)))
+            .filter(|(_, u)| u.until > now)
+            .map(|(model, u)| Block {
+                key: id.to_string(),
+                model: model.map(String::from),
+                until: u.until,
+                reason: u.reason.clone(),
+            })
+            .collect()
+    }
+
+    /// Every cooldown and lockout in force at `now`: what this instance pushes to the shared
+    /// store when it comes back.
+    pub fn blocks(&self, now: u64) -> Vec<Block> {
+        let mut out = Vec::new();
+        for p in self.providers.values() {
+            for key in &p.keys {
+                for model in key.record.models.keys() {
+                    out.extend(
+                        self.blocks_of(&key.record.provider, &key.id, model, now)
+                            .into_iter()
+                            .filter(|b| b.model.is_some()),
+                    );
+                }
+                out.extend(
+                    self.blocks_of(&key.record.provider, &key.id, "", now).into_iter().filter(|b| b.model.is_none()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Takes in a cooldown or lockout another instance recorded, unless a longer one is in
+    /// force here already; the key is half-open after it, as after one of its own.
+    pub fn apply_block(&mut self, block: &Block) {
+        let Some(p) = self.providers.values_mut().find(|p| p.by_id.contains_key(&block.key)) else { return };
+        let i = p.by_id[&block.key];
+        let record = &mut p.keys[i].record;
+        match &block.model {
+            Some(model) => {
+                let state = record.models.entry(model.clone()).or_default();
+                if state.cooldown.as_ref().is_none_or(|c| c.until < block.until) {
+                    cool(state, block.until, &block.reason);
+                }
+            }
+            None => {
+                if record.lockout.as_ref().is_none_or(|l| l.until < block.until) {
+                    lock_out(record, block.until, &block.reason);
+                }
+            }
         }
         p.mark_dirty(i);
         p.relocate(i, &mut self.rng);

@@ -1,0 +1,76 @@
+//! A real `redis-server` for the shared-state tests: started on a unix socket in a temporary
+//! directory (no port to race for), with persistence off, and ready once it says so on stdout.
+//! A missing `redis-server` fails the test: `scripts/test.sh` installs it.
+
+use super::TempDir;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub struct Redis {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = TempDir::new();
+        let mut redis = Redis { child: None, dir };
+        redis.launch();
+        redis
+    }
+
+    /// `STATE_BACKEND` for this server.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket())
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("redis.sock").display().to_string()
+    }
+
+    fn launch(&mut self) {
+        let spawned = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket", &self.socket(), "--unixsocketperm", "700"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = spawned.unwrap_or_else(|e| {
+            panic!("cannot run redis-server ({e}): install it (`apt-get install redis-server`; scripts/test.sh does)")
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, ready) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        ready.recv_timeout(super::WAIT).expect("redis-server did not get ready");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as when the server dies.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// A fresh, empty server on the same socket.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
