@@ -164,7 +164,7 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
                 .collect();
             oauth.extend(state.vertex.all().iter().map(|s| (s.id.clone(), s.describe(now))));
             let mut report = crate::keys::report::build(&statuses, &oauth);
-            state.shared.annotate(&mut report);
+            state.shared.annotate(&mut report, crate::clock::day_start(now, config.settings.daily_reset_hour));
             Ok(Reply::json(200, &report))
         }
         ("GET", "/metrics") => Ok(metrics(state)),

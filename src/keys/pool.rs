@@ -80,7 +80,22 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// What one attempt's outcome adds to a day's numbers (a cancelled one adds nothing).
+    pub fn of(outcome: &Outcome) -> Counters {
+        match outcome {
+            Outcome::Cancelled => Counters::default(),
+            Outcome::Success { prompt_tokens, completion_tokens } => Counters {
+                requests: 1,
+                successes: 1,
+                failures: 0,
+                prompt_tokens: *prompt_tokens,
+                completion_tokens: *completion_tokens,
+            },
+            _ => Counters { requests: 1, failures: 1, ..Counters::default() },
+        }
+    }
+
+    pub fn add(&mut self, other: &Counters) {
         self.requests += other.requests;
         self.successes += other.successes;
         self.failures += other.failures;
@@ -1261,6 +1276,37 @@ mod tests {
         assert_eq!((status[0].today.prompt_tokens, status[0].today.completion_tokens), (u64::MAX, u64::MAX));
         p.status(T0 + 4 * HOUR);
         assert_eq!(p.providers["openai"].keys[0].record.models["m"].lifetime.prompt_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn blocks_go_out_and_come_in_from_other_instances() {
+        let mut p = three_keys(&[]);
+        let (a, b) = (id(&p, "a"), id(&p, "b"));
+        fail(&mut p, "a", "m", rate_limited(), T0);
+        fail(&mut p, "b", "x", Outcome::AuthFailed { reason: "401".into() }, T0);
+        let out = p.blocks_of("openai", &a, "m", T0);
+        assert_eq!(
+            out,
+            [Block { key: a.clone(), model: Some("m".into()), until: T0 + 10 * SECOND, reason: "429".into() }]
+        );
+        let lockout = Block { key: b.clone(), model: None, until: T0 + 5 * MINUTE, reason: "401".into() };
+        assert_eq!(p.blocks(T0), [out[0].clone(), lockout]);
+        assert!(p.blocks(T0 + 5 * MINUTE).is_empty(), "over by then");
+        // Another instance's cooldown of c: the pool passes c over, and a shorter one later
+        // does not shorten it.
+        let mut fresh = three_keys(&[]);
+        let c = id(&fresh, "c");
+        let until = T0 + MINUTE;
+        fresh.apply_block(&Block { key: c.clone(), model: Some("m".into()), until, reason: "elsewhere".into() });
+        fresh.apply_block(&Block { key: c.clone(), model: Some("m".into()), until: T0 + 1, reason: "short".into() });
+        assert_eq!(fresh.blocks_of("openai", &c, "m", T0)[0].until, until);
+        let picked: Vec<String> = (0..2).map(|_| take(&mut fresh, "m", T0)).collect();
+        assert!(picked.iter().all(|k| k != "c"), "{picked:?}");
+        // A lockout from elsewhere blocks every model.
+        fresh.apply_block(&Block { key: c, model: None, until, reason: "401 elsewhere".into() });
+        let status = fresh.status(T0);
+        assert_eq!((status[2].state, status[2].locked_seconds_left), ("locked", 60));
+        assert!(!fresh.take_changes().is_empty(), "key_usage.json learns of it too");
     }
 
     #[test]

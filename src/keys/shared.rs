@@ -19,6 +19,7 @@
 //! answers again the local cooldowns and lockouts are pushed back to it.
 
 use crate::keys::Secret;
+use crate::keys::pool::Counters;
 use crate::state::{AppState, lock};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{Value, json};
@@ -110,6 +111,7 @@ pub enum Grant {
 pub struct SharedLease {
     id: String,
     set: String,
+    key: String,
 }
 
 /// A block to tell the other instances about: a cooldown of (key, model), or with no model a
@@ -127,12 +129,14 @@ pub struct Block {
 pub trait SharedState: Send + Sync {
     /// Takes one of (key, model)'s `limit` slots across instances.
     fn acquire(&self, key: &str, model: &str, limit: u32) -> Grant;
-    /// Gives a slot back and wakes the other instances' waiting requests.
-    fn release(&self, lease: SharedLease);
+    /// Gives a slot back, adds what its request did to the key's counters for the day that
+    /// began at `day`, and wakes the other instances' waiting requests.
+    fn release(&self, lease: SharedLease, day: u64, counted: &Counters);
     /// Publishes a cooldown or lockout this instance has just recorded.
     fn block(&self, block: &Block, now: u64);
-    /// Adds the shared view (leases by instance, shared cooldowns) to a key report.
-    fn annotate(&self, report: &mut Value);
+    /// Adds the shared view (leases by instance, shared cooldowns, the counters of the day
+    /// that began at `day`) to a key report.
+    fn annotate(&self, report: &mut Value, day: u64);
     /// Appends this backend's lines to the `/metrics` text.
     fn metrics(&self, out: &mut String);
     /// Starts the background threads (lease renewal, the subscriber).
@@ -146,9 +150,9 @@ impl SharedState for Local {
     fn acquire(&self, _: &str, _: &str, _: u32) -> Grant {
         Grant::Local
     }
-    fn release(&self, _: SharedLease) {}
+    fn release(&self, _: SharedLease, _: u64, _: &Counters) {}
     fn block(&self, _: &Block, _: u64) {}
-    fn annotate(&self, _: &mut Value) {}
+    fn annotate(&self, _: &mut Value, _: u64) {}
     fn metrics(&self, _: &mut String) {}
     fn start(self: Arc<Self>, _: Arc<AppState>) -> Background {
         Background::default()
@@ -260,12 +264,14 @@ redis.call('PUBLISH', 'keyrelay:events', ARGV[4])
 return 1
 ";
 
-/// ARGV: key ids. Per key: {lease model, lease id, ...}, {cooling model, ms, ...}, lockout ms.
+/// ARGV: today's start, then key ids. Per key: {lease model, lease id, ...}, {cooling model,
+/// ms, ...}, lockout ms, {counter, value, ...} of today.
 const VIEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for i, id in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local id = ARGV[i]
   local leases, cooling = {}, {}
   for _, model in ipairs(redis.call('SMEMBERS', 'keyrelay:models:' .. id)) do
     for _, lease in ipairs(redis.call('ZRANGEBYSCORE', 'keyrelay:lease:' .. id .. '|' .. model, '(' .. now, '+inf')) do
@@ -278,7 +284,8 @@ for i, id in ipairs(ARGV) do
       table.insert(cooling, tostring(ms))
     end
   end
-  out[i] = {leases, cooling, math.max(0, redis.call('PTTL', 'keyrelay:lock:' .. id))}
+  local today = redis.call('HGETALL', 'keyrelay:today:' .. ARGV[1] .. ':' .. id)
+  out[i - 1] = {leases, cooling, math.max(0, redis.call('PTTL', 'keyrelay:lock:' .. id)), today}
 end
 return out
 ";
@@ -297,6 +304,26 @@ fn lockout_key(key: &str) -> String {
 
 fn models_key(key: &str) -> String {
     format!("keyrelay:models:{key}")
+}
+
+/// A key's shared counters for the day that began at `day` (ms since the epoch).
+fn today_key(key: &str, day: u64) -> String {
+    format!("keyrelay:today:{day}:{key}")
+}
+
+/// Two days: long enough for the day's `status`, short enough to clean up after itself.
+const COUNTERS_KEPT_MS: i64 = 2 * 24 * 3600 * 1000;
+
+const COUNTER_NAMES: [&str; 5] = ["requests", "successes", "failures", "prompt_tokens", "completion_tokens"];
+
+fn counter_fields(c: &Counters) -> [(&'static str, i64); 5] {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let values = [c.requests, c.successes, c.failures, c.prompt_tokens, c.completion_tokens];
+    let mut out = [("", 0); 5];
+    for (slot, (name, v)) in out.iter_mut().zip(COUNTER_NAMES.iter().zip(values)) {
+        *slot = (name, n(v));
+    }
+    out
 }
 
 /// A published event: a release (just a wake-up) or a block to apply.
@@ -522,7 +549,7 @@ impl SharedState for RedisState {
         match answer.0 {
             0 => {
                 lock(&self.live).insert(lease.clone(), set.clone());
-                Grant::Leased(SharedLease { id: lease, set })
+                Grant::Leased(SharedLease { id: lease, set, key: key.to_string() })
             }
             1 => Grant::Full { expires_in: answer.1 },
             2 => Grant::Blocked { for_ms: answer.1, lockout: true, reason: reason() },
@@ -530,18 +557,20 @@ impl SharedState for RedisState {
         }
     }
 
-    fn release(&self, lease: SharedLease) {
+    fn release(&self, lease: SharedLease, day: u64, counted: &Counters) {
         lock(&self.live).remove(&lease.id);
         let message = event("release", &self.instance, None);
-        self.call("release", |c| {
-            redis::pipe()
-                .atomic()
-                .zrem(&lease.set, &lease.id)
-                .ignore()
-                .publish(CHANNEL, message)
-                .ignore()
-                .query::<()>(c)
-        });
+        let mut pipe = redis::pipe();
+        pipe.atomic().zrem(&lease.set, &lease.id).ignore();
+        if counted.requests > 0 {
+            let today = today_key(&lease.key, day);
+            for (field, n) in counter_fields(counted) {
+                pipe.hincr(&today, field, n).ignore();
+            }
+            pipe.pexpire(&today, COUNTERS_KEPT_MS).ignore();
+        }
+        pipe.publish(CHANNEL, message).ignore();
+        self.call("release", |c| pipe.query::<()>(c));
     }
 
     fn block(&self, block: &Block, now: u64) {
@@ -559,7 +588,7 @@ impl SharedState for RedisState {
         self.call("block", |c| invocation.invoke::<i64>(c));
     }
 
-    fn annotate(&self, report: &mut Value) {
+    fn annotate(&self, report: &mut Value, day: u64) {
         let ids: Vec<String> = report["keys"]
             .as_array()
             .into_iter()
@@ -567,16 +596,17 @@ impl SharedState for RedisState {
             .filter_map(|k| k["id"].as_str().map(String::from))
             .collect();
         let mut invocation = self.scripts.view.prepare_invoke();
+        invocation.arg(day);
         for id in &ids {
             invocation.arg(id);
         }
-        type KeyView = (Vec<String>, Vec<String>, u64);
+        type KeyView = (Vec<String>, Vec<String>, u64, HashMap<String, u64>);
         let view =
             if ids.is_empty() { Some(Vec::new()) } else { self.call("view", |c| invocation.invoke::<Vec<KeyView>>(c)) };
         report["state_backend"] = json!({"kind": "redis", "up": view.is_some(), "instance": self.instance});
         let Some(view) = view else { return };
         let keys = report["keys"].as_array_mut().into_iter().flatten();
-        for (key, (leases, cooling, locked)) in keys.zip(view) {
+        for (key, (leases, cooling, locked, today)) in keys.zip(view) {
             let leases: Vec<Value> = leases
                 .chunks(2)
                 .map(|pair| {
@@ -591,8 +621,10 @@ impl SharedState for RedisState {
                     json!({"model": pair[0], "seconds_left": ms.div_ceil(1000)})
                 })
                 .collect();
+            let today: serde_json::Map<String, Value> =
+                COUNTER_NAMES.iter().map(|n| (n.to_string(), json!(today.get(*n).copied().unwrap_or(0)))).collect();
             key["shared"] = json!({"in_flight": leases.len(), "leases": leases, "cooldowns": cooldowns,
-                "locked_seconds_left": locked.div_ceil(1000)});
+                "locked_seconds_left": locked.div_ceil(1000), "today": today});
         }
     }
 

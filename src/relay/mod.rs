@@ -10,7 +10,7 @@ use crate::clock;
 use crate::config::ProviderConfig;
 use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
-use crate::keys::pool::{Outcome, Pick};
+use crate::keys::pool::{Counters, Outcome, Pick};
 use crate::keys::shared::{Block, Grant, SharedLease};
 use crate::oauth::service_account;
 use crate::providers::eventstream::Framing;
@@ -36,14 +36,16 @@ pub struct Lease {
     secret: Option<Secret>,
     reported: bool,
     /// The slot taken in the shared store (`STATE_BACKEND=redis://...`), given back after the
-    /// local one.
+    /// local one, with what the attempt adds to the key's shared daily counters.
     shared: Option<SharedLease>,
+    counted: Counters,
 }
 
 impl Lease {
     pub fn report(&mut self, outcome: Outcome) {
         self.reported = true;
         self.state.metrics.attempt(&self.provider, &outcome);
+        self.counted.add(&Counters::of(&outcome));
         let now = clock::now_ms();
         let blocks = {
             let mut pool = lock(&self.state.pool);
@@ -68,7 +70,8 @@ impl Drop for Lease {
         lock(&self.state.pool).release(&self.provider, &self.key_id, &self.model);
         self.state.pool_changed.notify_all();
         if let Some(shared) = self.shared.take() {
-            self.state.shared.release(shared);
+            let day = clock::day_start(clock::now_ms(), self.state.config().settings.daily_reset_hour);
+            self.state.shared.release(shared, day, &self.counted);
         }
     }
 }
@@ -279,6 +282,7 @@ fn wait_for_key(
                     secret: candidate.secret,
                     reported: false,
                     shared,
+                    counted: Counters::default(),
                 });
             }
             _ if !held_elsewhere.is_empty() => {

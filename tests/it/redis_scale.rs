@@ -96,6 +96,9 @@ fn three_instances_never_exceed_a_key_limit_together() {
     let keys = stats["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k["shared"]["in_flight"] == 0), "{stats}");
+    // Today's counters add up over the instances.
+    let total: u64 = keys.iter().map(|k| k["shared"]["today"]["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 300, "{stats}");
 }
 
 #[test]
@@ -179,4 +182,30 @@ fn stopping_redis_mid_load_loses_no_request() {
     proxies[0].wait_for_log("Redis answers again");
     let stats = quota_stats(&proxies[0]);
     assert_eq!(stats["state_backend"]["up"], true, "{stats}");
+}
+
+#[test]
+fn the_redis_password_never_shows() {
+    const PASSWORD: &str = "redis-pass-Qx7vT9kLm2";
+    let mut redis = Redis::start_with_password(PASSWORD);
+    let mock = Mock::start(|_| MockReply::json(200, completion("ok")));
+    let proxy = Proxy::start(&env(&mock, &redis, "a", "OPENAI_API_KEY=sk-pass-test-0001\n"));
+    assert_eq!(proxy.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#).status, 200);
+    let stats = quota_stats(&proxy);
+    assert_eq!(stats["state_backend"]["up"], true, "the password was not used: {stats}");
+    assert_eq!(stats["keys"][0]["shared"]["today"]["requests"], 1, "{stats}");
+    // An outage's warning carries the error, and never the URL's password.
+    redis.kill();
+    assert_eq!(proxy.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#).status, 200);
+    proxy.wait_for_log("Redis is not answering");
+    let status = proxy.status();
+    let metrics = proxy.client().get("/metrics").text();
+    let (_, dir) = proxy.stop();
+    let usage = std::fs::read_to_string(dir.path().join("key_usage.json")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("logs/keyrelay.log")).unwrap();
+    for (what, text) in
+        [("status", format!("{status:?}")), ("metrics", metrics), ("key_usage.json", usage), ("log", log)]
+    {
+        assert!(!text.contains(&PASSWORD[..12]), "{what} shows the Redis password: {text}");
+    }
 }

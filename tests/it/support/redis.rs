@@ -9,19 +9,31 @@ use std::process::{Child, Command, Stdio};
 pub struct Redis {
     child: Option<Child>,
     dir: TempDir,
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let dir = TempDir::new();
-        let mut redis = Redis { child: None, dir };
+        Redis::launched(None)
+    }
+
+    /// A server that asks clients for `password`.
+    pub fn start_with_password(password: &str) -> Redis {
+        Redis::launched(Some(password.to_string()))
+    }
+
+    fn launched(password: Option<String>) -> Redis {
+        let mut redis = Redis { child: None, dir: TempDir::new(), password };
         redis.launch();
         redis
     }
 
     /// `STATE_BACKEND` for this server.
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket())
+        match &self.password {
+            Some(password) => format!("redis+unix://{}?pass={password}", self.socket()),
+            None => format!("redis+unix://{}", self.socket()),
+        }
     }
 
     fn socket(&self) -> String {
@@ -33,6 +45,7 @@ impl Redis {
             .args(["--port", "0", "--unixsocket", &self.socket(), "--unixsocketperm", "700"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
+            .args(self.password.iter().flat_map(|p| ["--requirepass", p.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
