@@ -727,16 +727,18 @@ impl KeyPool {
         let Some(p) = self.providers.get(provider) else { return Vec::new() };
         let Some(&i) = p.by_id.get(id) else { return Vec::new() };
         let record = &p.keys[i].record;
-        let cooldown = record.models.get(model).and_then(|m| m.cooldown.as_ref()).map(|c| (Some(model), c));
+        let state = record.models.get(model);
+        let cooldown = state.and_then(|m| m.cooldown.as_ref().map(|c| (Some(model), c, m.step)));
         cooldown
             .into_iter()
-            .chain(record.lockout.as_ref().map(|l| (None, l)))
-            .filter(|(_, u)| u.until > now)
-            .map(|(model, u)| Block {
+            .chain(record.lockout.as_ref().map(|l| (None, l, record.lockout_step)))
+            .filter(|(_, u, _)| u.until > now)
+            .map(|(model, u, step)| Block {
                 key: id.to_string(),
                 model: model.map(String::from),
                 until: u.until,
                 reason: u.reason.clone(),
+                step,
             })
             .collect()
     }
@@ -763,7 +765,8 @@ impl KeyPool {
     }
 
     /// Takes in a cooldown or lockout another instance recorded, unless a longer one is in
-    /// force here already; the key is half-open after it, as after one of its own.
+    /// force here already; the key is half-open after it, as after one of its own, and its
+    /// ladder is at least as far up as the other instance's.
     pub fn apply_block(&mut self, block: &Block) {
         let Some(p) = self.providers.values_mut().find(|p| p.by_id.contains_key(&block.key)) else { return };
         let i = p.by_id[&block.key];
@@ -771,11 +774,13 @@ impl KeyPool {
         match &block.model {
             Some(model) => {
                 let state = record.models.entry(model.clone()).or_default();
+                state.step = state.step.max(block.step);
                 if state.cooldown.as_ref().is_none_or(|c| c.until < block.until) {
                     cool(state, block.until, &block.reason);
                 }
             }
             None => {
+                record.lockout_step = record.lockout_step.max(block.step);
                 if record.lockout.as_ref().is_none_or(|l| l.until < block.until) {
                     lock_out(record, block.until, &block.reason);
                 }
@@ -1287,9 +1292,9 @@ mod tests {
         let out = p.blocks_of("openai", &a, "m", T0);
         assert_eq!(
             out,
-            [Block { key: a.clone(), model: Some("m".into()), until: T0 + 10 * SECOND, reason: "429".into() }]
+            [Block { key: a.clone(), model: Some("m".into()), until: T0 + 10 * SECOND, reason: "429".into(), step: 1 }]
         );
-        let lockout = Block { key: b.clone(), model: None, until: T0 + 5 * MINUTE, reason: "401".into() };
+        let lockout = Block { key: b.clone(), model: None, until: T0 + 5 * MINUTE, reason: "401".into(), step: 1 };
         assert_eq!(p.blocks(T0), [out[0].clone(), lockout]);
         assert!(p.blocks(T0 + 5 * MINUTE).is_empty(), "over by then");
         // Another instance's cooldown of c: the pool passes c over, and a shorter one later
@@ -1297,13 +1302,16 @@ mod tests {
         let mut fresh = three_keys(&[]);
         let c = id(&fresh, "c");
         let until = T0 + MINUTE;
-        fresh.apply_block(&Block { key: c.clone(), model: Some("m".into()), until, reason: "elsewhere".into() });
-        fresh.apply_block(&Block { key: c.clone(), model: Some("m".into()), until: T0 + 1, reason: "short".into() });
-        assert_eq!(fresh.blocks_of("openai", &c, "m", T0)[0].until, until);
+        let elsewhere =
+            |until, step| Block { key: c.clone(), model: Some("m".into()), until, reason: "r".into(), step };
+        fresh.apply_block(&elsewhere(until, 3));
+        fresh.apply_block(&elsewhere(T0 + 1, 0));
+        let here = &fresh.blocks_of("openai", &c, "m", T0)[0];
+        assert_eq!((here.until, here.step), (until, 3), "the longer block and the higher step stay");
         let picked: Vec<String> = (0..2).map(|_| take(&mut fresh, "m", T0)).collect();
         assert!(picked.iter().all(|k| k != "c"), "{picked:?}");
         // A lockout from elsewhere blocks every model.
-        fresh.apply_block(&Block { key: c, model: None, until, reason: "401 elsewhere".into() });
+        fresh.apply_block(&Block { key: c, model: None, until, reason: "401 elsewhere".into(), step: 2 });
         let status = fresh.status(T0);
         assert_eq!((status[2].state, status[2].locked_seconds_left), ("locked", 60));
         assert!(!fresh.take_changes().is_empty(), "key_usage.json learns of it too");

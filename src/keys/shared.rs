@@ -123,6 +123,9 @@ pub struct Block {
     /// ms since the epoch.
     pub until: u64,
     pub reason: String,
+    /// Where the ladder (or the lockout ladder) stands, so the next failure anywhere rests
+    /// the key longer.
+    pub step: u32,
 }
 
 /// What the pool shares; `Local` (the file backend) shares nothing.
@@ -290,6 +293,10 @@ end
 return out
 ";
 
+/// One key in Redis: its leases as (model, lease id) pairs, its cooldowns as (model, ms left)
+/// pairs, its lockout's ms left, and today's counters.
+type KeyView = (Vec<String>, Vec<String>, u64, HashMap<String, u64>);
+
 fn lease_set(key: &str, model: &str) -> String {
     format!("keyrelay:lease:{key}|{model}")
 }
@@ -330,7 +337,7 @@ fn counter_fields(c: &Counters) -> [(&'static str, i64); 5] {
 fn event(kind: &str, from: &str, block: Option<(&Block, u64)>) -> String {
     match block {
         Some((b, ms)) => {
-            json!({"kind": kind, "from": from, "key": b.key, "model": b.model, "ms": ms, "reason": b.reason})
+            json!({"kind": kind, "from": from, "key": b.key, "model": b.model, "ms": ms, "reason": b.reason, "step": b.step})
         }
         None => json!({"kind": kind, "from": from}),
     }
@@ -454,13 +461,58 @@ impl RedisState {
 
     /// Pushes the expiry of every lease this instance holds; when Redis has just come back,
     /// first this instance's cooldowns and lockouts.
+    /// What Redis holds for these keys (None when it cannot be reached).
+    fn view(&self, ids: &[String], day: u64) -> Option<Vec<KeyView>> {
+        if ids.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut invocation = self.scripts.view.prepare_invoke();
+        invocation.arg(day);
+        for id in ids {
+            invocation.arg(id);
+        }
+        self.call("view", |c| invocation.invoke::<Vec<KeyView>>(c))
+    }
+
+    /// Takes in the cooldowns and lockouts Redis holds for this instance's keys (set while
+    /// this instance could not hear of them), then pushes its own.
+    fn resync(&self, app: &AppState) {
+        let now = crate::clock::now_ms();
+        let ids: Vec<String> = lock(&app.pool).status(now).into_iter().map(|k| k.id).collect();
+        let Some(view) = self.view(&ids, 0) else { return };
+        let mut shared = Vec::new();
+        for (id, (_, cooling, locked, _)) in ids.iter().zip(view) {
+            let block = |model: Option<&str>, ms: u64| Block {
+                key: id.clone(),
+                model: model.map(String::from),
+                until: now + ms,
+                reason: "cooling down on another instance".into(),
+                step: 0,
+            };
+            for pair in cooling.chunks(2) {
+                shared.push(block(Some(&pair[0]), pair[1].parse().unwrap_or(0)));
+            }
+            if locked > 0 {
+                shared.push(block(None, locked));
+            }
+        }
+        if !shared.is_empty() {
+            let mut pool = lock(&app.pool);
+            shared.iter().for_each(|b| pool.apply_block(b));
+            drop(pool);
+            log::info!("STATE_BACKEND: took in {} cooldowns and lockouts from Redis", shared.len());
+        }
+        app.pool_changed.notify_all();
+        app.usage_changed();
+        let blocks = lock(&app.pool).blocks(now);
+        for block in &blocks {
+            self.block(block, now);
+        }
+    }
+
     fn renew(&self, app: &AppState) {
         if self.resync.swap(false, Ordering::Relaxed) {
-            let now = crate::clock::now_ms();
-            let blocks = lock(&app.pool).blocks(now);
-            for block in &blocks {
-                self.block(block, now);
-            }
+            self.resync(app);
             if !self.is_up() {
                 self.resync.store(true, Ordering::Relaxed);
             }
@@ -527,6 +579,7 @@ impl RedisState {
                 model: event["model"].as_str().map(String::from),
                 until: crate::clock::now_ms() + ms,
                 reason: event["reason"].as_str().unwrap_or("shared").to_string(),
+                step: event["step"].as_u64().map_or(0, |s| s.min(u64::from(u32::MAX)) as u32),
             };
             lock(&app.pool).apply_block(&block);
             app.usage_changed();
@@ -595,14 +648,7 @@ impl SharedState for RedisState {
             .flatten()
             .filter_map(|k| k["id"].as_str().map(String::from))
             .collect();
-        let mut invocation = self.scripts.view.prepare_invoke();
-        invocation.arg(day);
-        for id in &ids {
-            invocation.arg(id);
-        }
-        type KeyView = (Vec<String>, Vec<String>, u64, HashMap<String, u64>);
-        let view =
-            if ids.is_empty() { Some(Vec::new()) } else { self.call("view", |c| invocation.invoke::<Vec<KeyView>>(c)) };
+        let view = self.view(&ids, day);
         report["state_backend"] = json!({"kind": "redis", "up": view.is_some(), "instance": self.instance});
         let Some(view) = view else { return };
         let keys = report["keys"].as_array_mut().into_iter().flatten();

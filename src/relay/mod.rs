@@ -265,7 +265,8 @@ fn wait_for_key(
                             }
                             Grant::Blocked { for_ms, lockout, reason } => {
                                 let model = (!lockout).then(|| model.to_string());
-                                pool.apply_block(&Block { key: candidate.id, model, until: now_ms + for_ms, reason });
+                                let until = now_ms + for_ms;
+                                pool.apply_block(&Block { key: candidate.id, model, until, reason, step: 0 });
                             }
                             Grant::Leased(_) | Grant::Local => unreachable!("handled above"),
                         }

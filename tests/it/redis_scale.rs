@@ -122,6 +122,10 @@ fn a_cooldown_set_by_one_instance_is_honoured_by_the_others_at_once() {
         assert!((55..=60).contains(&left), "{key}");
     }
     assert_eq!(mock.requests().len(), 1, "the other instances did not call the upstream with a cooling key");
+    // An instance started later takes the cooldown in from Redis before any request.
+    let late = Proxy::start(&env(&mock, &redis, "late", "OPENAI_API_KEY=sk-cooling-key-0001\n"));
+    late.wait_for_log("took in 1 cooldowns and lockouts from Redis");
+    assert_eq!(quota_stats(&late)["keys"][0]["state"], "cooldown");
 }
 
 #[test]
