@@ -148,6 +148,14 @@ fn a_killed_instance_frees_its_slots_within_the_lease_ttl() {
     let key = &quota_stats(&survivor)["keys"][0];
     assert_eq!(key["shared"]["in_flight"], 1, "{key}");
     assert_eq!(key["shared"]["leases"][0]["instance"], "doomed", "{key}");
+    // While the stream runs its lease is renewed: a request that waits longer than the TTL
+    // (its 3 s deadline) still finds the key taken.
+    let patient = Proxy::start(&env(&mock, &redis, "patient", &extra.replace("GLOBAL_TIMEOUT=8", "GLOBAL_TIMEOUT=3")));
+    let started = Instant::now();
+    let refused = patient.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#);
+    assert_ne!(refused.status, 200, "{}", refused.text());
+    assert!(started.elapsed() >= Duration::from_secs(2), "gave up before the lease could have expired");
+    assert_eq!(mock.requests().len(), 1, "only the stream reached the upstream");
     let _dir = doomed.kill();
     // The survivor's request waits for the dead instance's lease to expire (2 s), not longer.
     let started = Instant::now();
@@ -212,4 +220,26 @@ fn the_redis_password_never_shows() {
     {
         assert!(!text.contains(&PASSWORD[..12]), "{what} shows the Redis password: {text}");
     }
+}
+
+#[test]
+fn a_redis_that_stops_answering_costs_requests_little() {
+    let redis = Redis::start();
+    let mock = Mock::start(|_| MockReply::json(200, completion("ok")));
+    let proxy = Proxy::start(&env(&mock, &redis, "a", "OPENAI_API_KEY=sk-stalled-redis-0001\n"));
+    assert_eq!(proxy.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#).status, 200);
+    redis.signal("STOP");
+    // Each call to Redis gives up after 200 ms, and while it is down only one call per
+    // back-off period tries it again.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let answer = proxy.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "20 requests took {took:?} with a stalled Redis");
+    proxy.wait_for_log("Redis is not answering");
+    redis.signal("CONT");
+    proxy.wait_for_log("Redis answers again");
+    assert_eq!(quota_stats(&proxy)["state_backend"]["up"], true);
 }

@@ -69,10 +69,19 @@ impl Redis {
     /// SIGKILL, as when the server dies.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-s", "CONT", &child.id().to_string()]).status();
             let _ = child.kill();
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT (`resume`): a server that stops answering without closing
+    /// its connections, as when it is overloaded or its host stalls.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args(["-s", name, &pid]).status().expect("run kill").success();
+        assert!(ok, "kill -s {name} failed");
     }
 
     /// A fresh, empty server on the same socket.
