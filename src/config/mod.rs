@@ -71,6 +71,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "30",
         doc: "seconds a killed instance's request slots stay taken in Redis (renewed while a request runs)",
     },
+    EnvVar {
+        name: "REDIS_TIMEOUT",
+        default: "0.2",
+        doc: "seconds one Redis call may take before the instance goes on with its own key state",
+    },
     EnvVar { name: "INSTANCE_ID", default: "hostname-pid", doc: "this instance's name in the shared state" },
     EnvVar {
         name: "EMBEDDING_BATCH_WINDOW_MS",
@@ -581,6 +586,7 @@ impl Config {
             state: crate::keys::shared::Settings::parse(
                 get("STATE_BACKEND"),
                 positive_seconds(get, "REDIS_LEASE_TTL", 30.0)?,
+                positive_seconds(get, "REDIS_TIMEOUT", 0.2)?,
                 get("INSTANCE_ID"),
             )
             .map_err(Error::Config)?,

@@ -13,10 +13,11 @@
 //! keys with a time to live, published on a channel that every instance's subscriber thread
 //! applies to its own pool, waking its waiting requests, as do published releases.
 //!
-//! Redis being down or slow never fails a request: every call has a 200 ms budget, a failure
-//! switches this instance to its local state alone (one warning per outage, the
-//! `keyrelay_state_backend_up` gauge at 0), and calls are retried with a back-off; when Redis
-//! answers again the local cooldowns and lockouts are pushed back to it.
+//! Redis being down or slow never fails a request: every call has a budget of `REDIS_TIMEOUT`
+//! (200 ms), a failure switches this instance to its local state alone (one warning per
+//! outage, the `keyrelay_state_backend_up` gauge at 0), and calls are retried with a back-off;
+//! when Redis answers again the shared cooldowns and lockouts are taken in and the local ones
+//! pushed back to it.
 
 use crate::keys::Secret;
 use crate::keys::pool::Counters;
@@ -32,9 +33,6 @@ use std::time::{Duration, Instant};
 
 /// The pub/sub channel every instance listens on.
 const CHANNEL: &str = "keyrelay:events";
-/// Connect, read and write budget of one Redis call: a request waits at most this long for a
-/// Redis that stopped answering before going on with local state.
-const IO_TIMEOUT: Duration = Duration::from_millis(200);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the subscriber looks up from its socket to see whether it should stop.
@@ -47,13 +45,22 @@ pub struct Settings {
     /// kept as a `Secret` and its password taught to the redactor.
     pub redis: Option<Secret>,
     pub lease_ttl: Duration,
+    /// `REDIS_TIMEOUT`: connect, read and write budget of one Redis call; a request waits at
+    /// most about this long for a Redis that stopped answering before going on with local
+    /// state.
+    pub timeout: Duration,
     pub instance: String,
 }
 
 impl Settings {
     /// From the variables' values (None when unset). `rediss://` is refused: this build has
     /// no TLS for Redis.
-    pub fn parse(backend: Option<&str>, lease_ttl: Duration, instance: Option<&str>) -> Result<Settings, String> {
+    pub fn parse(
+        backend: Option<&str>,
+        lease_ttl: Duration,
+        timeout: Duration,
+        instance: Option<&str>,
+    ) -> Result<Settings, String> {
         let instance = instance.map(|i| i.trim().to_string()).unwrap_or_else(default_instance);
         let redis = match backend.map(str::trim) {
             None | Some("file") => None,
@@ -72,7 +79,7 @@ impl Settings {
         if lease_ttl < Duration::from_millis(300) {
             return Err("REDIS_LEASE_TTL must be at least 0.3 seconds".into());
         }
-        Ok(Settings { redis, lease_ttl, instance })
+        Ok(Settings { redis, lease_ttl, timeout, instance })
     }
 
     /// The password in the Redis URL, for the redactor.
@@ -198,6 +205,7 @@ pub struct RedisState {
     client: redis::Client,
     instance: String,
     ttl: Duration,
+    timeout: Duration,
     /// Idle connections, one taken per call, so concurrent requests do not queue on one.
     idle: Mutex<Vec<redis::Connection>>,
     link: AtomicU8,
@@ -351,6 +359,7 @@ impl RedisState {
             client,
             instance: settings.instance.clone(),
             ttl: settings.lease_ttl,
+            timeout: settings.timeout,
             idle: Mutex::new(Vec::new()),
             link: AtomicU8::new(UNKNOWN),
             retry: Mutex::new((Instant::now(), FIRST_BACKOFF)),
@@ -399,9 +408,9 @@ impl RedisState {
     }
 
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        let conn = self.client.get_connection_with_timeout(self.timeout)?;
+        conn.set_read_timeout(Some(self.timeout))?;
+        conn.set_write_timeout(Some(self.timeout))?;
         Ok(conn)
     }
 
@@ -548,7 +557,7 @@ impl RedisState {
 
     /// One subscription: Ok when told to stop, Err when the connection broke.
     fn listen(&self, app: &AppState, stop: &Receiver<()>) -> redis::RedisResult<()> {
-        let mut conn = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        let mut conn = self.client.get_connection_with_timeout(self.timeout)?;
         conn.set_read_timeout(Some(SUBSCRIBER_TICK))?;
         let mut pubsub = conn.as_pubsub();
         pubsub.subscribe(CHANNEL)?;
@@ -705,34 +714,35 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(30);
+    const TIMEOUT: Duration = Duration::from_millis(200);
 
     #[test]
     fn file_is_the_default_and_redis_urls_are_checked() {
-        assert!(Settings::parse(None, TTL, None).unwrap().redis.is_none());
-        assert!(Settings::parse(Some("file"), TTL, None).unwrap().redis.is_none());
-        let s = Settings::parse(Some("redis://:hunter2-pass@127.0.0.1:6379/0"), TTL, Some("a")).unwrap();
+        assert!(Settings::parse(None, TTL, TIMEOUT, None).unwrap().redis.is_none());
+        assert!(Settings::parse(Some("file"), TTL, TIMEOUT, None).unwrap().redis.is_none());
+        let s = Settings::parse(Some("redis://:hunter2-pass@127.0.0.1:6379/0"), TTL, TIMEOUT, Some("a")).unwrap();
         assert_eq!(s.instance, "a");
         assert_eq!(s.password().map(|p| p.expose().to_string()), Some("hunter2-pass".into()));
         assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
-        let unix = Settings::parse(Some("redis+unix:///tmp/r.sock?pass=sekret-xyz"), TTL, None).unwrap();
+        let unix = Settings::parse(Some("redis+unix:///tmp/r.sock?pass=sekret-xyz"), TTL, TIMEOUT, None).unwrap();
         assert_eq!(unix.password().map(|p| p.expose().to_string()), Some("sekret-xyz".into()));
-        assert!(Settings::parse(Some("redis://127.0.0.1"), TTL, None).unwrap().password().is_none());
-        let tls = Settings::parse(Some("rediss://h:6380"), TTL, None).unwrap_err();
+        assert!(Settings::parse(Some("redis://127.0.0.1"), TTL, TIMEOUT, None).unwrap().password().is_none());
+        let tls = Settings::parse(Some("rediss://h:6380"), TTL, TIMEOUT, None).unwrap_err();
         assert!(tls.contains("not supported"), "{tls}");
-        assert!(Settings::parse(Some("memcached://x"), TTL, None).is_err());
-        assert!(Settings::parse(Some("redis://h"), Duration::from_millis(10), None).is_err());
+        assert!(Settings::parse(Some("memcached://x"), TTL, TIMEOUT, None).is_err());
+        assert!(Settings::parse(Some("redis://h"), Duration::from_millis(10), TIMEOUT, None).is_err());
     }
 
     #[test]
     fn the_default_instance_names_the_process() {
-        let s = Settings::parse(None, TTL, None).unwrap();
+        let s = Settings::parse(None, TTL, TIMEOUT, None).unwrap();
         assert!(s.instance.ends_with(&format!("-{}", std::process::id())), "{}", s.instance);
     }
 
     #[test]
     fn an_unreachable_redis_grants_locally_and_says_so_in_metrics() {
         // Port 1 on loopback refuses at once.
-        let settings = Settings::parse(Some("redis://127.0.0.1:1/0"), TTL, Some("t")).unwrap();
+        let settings = Settings::parse(Some("redis://127.0.0.1:1/0"), TTL, TIMEOUT, Some("t")).unwrap();
         let redis = RedisState::new(settings.redis.as_ref().unwrap(), &settings).unwrap();
         assert!(matches!(redis.acquire("openai:k", "m", 1), Grant::Local));
         // The next call is inside the back-off: answered without trying.
