@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 command -v groff >/dev/null || { command -v apt-get >/dev/null &&
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq groff-base) >/dev/null 2>&1; } || true
 
+# tests/it/redis_scale.rs runs a real redis-server (several instances sharing one key pool);
+# without it those tests fail, so install it when missing (as root, or through sudo).
+if ! command -v redis-server >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+fi
+
 cargo test --locked
 
 # The SDK checks need the `openai` and `anthropic` packages (and `prometheus_client`, whose parser reads

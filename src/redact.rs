@@ -81,16 +81,19 @@ impl Redactor {
     }
 
     /// Every configured secret: each provider's keys, the proxy key, every OAuth
-    /// credential's tokens and API key, and the body of every Vertex service account's
-    /// private key.
+    /// credential's tokens and API key, the body of every Vertex service account's private
+    /// key, and the password of the Redis URL (`STATE_BACKEND`).
     pub fn from_config(config: &Config) -> Redactor {
         // Each field of a several-field credential (an AWS key pair: its id, secret access key
         // and session token) on its own: the fields, not their join, are what could leak.
         let keys = config.providers.values().flat_map(|p| p.keys.iter()).flat_map(|k| k.fields());
         let oauth = config.oauth.iter().flat_map(|c| c.secrets());
         let private_keys: Vec<String> = config.vertex.accounts.iter().map(|a| a.key_body()).collect();
+        let redis_password = config.state.password();
         let others = config.proxy_api_key.iter().chain(oauth).map(|s| s.expose());
-        Redactor::new(keys.chain(others).chain(private_keys.iter().map(String::as_str)))
+        let mut secrets: Vec<&str> = keys.chain(others).chain(private_keys.iter().map(String::as_str)).collect();
+        secrets.extend(redis_password.as_ref().map(crate::keys::Secret::expose));
+        Redactor::new(secrets)
     }
 
     fn is_empty(&self) -> bool {

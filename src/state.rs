@@ -35,6 +35,9 @@ pub struct AppState {
     pub oauth: Registry,
     /// Every Vertex service account's current token, by pool id; its own locks too.
     pub vertex: crate::oauth::service_account::Registry,
+    /// The key pool's state shared with other instances (`STATE_BACKEND`); `Local` shares
+    /// nothing. Called outside the pool's lock only.
+    pub shared: Arc<dyn crate::keys::shared::SharedState>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             metrics: Default::default(),
             oauth: Registry::new(&config.oauth),
             vertex: crate::oauth::service_account::Registry::new(&config.vertex.accounts),
+            shared: crate::keys::shared::backend(&config.state),
             config: RwLock::new(Arc::new(config)),
         }
     }

@@ -163,7 +163,9 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
                 .map(|s| (s.id.clone(), crate::oauth::refresh::describe(&s.credential(), now)))
                 .collect();
             oauth.extend(state.vertex.all().iter().map(|s| (s.id.clone(), s.describe(now))));
-            Ok(Reply::json(200, &crate::keys::report::build(&statuses, &oauth)))
+            let mut report = crate::keys::report::build(&statuses, &oauth);
+            state.shared.annotate(&mut report, crate::clock::day_start(now, config.settings.daily_reset_hour));
+            Ok(Reply::json(200, &report))
         }
         ("GET", "/metrics") => Ok(metrics(state)),
         ("GET", "/v1/providers") => {
@@ -180,7 +182,8 @@ fn route(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Reply {
 /// `GET /metrics`: the counters, and the key pool's gauges as they are now.
 fn metrics(state: &AppState) -> Reply {
     let keys = lock(&state.pool).status(crate::clock::now_ms());
-    let text = state.metrics.render(&keys, crate::logging::dropped());
+    let mut text = state.metrics.render(&keys, crate::logging::dropped());
+    state.shared.metrics(&mut text);
     let body = Body::Text { content_type: "text/plain; version=0.0.4; charset=utf-8", bytes: text.into_bytes() };
     Reply { status: 200, headers: Vec::new(), body, meta: Map::new() }
 }

@@ -47,6 +47,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     let state = Arc::new(state);
     let usage_writer = usage_file::Writer::start(state.clone(), usage_path);
     let refresher = crate::oauth::background::Refresher::start(state.clone());
+    let shared = state.shared.clone().start(state.clone());
     let (events_tx, events) = crossbeam_channel::unbounded::<i32>();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|source| Error::Io { what: "installing signal handlers".into(), source })?;
@@ -92,6 +93,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     refresher.stop();
     usage_writer.stop();
+    shared.stop();
     signal_handle.close();
     let _ = signal_thread.join();
     log::info!("stopped");

@@ -62,6 +62,22 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar { name: "MAX_REQUEST_BODY_BYTES", default: "33554432", doc: "larger request bodies get 413" },
     EnvVar {
+        name: "STATE_BACKEND",
+        default: "file",
+        doc: "file (key_usage.json) or redis://[:password@]host:port/db to share the key pool between instances",
+    },
+    EnvVar {
+        name: "REDIS_LEASE_TTL",
+        default: "30",
+        doc: "seconds a killed instance's request slots stay taken in Redis (renewed while a request runs)",
+    },
+    EnvVar {
+        name: "REDIS_TIMEOUT",
+        default: "0.2",
+        doc: "seconds one Redis call may take before the instance goes on with its own key state",
+    },
+    EnvVar { name: "INSTANCE_ID", default: "hostname-pid", doc: "this instance's name in the shared state" },
+    EnvVar {
         name: "EMBEDDING_BATCH_WINDOW_MS",
         default: "10",
         doc: "how long concurrent embedding requests are gathered into one upstream call; 0 turns batching off",
@@ -412,6 +428,8 @@ pub struct Config {
     pub oauth_refresh_interval: Duration,
     /// `GEMINI_CLI_PROJECT_ID`: the project of every `gemini_cli` call, over each account's own.
     pub gemini_cli_project: Option<String>,
+    /// `STATE_BACKEND`, `REDIS_LEASE_TTL`, `INSTANCE_ID`: where the key pool's state is shared.
+    pub state: crate::keys::shared::Settings,
     /// Vertex AI's project, location and service accounts.
     pub vertex: VertexConfig,
 }
@@ -565,6 +583,13 @@ impl Config {
             oauth_endpoints: oauth::endpoint::Endpoints::from_env(get),
             oauth_refresh_interval: positive_seconds(get, "OAUTH_REFRESH_INTERVAL", 600.0)?,
             gemini_cli_project: get("GEMINI_CLI_PROJECT_ID").map(|p| p.trim().to_string()),
+            state: crate::keys::shared::Settings::parse(
+                get("STATE_BACKEND"),
+                positive_seconds(get, "REDIS_LEASE_TTL", 30.0)?,
+                positive_seconds(get, "REDIS_TIMEOUT", 0.2)?,
+                get("INSTANCE_ID"),
+            )
+            .map_err(Error::Config)?,
             vertex,
         })
     }

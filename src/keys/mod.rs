@@ -3,6 +3,7 @@
 
 pub mod pool;
 pub mod report;
+pub mod shared;
 pub mod usage_file;
 
 use sha2::{Digest, Sha256};

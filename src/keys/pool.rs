@@ -20,6 +20,7 @@
 use crate::clock::{self, DAY, HOUR, MINUTE, SECOND};
 use crate::config::{Config, Rotation};
 use crate::keys::Secret;
+use crate::keys::shared::Block;
 use crate::providers::errors::QUOTA_HINT_MS;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -79,7 +80,22 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// What one attempt's outcome adds to a day's numbers (a cancelled one adds nothing).
+    pub fn of(outcome: &Outcome) -> Counters {
+        match outcome {
+            Outcome::Cancelled => Counters::default(),
+            Outcome::Success { prompt_tokens, completion_tokens } => Counters {
+                requests: 1,
+                successes: 1,
+                failures: 0,
+                prompt_tokens: *prompt_tokens,
+                completion_tokens: *completion_tokens,
+            },
+            _ => Counters { requests: 1, failures: 1, ..Counters::default() },
+        }
+    }
+
+    pub fn add(&mut self, other: &Counters) {
         self.requests += other.requests;
         self.successes += other.successes;
         self.failures += other.failures;
@@ -705,6 +721,75 @@ impl KeyPool {
         p.relocate(i, &mut self.rng);
     }
 
+    /// The cooldown of (key, model) and the key's lockout in force at `now`, for the other
+    /// instances (`keys::shared`).
+    pub fn blocks_of(&self, provider: &str, id: &str, model: &str, now: u64) -> Vec<Block> {
+        let Some(p) = self.providers.get(provider) else { return Vec::new() };
+        let Some(&i) = p.by_id.get(id) else { return Vec::new() };
+        let record = &p.keys[i].record;
+        let state = record.models.get(model);
+        let cooldown = state.and_then(|m| m.cooldown.as_ref().map(|c| (Some(model), c, m.step)));
+        cooldown
+            .into_iter()
+            .chain(record.lockout.as_ref().map(|l| (None, l, record.lockout_step)))
+            .filter(|(_, u, _)| u.until > now)
+            .map(|(model, u, step)| Block {
+                key: id.to_string(),
+                model: model.map(String::from),
+                until: u.until,
+                reason: u.reason.clone(),
+                step,
+            })
+            .collect()
+    }
+
+    /// Every cooldown and lockout in force at `now`: what this instance pushes to the shared
+    /// store when it comes back.
+    pub fn blocks(&self, now: u64) -> Vec<Block> {
+        let mut out = Vec::new();
+        for p in self.providers.values() {
+            for key in &p.keys {
+                for model in key.record.models.keys() {
+                    out.extend(
+                        self.blocks_of(&key.record.provider, &key.id, model, now)
+                            .into_iter()
+                            .filter(|b| b.model.is_some()),
+                    );
+                }
+                out.extend(
+                    self.blocks_of(&key.record.provider, &key.id, "", now).into_iter().filter(|b| b.model.is_none()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Takes in a cooldown or lockout another instance recorded, unless a longer one is in
+    /// force here already; the key is half-open after it, as after one of its own, and its
+    /// ladder is at least as far up as the other instance's.
+    pub fn apply_block(&mut self, block: &Block) {
+        let Some(p) = self.providers.values_mut().find(|p| p.by_id.contains_key(&block.key)) else { return };
+        let i = p.by_id[&block.key];
+        let record = &mut p.keys[i].record;
+        match &block.model {
+            Some(model) => {
+                let state = record.models.entry(model.clone()).or_default();
+                state.step = state.step.max(block.step);
+                if state.cooldown.as_ref().is_none_or(|c| c.until < block.until) {
+                    cool(state, block.until, &block.reason);
+                }
+            }
+            None => {
+                record.lockout_step = record.lockout_step.max(block.step);
+                if record.lockout.as_ref().is_none_or(|l| l.until < block.until) {
+                    lock_out(record, block.until, &block.reason);
+                }
+            }
+        }
+        p.mark_dirty(i);
+        p.relocate(i, &mut self.rng);
+    }
+
     /// The numbers of a new day: at the reset hour, today's counters fold into the lifetime
     /// totals, and ladders and lockouts start over.
     fn roll_day(&mut self, now: u64) {
@@ -1196,6 +1281,40 @@ mod tests {
         assert_eq!((status[0].today.prompt_tokens, status[0].today.completion_tokens), (u64::MAX, u64::MAX));
         p.status(T0 + 4 * HOUR);
         assert_eq!(p.providers["openai"].keys[0].record.models["m"].lifetime.prompt_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn blocks_go_out_and_come_in_from_other_instances() {
+        let mut p = three_keys(&[]);
+        let (a, b) = (id(&p, "a"), id(&p, "b"));
+        fail(&mut p, "a", "m", rate_limited(), T0);
+        fail(&mut p, "b", "x", Outcome::AuthFailed { reason: "401".into() }, T0);
+        let out = p.blocks_of("openai", &a, "m", T0);
+        assert_eq!(
+            out,
+            [Block { key: a.clone(), model: Some("m".into()), until: T0 + 10 * SECOND, reason: "429".into(), step: 1 }]
+        );
+        let lockout = Block { key: b.clone(), model: None, until: T0 + 5 * MINUTE, reason: "401".into(), step: 1 };
+        assert_eq!(p.blocks(T0), [out[0].clone(), lockout]);
+        assert!(p.blocks(T0 + 5 * MINUTE).is_empty(), "over by then");
+        // Another instance's cooldown of c: the pool passes c over, and a shorter one later
+        // does not shorten it.
+        let mut fresh = three_keys(&[]);
+        let c = id(&fresh, "c");
+        let until = T0 + MINUTE;
+        let elsewhere =
+            |until, step| Block { key: c.clone(), model: Some("m".into()), until, reason: "r".into(), step };
+        fresh.apply_block(&elsewhere(until, 3));
+        fresh.apply_block(&elsewhere(T0 + 1, 0));
+        let here = &fresh.blocks_of("openai", &c, "m", T0)[0];
+        assert_eq!((here.until, here.step), (until, 3), "the longer block and the higher step stay");
+        let picked: Vec<String> = (0..2).map(|_| take(&mut fresh, "m", T0)).collect();
+        assert!(picked.iter().all(|k| k != "c"), "{picked:?}");
+        // A lockout from elsewhere blocks every model.
+        fresh.apply_block(&Block { key: c, model: None, until, reason: "401 elsewhere".into(), step: 2 });
+        let status = fresh.status(T0);
+        assert_eq!((status[2].state, status[2].locked_seconds_left), ("locked", 60));
+        assert!(!fresh.take_changes().is_empty(), "key_usage.json learns of it too");
     }
 
     #[test]

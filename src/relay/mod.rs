@@ -10,7 +10,8 @@ use crate::clock;
 use crate::config::ProviderConfig;
 use crate::error::{ApiError, ErrorKind};
 use crate::keys::Secret;
-use crate::keys::pool::{Outcome, Pick};
+use crate::keys::pool::{Counters, Outcome, Pick};
+use crate::keys::shared::{Block, Grant, SharedLease};
 use crate::oauth::service_account;
 use crate::providers::eventstream::Framing;
 use crate::providers::{self, Family, code_assist, errors::ErrorClass, vertex};
@@ -34,16 +35,30 @@ pub struct Lease {
     /// taken from `AppState::oauth` at attempt time.
     secret: Option<Secret>,
     reported: bool,
+    /// The slot taken in the shared store (`STATE_BACKEND=redis://...`), given back after the
+    /// local one, with what the attempt adds to the key's shared daily counters.
+    shared: Option<SharedLease>,
+    counted: Counters,
 }
 
 impl Lease {
     pub fn report(&mut self, outcome: Outcome) {
         self.reported = true;
         self.state.metrics.attempt(&self.provider, &outcome);
+        self.counted.add(&Counters::of(&outcome));
         let now = clock::now_ms();
-        lock(&self.state.pool).report(&self.provider, &self.key_id, &self.model, &outcome, now);
+        let blocks = {
+            let mut pool = lock(&self.state.pool);
+            pool.report(&self.provider, &self.key_id, &self.model, &outcome, now);
+            let blocking = !matches!(outcome, Outcome::Success { .. } | Outcome::Cancelled | Outcome::RequestError);
+            if blocking { pool.blocks_of(&self.provider, &self.key_id, &self.model, now) } else { Vec::new() }
+        };
         self.state.pool_changed.notify_all();
         self.state.usage_changed();
+        // Told to the other instances after the pool's lock is released.
+        for block in &blocks {
+            self.state.shared.block(block, now);
+        }
     }
 }
 
@@ -54,6 +69,10 @@ impl Drop for Lease {
         }
         lock(&self.state.pool).release(&self.provider, &self.key_id, &self.model);
         self.state.pool_changed.notify_all();
+        if let Some(shared) = self.shared.take() {
+            let day = clock::day_start(clock::now_ms(), self.state.config().settings.daily_reset_hour);
+            self.state.shared.release(shared, day, &self.counted);
+        }
     }
 }
 
@@ -202,6 +221,9 @@ enum Stop {
 
 /// Takes a key for (provider, model), waiting on the pool's condition variable while keys
 /// are busy or cooling down briefly; gives up at once when the answer is already known.
+/// The local pool proposes a key; with a shared store, the store must grant it too (outside
+/// the pool's lock): a key whose slots other instances hold is passed over until a release
+/// is published or its soonest lease expires, and a key cooling down elsewhere cools here.
 fn wait_for_key(
     state: &Arc<AppState>,
     provider: &ProviderConfig,
@@ -211,13 +233,47 @@ fn wait_for_key(
 ) -> Result<Lease, Stop> {
     let mut pool = lock(&state.pool);
     let mut busy = false;
+    // Keys every slot of which other instances hold, and when the first of those frees.
+    let mut held_elsewhere: Vec<String> = Vec::new();
+    let mut soonest_expiry = u64::MAX;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Err(if busy { Stop::Busy } else { Stop::Deadline });
         }
-        let wait = match pool.acquire(&provider.name, model, clock::now_ms(), excluded) {
+        let pick = if held_elsewhere.is_empty() {
+            pool.acquire(&provider.name, model, clock::now_ms(), excluded)
+        } else {
+            let skip: Vec<String> = excluded.iter().chain(&held_elsewhere).cloned().collect();
+            pool.acquire(&provider.name, model, clock::now_ms(), &skip)
+        };
+        let wait = match pick {
             Pick::Key(candidate) => {
+                drop(pool);
+                let grant = state.shared.acquire(&candidate.id, model, provider.max_concurrent);
+                let shared = match grant {
+                    Grant::Leased(lease) => Some(lease),
+                    Grant::Local => None,
+                    refused => {
+                        pool = lock(&state.pool);
+                        pool.release(&provider.name, &candidate.id, model);
+                        let now_ms = clock::now_ms();
+                        match refused {
+                            Grant::Full { expires_in } => {
+                                soonest_expiry = soonest_expiry.min(now_ms + expires_in);
+                                held_elsewhere.push(candidate.id);
+                            }
+                            Grant::Blocked { for_ms, lockout, reason } => {
+                                let model = (!lockout).then(|| model.to_string());
+                                let until = now_ms + for_ms;
+                                pool.apply_block(&Block { key: candidate.id, model, until, reason, step: 0 });
+                            }
+                            Grant::Leased(_) | Grant::Local => unreachable!("handled above"),
+                        }
+                        state.pool_changed.notify_all();
+                        continue;
+                    }
+                };
                 return Ok(Lease {
                     state: state.clone(),
                     provider: provider.name.clone(),
@@ -226,7 +282,17 @@ fn wait_for_key(
                     masked: candidate.masked,
                     secret: candidate.secret,
                     reported: false,
+                    shared,
+                    counted: Counters::default(),
                 });
+            }
+            _ if !held_elsewhere.is_empty() => {
+                // Woken by a release another instance publishes, or when its lease expires.
+                busy = true;
+                let until_expiry = Duration::from_millis(soonest_expiry.saturating_sub(clock::now_ms()));
+                held_elsewhere.clear();
+                soonest_expiry = u64::MAX;
+                until_expiry.min(deadline - now)
             }
             Pick::NoneLeft => return Err(Stop::NoneLeft),
             Pick::Busy => {

@@ -19,6 +19,7 @@ mod native;
 mod oauth_login;
 mod oauth_refresh;
 mod oauth_store;
+mod redis_scale;
 mod resilience;
 mod responses;
 mod routes;

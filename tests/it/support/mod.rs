@@ -6,10 +6,12 @@ pub mod client;
 pub mod eventstream;
 pub mod mock;
 pub mod proxy;
+pub mod redis;
 
 pub use client::{Answer, Client};
 pub use mock::{Mock, MockReply, Recorded};
 pub use proxy::{Proxy, TempDir, run_cli, run_cli_with_env};
+pub use redis::Redis;
 
 use std::time::Duration;
 
