@@ -481,6 +481,10 @@ pub struct Candidate {
     pub secret: Option<Secret>,
     /// What people see: the key's masked form, or the OAuth credential's account.
     pub masked: String,
+    /// Handed out as a half-open probe while it rests for transient failures only
+    /// (`ProviderKeys::transient_probe`): one request at a time, and a shared store must let
+    /// it through its transient cooldown.
+    pub probe: bool,
 }
 
 #[derive(Debug)]
@@ -632,6 +636,7 @@ impl KeyPool {
         let (rotation, last) = (p.rotation, p.last);
         let index = p.index(model, now, rng);
         let chosen = index.tiers.values().find_map(|set| first_in(set, rotation, last, &excluded));
+        let mut probed = false;
         let chosen = match chosen {
             Some(chosen) => chosen,
             None => {
@@ -640,7 +645,10 @@ impl KeyPool {
                     return Pick::Busy;
                 }
                 match p.transient_probe(model, now, &excluded) {
-                    Some(Some(probe)) => probe,
+                    Some(Some(probe)) => {
+                        probed = true;
+                        probe
+                    }
                     Some(None) => return Pick::Busy,
                     None => {
                         let index = p.index(model, now, rng);
@@ -659,7 +667,12 @@ impl KeyPool {
             }
         }
         key.in_flight_total += 1;
-        let candidate = Candidate { id: key.id.clone(), secret: key.secret.clone(), masked: key.record.masked.clone() };
+        let candidate = Candidate {
+            id: key.id.clone(),
+            secret: key.secret.clone(),
+            masked: key.record.masked.clone(),
+            probe: probed,
+        };
         p.relocate(chosen, rng);
         Pick::Key(candidate)
     }
@@ -739,6 +752,7 @@ impl KeyPool {
                 until: u.until,
                 reason: u.reason.clone(),
                 step,
+                transient: u.transient,
             })
             .collect()
     }
@@ -777,6 +791,13 @@ impl KeyPool {
                 state.step = state.step.max(block.step);
                 if state.cooldown.as_ref().is_none_or(|c| c.until < block.until) {
                     cool(state, block.until, &block.reason);
+                    if let Some(cooldown) = &mut state.cooldown {
+                        cooldown.transient = block.transient;
+                    }
+                } else if let Some(cooldown) = state.cooldown.as_mut().filter(|_| !block.transient) {
+                    // The upstream's word elsewhere (a rate limit, a quota): no transient probe
+                    // of this key while it lasts, even if the cooldown here ends later.
+                    cooldown.transient = false;
                 }
             }
             None => {
@@ -1292,9 +1313,23 @@ mod tests {
         let out = p.blocks_of("openai", &a, "m", T0);
         assert_eq!(
             out,
-            [Block { key: a.clone(), model: Some("m".into()), until: T0 + 10 * SECOND, reason: "429".into(), step: 1 }]
+            [Block {
+                key: a.clone(),
+                model: Some("m".into()),
+                until: T0 + 10 * SECOND,
+                reason: "429".into(),
+                step: 1,
+                transient: false
+            }]
         );
-        let lockout = Block { key: b.clone(), model: None, until: T0 + 5 * MINUTE, reason: "401".into(), step: 1 };
+        let lockout = Block {
+            key: b.clone(),
+            model: None,
+            until: T0 + 5 * MINUTE,
+            reason: "401".into(),
+            step: 1,
+            transient: false,
+        };
         assert_eq!(p.blocks(T0), [out[0].clone(), lockout]);
         assert!(p.blocks(T0 + 5 * MINUTE).is_empty(), "over by then");
         // Another instance's cooldown of c: the pool passes c over, and a shorter one later
@@ -1302,8 +1337,14 @@ mod tests {
         let mut fresh = three_keys(&[]);
         let c = id(&fresh, "c");
         let until = T0 + MINUTE;
-        let elsewhere =
-            |until, step| Block { key: c.clone(), model: Some("m".into()), until, reason: "r".into(), step };
+        let elsewhere = |until, step| Block {
+            key: c.clone(),
+            model: Some("m".into()),
+            until,
+            reason: "r".into(),
+            step,
+            transient: false,
+        };
         fresh.apply_block(&elsewhere(until, 3));
         fresh.apply_block(&elsewhere(T0 + 1, 0));
         let here = &fresh.blocks_of("openai", &c, "m", T0)[0];
@@ -1311,7 +1352,14 @@ mod tests {
         let picked: Vec<String> = (0..2).map(|_| take(&mut fresh, "m", T0)).collect();
         assert!(picked.iter().all(|k| k != "c"), "{picked:?}");
         // A lockout from elsewhere blocks every model.
-        fresh.apply_block(&Block { key: c, model: None, until, reason: "401 elsewhere".into(), step: 2 });
+        fresh.apply_block(&Block {
+            key: c,
+            model: None,
+            until,
+            reason: "401 elsewhere".into(),
+            step: 2,
+            transient: false,
+        });
         let status = fresh.status(T0);
         assert_eq!((status[2].state, status[2].locked_seconds_left), ("locked", 60));
         assert!(!fresh.take_changes().is_empty(), "key_usage.json learns of it too");

@@ -109,8 +109,9 @@ pub enum Grant {
     Local,
     /// Every slot is held across instances; the soonest lease expires in this many ms.
     Full { expires_in: u64 },
-    /// Cooling down (or, with `lockout`, the whole key locked out) for this many ms more.
-    Blocked { for_ms: u64, lockout: bool, reason: String },
+    /// Cooling down (or, with `lockout`, the whole key locked out) for this many ms more;
+    /// `transient`: a cooldown for transient failures only, which a probe may pass.
+    Blocked { for_ms: u64, lockout: bool, transient: bool, reason: String },
 }
 
 /// One slot of (key, model) held in the shared store.
@@ -133,12 +134,17 @@ pub struct Block {
     /// Where the ladder (or the lockout ladder) stands, so the next failure anywhere rests
     /// the key longer.
     pub step: u32,
+    /// A cooldown for transient failures only (`Until::transient`): kept in Redis under a key
+    /// of its own, which a half-open probe may pass and nothing else.
+    pub transient: bool,
 }
 
 /// What the pool shares; `Local` (the file backend) shares nothing.
 pub trait SharedState: Send + Sync {
-    /// Takes one of (key, model)'s `limit` slots across instances.
-    fn acquire(&self, key: &str, model: &str, limit: u32) -> Grant;
+    /// Takes one of (key, model)'s `limit` slots across instances. A `probe` (the local pool
+    /// hands the key out while it rests for transient failures only) may pass a transient
+    /// cooldown, one at a time.
+    fn acquire(&self, key: &str, model: &str, limit: u32, probe: bool) -> Grant;
     /// Gives a slot back, adds what its request did to the key's counters for the day that
     /// began at `day`, and wakes the other instances' waiting requests.
     fn release(&self, lease: SharedLease, day: u64, counted: &Counters);
@@ -157,7 +163,7 @@ pub trait SharedState: Send + Sync {
 pub struct Local;
 
 impl SharedState for Local {
-    fn acquire(&self, _: &str, _: &str, _: u32) -> Grant {
+    fn acquire(&self, _: &str, _: &str, _: u32, _: bool) -> Grant {
         Grant::Local
     }
     fn release(&self, _: SharedLease, _: u64, _: &Counters) {}
@@ -228,9 +234,11 @@ struct Scripts {
     view: redis::Script,
 }
 
-/// KEYS: leases, cooldown, lockout, the key's models. ARGV: lease id, limit, TTL ms, model.
-/// Answers {0, 0} (leased), {1, ms until the soonest lease expires}, {2, lockout ms, reason}
-/// or {3, cooldown ms, reason}. Time is the server's, so the instances' clocks do not matter.
+/// KEYS: leases, cooldown, lockout, the key's models, transient cooldown. ARGV: lease id,
+/// limit, TTL ms, model, '1' for a probe. Answers {0, 0} (leased), {1, ms until the soonest
+/// lease expires}, {2, lockout ms, reason}, {3, cooldown ms, reason} or {4, transient
+/// cooldown ms, reason} (which a probe passes, with a limit of one). Time is the server's, so
+/// the instances' clocks do not matter.
 const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -238,8 +246,14 @@ local locked = redis.call('PTTL', KEYS[3])
 if locked > 0 then return {2, locked, redis.call('GET', KEYS[3]) or ''} end
 local cooling = redis.call('PTTL', KEYS[2])
 if cooling > 0 then return {3, cooling, redis.call('GET', KEYS[2]) or ''} end
+local soft = redis.call('PTTL', KEYS[5])
+local limit = tonumber(ARGV[2])
+if soft > 0 then
+  if ARGV[5] ~= '1' then return {4, soft, redis.call('GET', KEYS[5]) or ''} end
+  limit = 1
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+if redis.call('ZCARD', KEYS[1]) >= limit then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return {1, math.max(1, tonumber(first[2]) - now), ''}
 end
@@ -276,7 +290,7 @@ return 1
 ";
 
 /// ARGV: today's start, then key ids. Per key: {lease model, lease id, ...}, {cooling model,
-/// ms, ...}, lockout ms, {counter, value, ...} of today.
+/// ms, `cool` or `soft` (transient), ...}, lockout ms, {counter, value, ...} of today.
 const VIEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -289,10 +303,13 @@ for i = 2, #ARGV do
       table.insert(leases, model)
       table.insert(leases, lease)
     end
-    local ms = redis.call('PTTL', 'keyrelay:cool:' .. id .. '|' .. model)
-    if ms > 0 then
-      table.insert(cooling, model)
-      table.insert(cooling, tostring(ms))
+    for _, kind in ipairs({'cool', 'soft'}) do
+      local ms = redis.call('PTTL', 'keyrelay:' .. kind .. ':' .. id .. '|' .. model)
+      if ms > 0 then
+        table.insert(cooling, model)
+        table.insert(cooling, tostring(ms))
+        table.insert(cooling, kind)
+      end
     end
   end
   local today = redis.call('HGETALL', 'keyrelay:today:' .. ARGV[1] .. ':' .. id)
@@ -311,6 +328,11 @@ fn lease_set(key: &str, model: &str) -> String {
 
 fn cooldown_key(key: &str, model: &str) -> String {
     format!("keyrelay:cool:{key}|{model}")
+}
+
+/// A cooldown for transient failures only: apart from the others, so a probe can pass it.
+fn transient_key(key: &str, model: &str) -> String {
+    format!("keyrelay:soft:{key}|{model}")
 }
 
 fn lockout_key(key: &str) -> String {
@@ -345,7 +367,8 @@ fn counter_fields(c: &Counters) -> [(&'static str, i64); 5] {
 fn event(kind: &str, from: &str, block: Option<(&Block, u64)>) -> String {
     match block {
         Some((b, ms)) => {
-            json!({"kind": kind, "from": from, "key": b.key, "model": b.model, "ms": ms, "reason": b.reason, "step": b.step})
+            json!({"kind": kind, "from": from, "key": b.key, "model": b.model, "ms": ms, "reason": b.reason, "step": b.step,
+                   "transient": b.transient})
         }
         None => json!({"kind": kind, "from": from}),
     }
@@ -491,18 +514,19 @@ impl RedisState {
         let Some(view) = self.view(&ids, 0) else { return };
         let mut shared = Vec::new();
         for (id, (_, cooling, locked, _)) in ids.iter().zip(view) {
-            let block = |model: Option<&str>, ms: u64| Block {
+            let block = |model: Option<&str>, ms: u64, transient: bool| Block {
                 key: id.clone(),
                 model: model.map(String::from),
                 until: now + ms,
                 reason: "cooling down on another instance".into(),
                 step: 0,
+                transient,
             };
-            for pair in cooling.chunks(2) {
-                shared.push(block(Some(&pair[0]), pair[1].parse().unwrap_or(0)));
+            for triple in cooling.chunks(3) {
+                shared.push(block(Some(&triple[0]), triple[1].parse().unwrap_or(0), triple[2] == "soft"));
             }
             if locked > 0 {
-                shared.push(block(None, locked));
+                shared.push(block(None, locked, false));
             }
         }
         if !shared.is_empty() {
@@ -589,6 +613,7 @@ impl RedisState {
                 until: crate::clock::now_ms() + ms,
                 reason: event["reason"].as_str().unwrap_or("shared").to_string(),
                 step: event["step"].as_u64().map_or(0, |s| s.min(u64::from(u32::MAX)) as u32),
+                transient: event["transient"].as_bool().unwrap_or(false),
             };
             lock(&app.pool).apply_block(&block);
             app.usage_changed();
@@ -598,12 +623,13 @@ impl RedisState {
 }
 
 impl SharedState for RedisState {
-    fn acquire(&self, key: &str, model: &str, limit: u32) -> Grant {
+    fn acquire(&self, key: &str, model: &str, limit: u32, probe: bool) -> Grant {
         let lease = format!("{}#{}", self.instance, self.next_lease.fetch_add(1, Ordering::Relaxed));
         let set = lease_set(key, model);
         let mut invocation = self.scripts.acquire.prepare_invoke();
         invocation.key(&set).key(cooldown_key(key, model)).key(lockout_key(key)).key(models_key(key));
-        invocation.arg(&lease).arg(limit).arg(self.ttl_ms()).arg(model);
+        invocation.key(transient_key(key, model));
+        invocation.arg(&lease).arg(limit).arg(self.ttl_ms()).arg(model).arg(if probe { "1" } else { "0" });
         let Some(answer) = self.call("acquire", |c| invocation.invoke::<(i64, u64, String)>(c)) else {
             return Grant::Local;
         };
@@ -614,8 +640,9 @@ impl SharedState for RedisState {
                 Grant::Leased(SharedLease { id: lease, set, key: key.to_string() })
             }
             1 => Grant::Full { expires_in: answer.1 },
-            2 => Grant::Blocked { for_ms: answer.1, lockout: true, reason: reason() },
-            _ => Grant::Blocked { for_ms: answer.1, lockout: false, reason: reason() },
+            2 => Grant::Blocked { for_ms: answer.1, lockout: true, transient: false, reason: reason() },
+            4 => Grant::Blocked { for_ms: answer.1, lockout: false, transient: true, reason: reason() },
+            _ => Grant::Blocked { for_ms: answer.1, lockout: false, transient: false, reason: reason() },
         }
     }
 
@@ -641,6 +668,7 @@ impl SharedState for RedisState {
             return;
         }
         let (name, model) = match &block.model {
+            Some(model) if block.transient => (transient_key(&block.key, model), model.as_str()),
             Some(model) => (cooldown_key(&block.key, model), model.as_str()),
             None => (lockout_key(&block.key), ""),
         };
@@ -670,10 +698,10 @@ impl SharedState for RedisState {
                 })
                 .collect();
             let cooldowns: Vec<Value> = cooling
-                .chunks(2)
-                .map(|pair| {
-                    let ms: u64 = pair[1].parse().unwrap_or(0);
-                    json!({"model": pair[0], "seconds_left": ms.div_ceil(1000)})
+                .chunks(3)
+                .map(|triple| {
+                    let ms: u64 = triple[1].parse().unwrap_or(0);
+                    json!({"model": triple[0], "seconds_left": ms.div_ceil(1000), "transient": triple[2] == "soft"})
                 })
                 .collect();
             let today: serde_json::Map<String, Value> =
@@ -744,9 +772,9 @@ mod tests {
         // Port 1 on loopback refuses at once.
         let settings = Settings::parse(Some("redis://127.0.0.1:1/0"), TTL, TIMEOUT, Some("t")).unwrap();
         let redis = RedisState::new(settings.redis.as_ref().unwrap(), &settings).unwrap();
-        assert!(matches!(redis.acquire("openai:k", "m", 1), Grant::Local));
+        assert!(matches!(redis.acquire("openai:k", "m", 1, false), Grant::Local));
         // The next call is inside the back-off: answered without trying.
-        assert!(matches!(redis.acquire("openai:k", "m", 1), Grant::Local));
+        assert!(matches!(redis.acquire("openai:k", "m", 1, false), Grant::Local));
         let mut out = String::new();
         redis.metrics(&mut out);
         assert!(out.contains("keyrelay_state_backend_up 0"), "{out}");

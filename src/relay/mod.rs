@@ -250,26 +250,25 @@ fn wait_for_key(
         let wait = match pick {
             Pick::Key(candidate) => {
                 drop(pool);
-                let grant = state.shared.acquire(&candidate.id, model, provider.max_concurrent);
+                let limit = if candidate.probe { 1 } else { provider.max_concurrent };
+                let grant = state.shared.acquire(&candidate.id, model, limit, candidate.probe);
                 let shared = match grant {
                     Grant::Leased(lease) => Some(lease),
                     Grant::Local => None,
-                    refused => {
+                    Grant::Full { expires_in } => {
                         pool = lock(&state.pool);
                         pool.release(&provider.name, &candidate.id, model);
-                        let now_ms = clock::now_ms();
-                        match refused {
-                            Grant::Full { expires_in } => {
-                                soonest_expiry = soonest_expiry.min(now_ms + expires_in);
-                                held_elsewhere.push(candidate.id);
-                            }
-                            Grant::Blocked { for_ms, lockout, reason } => {
-                                let model = (!lockout).then(|| model.to_string());
-                                let until = now_ms + for_ms;
-                                pool.apply_block(&Block { key: candidate.id, model, until, reason, step: 0 });
-                            }
-                            Grant::Leased(_) | Grant::Local => unreachable!("handled above"),
-                        }
+                        soonest_expiry = soonest_expiry.min(clock::now_ms() + expires_in);
+                        held_elsewhere.push(candidate.id);
+                        state.pool_changed.notify_all();
+                        continue;
+                    }
+                    Grant::Blocked { for_ms, lockout, transient, reason } => {
+                        pool = lock(&state.pool);
+                        pool.release(&provider.name, &candidate.id, model);
+                        let model = (!lockout).then(|| model.to_string());
+                        let until = clock::now_ms() + for_ms;
+                        pool.apply_block(&Block { key: candidate.id, model, until, reason, step: 0, transient });
                         state.pool_changed.notify_all();
                         continue;
                     }

@@ -132,6 +132,32 @@ fn a_cooldown_set_by_one_instance_is_honoured_by_the_others_at_once() {
 }
 
 #[test]
+fn a_key_resting_for_transient_failures_elsewhere_is_still_probed() {
+    let redis = Redis::start();
+    // Down for four calls (two requests on the first instance, each with its same-key retry).
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let mock = Mock::start(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4 {
+            MockReply::json(503, serde_json::json!({"error": {"message": "down", "type": "server_error"}}))
+        } else {
+            MockReply::json(200, completion("back"))
+        }
+    });
+    let key = "OPENAI_API_KEY=sk-flaky-key-0007\n";
+    let (a, b) = (Proxy::start(&env(&mock, &redis, "a", key)), Proxy::start(&env(&mock, &redis, "b", key)));
+    let chat = |p: &Proxy| p.client().post(CHAT, r#"{"model":"openai/m","messages":[]}"#);
+    assert_eq!(chat(&a).status, 502, "the first failure spares the only key");
+    assert_eq!(chat(&a).status, 502, "the second rests it, for a transient failure");
+    let shared = &quota_stats(&a)["keys"][0]["shared"]["cooldowns"][0];
+    assert_eq!(shared["transient"], true, "{shared}");
+    // The other instance knows of the rest, yet probes the key instead of answering 429 (and
+    // does not spin between its pool and Redis).
+    let answer = chat(&b);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(mock.requests().len(), 5);
+}
+
+#[test]
 fn a_killed_instance_frees_its_slots_within_the_lease_ttl() {
     let redis = Redis::start();
     let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
