@@ -17,7 +17,7 @@
 
 use crate::error::ApiError;
 use crate::json_splice;
-use crate::providers::{StreamTranslator, Translated, gemini};
+use crate::providers::{StreamTranslator, Translated, gemini, hub};
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value, json};
@@ -151,13 +151,7 @@ pub fn operation_request(base: &str, name: &str) -> Option<UpstreamRequest> {
 }
 
 fn post(url: String, body: Value) -> UpstreamRequest {
-    UpstreamRequest {
-        method: Method::Post,
-        url,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(body.to_string().into_bytes()),
-        stream: false,
-    }
+    hub::post_json(url, &body, false)
 }
 
 /// What `loadCodeAssist` says about an account.

@@ -10,6 +10,7 @@ pub mod code_assist;
 pub mod errors;
 pub mod eventstream;
 pub mod gemini;
+pub mod hub;
 pub mod iflow;
 pub mod openai;
 pub mod sigv4;

@@ -16,10 +16,10 @@
 //! credential's own at attempt time (`rebase`). Translation is the Gemini and Anthropic
 //! families'; this module only picks the publisher, builds URLs and tweaks bodies. No I/O.
 
-use super::{anthropic, gemini, path_segment};
+use super::{anthropic, gemini, hub, path_segment};
 use crate::error::ApiError;
 use crate::keys::Secret;
-use crate::upstream::{Method, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
 /// The provider's name.
@@ -112,34 +112,12 @@ pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> R
     if publisher(model) == Publisher::Anthropic {
         return Err(ApiError::invalid_request(format!("'{model}' has no embeddings on Vertex AI")).with_param("model"));
     }
-    let bad = |param: &str, why: &str| ApiError::invalid_request(why).with_param(param);
-    let texts: Vec<&str> = match body.get("input") {
-        Some(Value::String(text)) => vec![text.as_str()],
-        Some(Value::Array(items)) if !items.is_empty() => {
-            items.iter().map(Value::as_str).collect::<Option<_>>().ok_or_else(|| {
-                bad("input", "vertex embeds text only: 'input' must be a string or an array of strings")
-            })?
-        }
-        _ => return Err(bad("input", "'input' must be a string or a non-empty array of strings")),
-    };
+    let texts = hub::embedding_texts(body, "vertex")?;
     let mut request = json!({"instances": texts.iter().map(|t| json!({"content": t})).collect::<Vec<_>>()});
-    match body.get("dimensions") {
-        None | Some(Value::Null) => {}
-        Some(d) => {
-            let d = d
-                .as_u64()
-                .filter(|&d| d > 0)
-                .ok_or_else(|| bad("dimensions", "'dimensions' must be a positive integer"))?;
-            request["parameters"] = json!({"outputDimensionality": d});
-        }
+    if let Some(d) = hub::dimensions(body)? {
+        request["parameters"] = json!({"outputDimensionality": d});
     }
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: model_url(base, Publisher::Google, model, "predict")?,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&request).expect("a JSON value serialises")),
-        stream: false,
-    })
+    Ok(hub::post_json(model_url(base, Publisher::Google, model, "predict")?, &request, false))
 }
 
 /// A `:predict` answer of an embedding model as an OpenAI embeddings list; the token counts
