@@ -21,8 +21,8 @@
 //! and/or `__type`, which `error_body` puts where `errors::classify` reads it. Bedrock has no
 //! OpenAI-style model list on this host, so the models listed are `BEDROCK_MODELS` only.
 
-use super::hub::{self, Roles, ToolChoice, bad, post_json};
-use super::{StreamTranslator, Translated, anthropic_map, chunk_envelope, sigv4, stream_error};
+use super::hub::{self, Body, Roles, ToolChoice, bad, post_json};
+use super::{StreamTranslator, Translated, anthropic_map, chunk_envelope, event_json, sigv4, stream_error};
 use crate::error::ApiError;
 use crate::keys::Secret;
 use crate::sse;
@@ -60,12 +60,7 @@ pub fn model_segment(id: &str) -> Result<String, ApiError> {
 }
 
 /// OpenAI chat body -> `POST {base}/model/{id}/converse` (or `/converse-stream`).
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let messages =
         body.get("messages").and_then(Value::as_array).ok_or_else(|| bad("messages", "missing 'messages'"))?;
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
@@ -136,18 +131,10 @@ fn texts(content: &Value) -> Vec<String> {
 }
 
 fn user_blocks(content: &Value) -> Result<Vec<Value>, String> {
-    let Value::Array(parts) = content else {
-        return Ok(texts(content).into_iter().map(|t| json!({"text": t})).collect());
-    };
-    let mut out = Vec::new();
-    for part in parts {
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => out.extend(texts(&json!([part])).into_iter().map(|t| json!({"text": t}))),
-            "image_url" => out.push(image_block(hub::image_url(part)?)?),
-            other => return Err(format!("content part type '{other}' is not supported by bedrock")),
-        }
-    }
-    Ok(out)
+    hub::user_parts(content, NAME, |kind, part| match kind {
+        "image_url" => Some(hub::image_url(part).and_then(image_block)),
+        _ => None,
+    })
 }
 
 /// `data:image/<format>;base64,<bytes>` as an `image` block; Converse takes no image URLs.
@@ -446,14 +433,9 @@ impl StreamTranslator for BedrockStream {
         if self.failed {
             return;
         }
-        let data = match serde_json::from_str::<Value>(&event.data) {
+        let data = match event_json(event, "bedrock sent an event") {
             Ok(data) => data,
-            Err(e) => {
-                return self.fail(
-                    out,
-                    stream_error("upstream_error", &format!("bedrock sent an event that is not JSON: {e}")),
-                );
-            }
+            Err(why) => return self.fail(out, stream_error("upstream_error", &why)),
         };
         if is_exception(event) {
             let kind = event.name.as_deref().unwrap_or("");

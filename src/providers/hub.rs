@@ -7,6 +7,9 @@ use crate::error::ApiError;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value};
 
+/// An OpenAI request body, already validated, as every family's `build_chat` reads it.
+pub type Body = Map<String, Value>;
+
 /// A 400 `invalid_request` naming the body field at fault.
 pub fn bad(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::invalid_request(message).with_param(param)
@@ -78,6 +81,31 @@ pub fn turns(
 pub fn image_url(part: &Value) -> Result<&str, String> {
     let image = part.get("image_url").unwrap_or(&Value::Null);
     image.get("url").unwrap_or(image).as_str().ok_or_else(|| "an image_url part needs a url".into())
+}
+
+/// A user message's content as `{"text": ...}` blocks: a string as one, an array part by part,
+/// empty texts left out (the families reject them). Any other part is what `other(type,
+/// part)` makes of it; `None` there refuses the type for `provider`.
+pub fn user_parts(
+    content: &Value,
+    provider: &str,
+    other: impl Fn(&str, &Value) -> Option<Result<Value, String>>,
+) -> Result<Vec<Value>, String> {
+    let text = |text: Option<&Value>| {
+        text.and_then(Value::as_str).filter(|t| !t.is_empty()).map(|t| serde_json::json!({"text": t}))
+    };
+    let Value::Array(parts) = content else { return Ok(text(Some(content)).into_iter().collect()) };
+    let mut out = Vec::new();
+    for part in parts {
+        match part.get("type").and_then(Value::as_str).unwrap_or("") {
+            "text" => out.extend(text(part.get("text"))),
+            kind => match other(kind, part) {
+                Some(block) => out.push(block?),
+                None => return Err(format!("content part type '{kind}' is not supported by {provider}")),
+            },
+        }
+    }
+    Ok(out)
 }
 
 /// A client's `tool_choice`, read.

@@ -46,6 +46,12 @@ pub fn stream_error(code: &str, message: &str) -> Value {
     serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}})
 }
 
+/// An upstream stream event's data as JSON; when it is not, the `upstream_error` message
+/// that ends the stream, naming what `sent` it.
+pub fn event_json(event: &sse::Event, sent: &str) -> Result<Value, String> {
+    serde_json::from_str(&event.data).map_err(|e| format!("{sent} that is not JSON: {e}"))
+}
+
 /// Turns a provider's SSE events into OpenAI chat chunks, keeping whatever state the
 /// translation needs (message id, open content blocks, tool-call indices, usage). Rules for
 /// every translator (as OpenAI's own streams do): `role`, tool-call `id`, `type` and

@@ -16,7 +16,8 @@
 //! credential's own at attempt time (`rebase`). Translation is the Gemini and Anthropic
 //! families'; this module only picks the publisher, builds URLs and tweaks bodies. No I/O.
 
-use super::{anthropic, gemini, hub, path_segment};
+use super::hub::{self, Body};
+use super::{anthropic, gemini, path_segment};
 use crate::error::ApiError;
 use crate::keys::Secret;
 use crate::upstream::UpstreamRequest;
@@ -76,12 +77,7 @@ fn model_url(base: &str, publisher: Publisher, model: &str, method: &str) -> Res
 }
 
 /// An OpenAI chat body as the Vertex call of its model's publisher.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     model_segment(model)?;
     match publisher(model) {
         Publisher::Google => {

@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::providers::anthropic_map;
-use crate::providers::hub::{self, Roles, ToolChoice, bad, post_json};
+use crate::providers::hub::{self, Body, Roles, ToolChoice, bad, post_json};
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
@@ -18,12 +18,7 @@ const THINKING_MIN_TOP_P: f64 = 0.95;
 /// `anthropic-version` are added by `providers::with_key`). `response_format` becomes a forced
 /// tool (module comment). Fields Anthropic has no equivalent for (`seed`, penalties,
 /// `logprobs`, ...) are dropped.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)

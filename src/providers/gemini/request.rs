@@ -4,7 +4,7 @@
 use super::schema::clean_schema;
 use super::{SIGNATURE_DELIMITER, UNSIGNED};
 use crate::error::ApiError;
-use crate::providers::hub::{self, Roles, ToolChoice, bad, post_json};
+use crate::providers::hub::{self, Body, Roles, ToolChoice, bad, post_json};
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
@@ -12,12 +12,7 @@ use serde_json::{Map, Value, json};
 /// `:streamGenerateContent?alt=sse` when `stream` (headers: content-type only; the key is
 /// added by `providers::with_key` as `x-goog-api-key`). Fields Gemini has no equivalent for
 /// (`presence_penalty`, `logprobs`, `parallel_tool_calls`, `user`, ...) are dropped.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let path = model_path(model)?;
     let messages = body
         .get("messages")
@@ -113,24 +108,12 @@ fn texts(content: &Value) -> Vec<&str> {
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Value>, String> {
-    let Value::Array(parts) = content else {
-        return Ok(texts(content).into_iter().map(|text| json!({"text": text})).collect());
-    };
-    let mut out = Vec::new();
-    for part in parts {
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => {
-                if let Some(text) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                    out.push(json!({"text": text}));
-                }
-            }
-            "image_url" => out.push(media_part(hub::image_url(part)?, "image/jpeg")?),
-            "input_audio" => out.push(audio_part(part.get("input_audio").unwrap_or(&Value::Null))?),
-            "file" => out.push(file_part(part.get("file").unwrap_or(&Value::Null))?),
-            other => return Err(format!("content part type '{other}' is not supported by gemini")),
-        }
-    }
-    Ok(out)
+    hub::user_parts(content, "gemini", |kind, part| match kind {
+        "image_url" => Some(hub::image_url(part).and_then(|url| media_part(url, "image/jpeg"))),
+        "input_audio" => Some(audio_part(part.get("input_audio").unwrap_or(&Value::Null))),
+        "file" => Some(file_part(part.get("file").unwrap_or(&Value::Null))),
+        _ => None,
+    })
 }
 
 /// `data:` URIs go inline; web URLs as `fileData` with a media type guessed from the path.
