@@ -1,8 +1,10 @@
 //! Readers of the OpenAI chat hub body that every translating family (anthropic, bedrock,
 //! gemini and, through them, vertex and code_assist) shares: the turn walk with its role
 //! rules, the `image_url` part, `tool_choice`, the output limit, embeddings inputs, and the
-//! JSON `POST` they all send. What a family turns these into stays in the family.
+//! JSON `POST` they all send; and the walk of a hub stream chunk that the api event writers
+//! share (`write_chunk`). What a family turns these into stays in the family.
 
+use super::openai::{first_choice, reasoning_text};
 use crate::error::ApiError;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value};
@@ -198,4 +200,71 @@ pub fn function_tools<'a>(
         functions.push((name, function));
     }
     Ok(Some(functions))
+}
+
+/// A writer that turns a hub chat stream into another format's events (`api::messages_format`,
+/// `api::responses_format`); `write_chunk` walks each chunk and calls it back per piece.
+pub trait ChunkWriter {
+    type Event;
+    /// The terminal event is out: nothing more is written.
+    fn is_done(&self) -> bool;
+    /// A chunk that is an OpenAI error object.
+    fn error(&mut self, error: &Value) -> Vec<Self::Event>;
+    /// Any other chunk, before its pieces: its usage (on any chunk) kept for the end, and the
+    /// opening events out.
+    fn begin(&mut self, chunk: &Value, usage: Option<&Value>, out: &mut Vec<Self::Event>);
+    fn reasoning(&mut self, text: &str, out: &mut Vec<Self::Event>);
+    /// Content text, or a refusal.
+    fn text(&mut self, text: &str, refusal: bool, out: &mut Vec<Self::Event>);
+    /// One `delta.tool_calls[]` fragment and its position there.
+    fn tool_call(&mut self, position: u64, call: &Value, out: &mut Vec<Self::Event>);
+    fn finish_reason(&mut self, reason: &str);
+}
+
+/// One OpenAI `chat.completion.chunk` through `writer`: only the first choice counts, read
+/// as reasoning, then content and refusal text (empty pieces skipped), then tool-call
+/// fragments, then its `finish_reason`.
+pub fn write_chunk<W: ChunkWriter>(writer: &mut W, chunk: &Value) -> Vec<W::Event> {
+    let mut out = Vec::new();
+    if writer.is_done() {
+        return out;
+    }
+    if chunk.get("error").is_some_and(Value::is_object) && chunk.get("choices").is_none() {
+        return writer.error(chunk);
+    }
+    writer.begin(chunk, chunk.get("usage").filter(|u| u.is_object()), &mut out);
+    let Some(choice) = first_choice(chunk) else { return out };
+    let delta = choice.get("delta").unwrap_or(&Value::Null);
+    let reasoning = reasoning_text(delta);
+    if !reasoning.is_empty() {
+        writer.reasoning(reasoning, &mut out);
+    }
+    for key in ["content", "refusal"] {
+        if let Some(text) = delta.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            writer.text(text, key == "refusal", &mut out);
+        }
+    }
+    for (position, call) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        writer.tool_call(position as u64, call, &mut out);
+    }
+    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        writer.finish_reason(reason);
+    }
+    out
+}
+
+/// A client's `stream` (null taken as absent) into the hub body it builds: a boolean, and on
+/// streams usage asked for, so the last chunk carries the counts the translators report.
+pub fn stream_fields(stream: Option<&Value>, out: &mut Map<String, Value>) -> Result<(), ApiError> {
+    match stream.filter(|v| !v.is_null()) {
+        Some(Value::Bool(stream)) => {
+            out.insert("stream".into(), Value::Bool(*stream));
+            if *stream {
+                out.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            }
+            Ok(())
+        }
+        Some(_) => Err(bad("stream", "'stream' must be a boolean")),
+        None => Ok(()),
+    }
 }
