@@ -361,6 +361,7 @@ pub fn describe(cred: &OAuthCredential, now: u64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::single_flight::tests::four_callers;
     use crate::oauth::store::tests::Scratch;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
@@ -453,20 +454,12 @@ mod tests {
             entered: Some(Mutex::new(entered_tx)),
         };
         let state = CredentialState::new(qwen(Some(NOW)));
-        std::thread::scope(|s| {
-            let first = s.spawn(|| state.access(&fake, &|| NOW, None));
-            entered_rx.recv().unwrap();
-            // The refresh is under way: these find it so and wait.
-            let others: Vec<_> = (0..3).map(|_| s.spawn(|| state.access(&fake, &|| NOW, None))).collect();
-            while state.inner.waiting() < 3 {
-                std::thread::yield_now();
-            }
-            gate_tx.send(()).unwrap();
-            assert_eq!(first.join().unwrap().unwrap().token.expose(), "at-1");
-            for h in others {
-                assert_eq!(h.join().unwrap().unwrap().token.expose(), "at-1");
-            }
-        });
+        let access = || state.access(&fake, &|| NOW, None);
+        let (first, others) = four_callers(access, || state.inner.waiting(), entered_rx, gate_tx);
+        assert_eq!(first.unwrap().token.expose(), "at-1");
+        for other in others {
+            assert_eq!(other.unwrap().token.expose(), "at-1");
+        }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 

@@ -346,6 +346,7 @@ impl Registry {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::oauth::single_flight::tests::four_callers;
     use crate::state::lock;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -453,19 +454,12 @@ pub(crate) mod tests {
             ..Fake::answering(Ok(3600))
         };
         let state = AccountState::new(test_account()).unwrap();
-        std::thread::scope(|s| {
-            let first = s.spawn(|| state.access(&fake, &|| NOW, None));
-            entered_rx.recv().unwrap();
-            let others: Vec<_> = (0..3).map(|_| s.spawn(|| state.access(&fake, &|| NOW, None))).collect();
-            while state.inner.waiting() < 3 {
-                std::thread::yield_now();
-            }
-            gate_tx.send(()).unwrap();
-            assert_eq!(first.join().unwrap().unwrap().expose(), "tok-1");
-            for h in others {
-                assert_eq!(h.join().unwrap().unwrap().expose(), "tok-1");
-            }
-        });
+        let access = || state.access(&fake, &|| NOW, None);
+        let (first, others) = four_callers(access, || state.inner.waiting(), entered_rx, gate_tx);
+        assert_eq!(first.unwrap().expose(), "tok-1");
+        for other in others {
+            assert_eq!(other.unwrap().expose(), "tok-1");
+        }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 

@@ -151,3 +151,30 @@ impl<S> Registry<S> {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::mpsc::{Receiver, Sender};
+
+    /// Four callers of `access` at once: the first starts a refresh, which signals `entered`
+    /// and holds until `release`; the other three are let in only when `waiting` counts them
+    /// all waiting for it. Answers the first caller's result and the others'.
+    pub fn four_callers<R: Send>(
+        access: impl Fn() -> R + Sync,
+        waiting: impl Fn() -> usize,
+        entered: Receiver<()>,
+        release: Sender<()>,
+    ) -> (R, Vec<R>) {
+        std::thread::scope(|s| {
+            let first = s.spawn(&access);
+            entered.recv().unwrap();
+            // The refresh is under way: these find it so and wait.
+            let others: Vec<_> = (0..3).map(|_| s.spawn(&access)).collect();
+            while waiting() < 3 {
+                std::thread::yield_now();
+            }
+            release.send(()).unwrap();
+            (first.join().unwrap(), others.into_iter().map(|h| h.join().unwrap()).collect())
+        })
+    }
+}
