@@ -526,7 +526,7 @@ impl BedrockStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{self, Pair, read_json};
+    use crate::golden::{self, read_json};
     use crate::providers::eventstream::{Decoder, encode};
     use std::path::Path;
 
@@ -651,34 +651,14 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        golden::run(
-            "providers/bedrock",
-            &[
-                Pair {
-                    input: "openai_request.json",
-                    expected: "expected_upstream_request.json",
-                    actual: &golden_request,
-                },
-                Pair {
-                    input: "upstream_response.json",
-                    expected: "expected_openai_response.json",
-                    actual: &golden_response,
-                },
-                Pair {
-                    input: "upstream.eventstream",
-                    expected: "expected_openai_chunks.jsonl",
-                    actual: &golden_stream,
-                },
-            ],
-            14,
-        );
+        let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.eventstream", &golden_stream);
+        golden::run("providers/bedrock", &pairs, 14);
     }
 
     fn golden_request(input: &Path, name: &str) -> Value {
         let built =
             golden::build_request(input, name, NAME, |model, body, stream| build_chat(BASE, model, body, stream));
-        assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-        golden::request_json(&built)
+        golden::json_request_json(&built, name)
     }
 
     fn golden_response(input: &Path, name: &str) -> Value {

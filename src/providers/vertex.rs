@@ -162,7 +162,7 @@ pub fn with_token(mut request: UpstreamRequest, token: &Secret) -> UpstreamReque
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{self, Pair, read_json};
+    use crate::golden::{self, read_json};
     use std::path::Path;
 
     const BASE: &str = "https://us-central1-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-central1";
@@ -235,23 +235,8 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        golden::run(
-            "providers/vertex",
-            &[
-                Pair {
-                    input: "openai_request.json",
-                    expected: "expected_upstream_request.json",
-                    actual: &golden_request,
-                },
-                Pair {
-                    input: "upstream_response.json",
-                    expected: "expected_openai_response.json",
-                    actual: &golden_response,
-                },
-                Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
-            ],
-            10,
-        );
+        let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.sse", &golden_stream);
+        golden::run("providers/vertex", &pairs, 10);
     }
 
     /// `embeddings*` cases go through the embeddings calls.
