@@ -23,7 +23,27 @@ use std::path::{Path, PathBuf};
 pub struct Pair<'a> {
     pub input: &'a str,
     pub expected: &'a str,
-    pub actual: &'a dyn Fn(&Path, &str) -> Value,
+    pub actual: Actual<'a>,
+}
+
+/// How a pair turns an input file (its path, the case name) into the value compared.
+pub type Actual<'a> = &'a dyn Fn(&Path, &str) -> Value;
+
+/// The three pairs of a provider family's cases: `openai_request.json` as the upstream
+/// request (`request`), `upstream_response.json` as OpenAI's answer (`response`), and the
+/// upstream stream in `stream_input` (`upstream.sse`; Bedrock's `upstream.eventstream`) as
+/// OpenAI chunks (`stream`).
+pub fn provider_pairs<'a>(
+    request: Actual<'a>,
+    response: Actual<'a>,
+    stream_input: &'a str,
+    stream: Actual<'a>,
+) -> [Pair<'a>; 3] {
+    [
+        Pair { input: "openai_request.json", expected: "expected_upstream_request.json", actual: request },
+        Pair { input: "upstream_response.json", expected: "expected_openai_response.json", actual: response },
+        Pair { input: stream_input, expected: "expected_openai_chunks.jsonl", actual: stream },
+    ]
 }
 
 /// Checks every pair of every case under `tests/data/<dir>`, and that at least `at_least`
@@ -168,6 +188,13 @@ pub fn build_request(
 /// An upstream request as the expected files write it.
 pub fn request_json(request: &UpstreamRequest) -> Value {
     json!({"url": request.url, "body": body_of(request)})
+}
+
+/// A translator's upstream request, which carries only its JSON content type (the key is
+/// added later), as the expected files write it.
+pub fn json_request_json(request: &UpstreamRequest, name: &str) -> Value {
+    assert_eq!(request.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
+    request_json(request)
 }
 
 /// A translated step as the JSON written in the expected files.

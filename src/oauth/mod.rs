@@ -18,6 +18,7 @@ pub mod login;
 pub mod project;
 pub mod refresh;
 pub mod service_account;
+pub mod single_flight;
 pub mod stateless;
 pub mod store;
 pub mod tier;

@@ -15,12 +15,12 @@
 //!   again until a new login.
 
 use super::endpoint::{RefreshError, TokenEndpoint, Tokens};
+use super::single_flight::{self, Settled, SingleFlight};
 use super::{OAuthCredential, Provider, Source, credential::Expiry, credential::ExpiryForm, identity, store};
 use crate::clock::{self, HOUR, MINUTE, SECOND};
 use crate::keys::Secret;
 use crate::state::lock;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 
 /// Whether the provider's OAuth credentials join its key pool: every provider's do.
 pub fn in_pool(provider: Provider) -> bool {
@@ -67,23 +67,12 @@ pub enum AccessError {
     Failed(String),
 }
 
-struct Inner {
-    cred: OAuthCredential,
-    refreshing: bool,
-    /// Counts finished refreshes, so a waiter can tell that the one it waited for failed.
-    finished: u64,
-    last_failure: Option<String>,
-    /// Callers waiting for the refresh under way (the single-flight test watches it).
-    waiting: usize,
-}
-
 /// One credential's tokens, shared by every request and the background refresher.
 pub struct CredentialState {
     pub id: String,
     pub provider: Provider,
     pub account: String,
-    inner: Mutex<Inner>,
-    done: Condvar,
+    inner: SingleFlight<OAuthCredential>,
     /// Held while a Gemini CLI account's project is being found, so it is found once.
     discovery: Mutex<()>,
 }
@@ -94,19 +83,18 @@ impl CredentialState {
             id: identity::pool_id(&cred),
             provider: cred.provider,
             account: identity::account(&cred),
-            inner: Mutex::new(Inner { cred, refreshing: false, finished: 0, last_failure: None, waiting: 0 }),
-            done: Condvar::new(),
+            inner: SingleFlight::new(cred),
             discovery: Mutex::new(()),
         }
     }
 
     /// A copy of the credential as it is now.
     pub fn credential(&self) -> OAuthCredential {
-        lock(&self.inner).cred.clone()
+        self.inner.read(OAuthCredential::clone)
     }
 
     pub fn needs_login(&self) -> bool {
-        lock(&self.inner).cred.needs_login
+        self.inner.read(|cred| cred.needs_login)
     }
 
     /// The token to use now, refreshed first when expiry is near. `failed` is a token the API
@@ -117,66 +105,38 @@ impl CredentialState {
         now: &dyn Fn() -> u64,
         failed: Option<&Secret>,
     ) -> Result<Access, AccessError> {
-        let mut inner = lock(&self.inner);
-        let mut waited_for = None;
-        loop {
-            if inner.refreshing {
-                waited_for = Some(inner.finished);
-                inner.waiting += 1;
-                inner = self.done.wait(inner).unwrap_or_else(|e| e.into_inner());
-                inner.waiting -= 1;
-                continue;
-            }
-            if inner.cred.needs_login {
-                return Err(AccessError::NeedsLogin);
+        let usable = |cred: &OAuthCredential| {
+            if cred.needs_login {
+                return Some(Err(AccessError::NeedsLogin));
             }
             let stale = match failed {
-                Some(token) => bearer(&inner.cred) == Some(token),
-                None => near_expiry(&inner.cred, now()),
+                Some(token) => bearer(cred) == Some(token),
+                None => near_expiry(cred, now()),
             };
-            if !stale {
-                return Ok(access_of(&inner.cred));
+            (!stale).then(|| Ok(access_of(cred)))
+        };
+        let settle = |cred: &mut OAuthCredential, result: Refreshed| match result {
+            Ok(fresh) => {
+                *cred = *fresh;
+                Settled::Ready(access_of(cred))
             }
-            // The refresh this caller waited for failed: report that rather than start another.
-            if waited_for.is_some_and(|n| n < inner.finished) {
-                if let Some(why) = &inner.last_failure {
-                    return Err(AccessError::Failed(why.clone()));
-                }
+            Err((kept, AccessError::NeedsLogin)) => {
+                *cred = *kept;
+                Settled::Final(AccessError::NeedsLogin)
             }
-            inner.refreshing = true;
-            let start = inner.cred.clone();
-            drop(inner);
-            let result = refresh(&start, endpoint, now, failed);
-            inner = lock(&self.inner);
-            inner.refreshing = false;
-            inner.finished += 1;
-            let outcome = match result {
-                Ok(cred) => {
-                    inner.cred = *cred;
-                    inner.last_failure = None;
-                    Ok(access_of(&inner.cred))
-                }
-                Err((cred, AccessError::NeedsLogin)) => {
-                    inner.cred = *cred;
-                    Err(AccessError::NeedsLogin)
-                }
-                Err((_, AccessError::Failed(why))) => {
-                    inner.last_failure = Some(why.clone());
-                    Err(AccessError::Failed(why))
-                }
-            };
-            self.done.notify_all();
-            return outcome;
-        }
+            Err((_, AccessError::Failed(why))) => Settled::Transient(why),
+        };
+        self.inner.get(usable, |start| refresh(&start, endpoint, now, failed), settle, AccessError::Failed)
     }
 
     /// The Google Cloud project of a Gemini CLI account, when known: `project_id`, or the one
     /// the Python proxy keeps in `_proxy_metadata`.
     pub fn project_id(&self) -> Option<String> {
-        let inner = lock(&self.inner);
-        let metadata = inner.cred.extra.get("_proxy_metadata").and_then(|m| m.get("project_id"));
-        let project = inner.cred.project_id.as_deref().or_else(|| metadata.and_then(serde_json::Value::as_str));
-        project.map(str::trim).filter(|p| !p.is_empty()).map(str::to_string)
+        self.inner.read(|cred| {
+            let metadata = cred.extra.get("_proxy_metadata").and_then(|m| m.get("project_id"));
+            let project = cred.project_id.as_deref().or_else(|| metadata.and_then(serde_json::Value::as_str));
+            project.map(str::trim).filter(|p| !p.is_empty()).map(str::to_string)
+        })
     }
 
     /// Taken while the project is found (`oauth::project`), so concurrent first uses wait for
@@ -188,7 +148,7 @@ impl CredentialState {
     /// The account's tier (`oauth::tier`), when known.
     #[cfg(test)]
     pub fn tier(&self) -> Option<String> {
-        super::tier::of(&lock(&self.inner).cred)
+        self.inner.read(super::tier::of)
     }
 
     /// Keeps a discovered project and the tier learnt with it, in the credential's file too
@@ -201,11 +161,10 @@ impl CredentialState {
                 super::tier::set(cred, tier);
             }
         };
-        let cred = {
-            let mut inner = lock(&self.inner);
-            learn(&mut inner.cred);
-            inner.cred.clone()
-        };
+        let cred = self.inner.update(|cred| {
+            learn(cred);
+            cred.clone()
+        });
         let Source::File(path) = &cred.source else { return };
         let mut on_disk = store::read(cred.provider, path).unwrap_or_else(|_| cred.clone());
         learn(&mut on_disk);
@@ -216,7 +175,7 @@ impl CredentialState {
 
     /// Refreshes now whatever the expiry (`keyrelay oauth refresh`), unless marked `needs_login`.
     pub fn force_refresh(&self, endpoint: &dyn TokenEndpoint, now: &dyn Fn() -> u64) -> Result<Access, AccessError> {
-        let current = bearer(&lock(&self.inner).cred).cloned().unwrap_or_else(|| Secret::new(""));
+        let current = self.inner.read(|cred| bearer(cred).cloned().unwrap_or_else(|| Secret::new("")));
         self.access(endpoint, now, Some(&current))
     }
 }
@@ -233,6 +192,9 @@ fn access_of(cred: &OAuthCredential) -> Access {
     Access { token: bearer(cred).cloned().unwrap_or_else(|| Secret::new("")), resource_url: cred.resource_url.clone() }
 }
 
+/// A refresh's credential; on failure, the credential to keep and why.
+type Refreshed = Result<Box<OAuthCredential>, (Box<OAuthCredential>, AccessError)>;
+
 /// One refresh, outside every lock: the file read again, the endpoint called, the result
 /// written back. On failure, the credential to keep (marked `needs_login` when refused).
 fn refresh(
@@ -240,7 +202,7 @@ fn refresh(
     endpoint: &dyn TokenEndpoint,
     now: &dyn Fn() -> u64,
     failed: Option<&Secret>,
-) -> Result<Box<OAuthCredential>, (Box<OAuthCredential>, AccessError)> {
+) -> Refreshed {
     let base = match &start.source {
         Source::File(path) => match store::read(start.provider, path) {
             Ok(on_disk) => on_disk,
@@ -343,10 +305,7 @@ fn apply(base: &OAuthCredential, tokens: Tokens, now: u64) -> OAuthCredential {
 }
 
 /// Every OAuth credential's state, by pool id.
-#[derive(Default)]
-pub struct Registry {
-    states: Mutex<BTreeMap<String, Arc<CredentialState>>>,
-}
+pub type Registry = single_flight::Registry<CredentialState>;
 
 impl Registry {
     pub fn new(creds: &[OAuthCredential]) -> Registry {
@@ -360,25 +319,12 @@ impl Registry {
     /// memory), or a file with the refresh token and `needs_login` the state has. A file changed
     /// by someone else (a new login) replaces it; gone accounts are dropped.
     pub fn sync(&self, creds: &[OAuthCredential]) {
-        let mut states = lock(&self.states);
-        let mut old = std::mem::take(&mut *states);
-        for cred in creds {
-            let id = identity::pool_id(cred);
-            let kept = old.remove(&id).filter(|s| {
-                let had = s.credential();
-                matches!(cred.source, Source::Env(_))
-                    || (had.refresh_token == cred.refresh_token && had.needs_login == cred.needs_login)
-            });
-            states.insert(id, kept.unwrap_or_else(|| Arc::new(CredentialState::new(cred.clone()))));
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<CredentialState>> {
-        lock(&self.states).get(id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<CredentialState>> {
-        lock(&self.states).values().cloned().collect()
+        let keep = |state: &CredentialState, cred: &OAuthCredential| {
+            let had = state.credential();
+            matches!(cred.source, Source::Env(_))
+                || (had.refresh_token == cred.refresh_token && had.needs_login == cred.needs_login)
+        };
+        self.replace(creds, identity::pool_id, keep, |cred| Some(CredentialState::new(cred.clone())));
     }
 
     /// The secrets every state holds now, for the redactor after a reload.
@@ -415,6 +361,7 @@ pub fn describe(cred: &OAuthCredential, now: u64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::single_flight::tests::four_callers;
     use crate::oauth::store::tests::Scratch;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
@@ -507,20 +454,12 @@ mod tests {
             entered: Some(Mutex::new(entered_tx)),
         };
         let state = CredentialState::new(qwen(Some(NOW)));
-        std::thread::scope(|s| {
-            let first = s.spawn(|| state.access(&fake, &|| NOW, None));
-            entered_rx.recv().unwrap();
-            // The refresh is under way: these find it so and wait.
-            let others: Vec<_> = (0..3).map(|_| s.spawn(|| state.access(&fake, &|| NOW, None))).collect();
-            while lock(&state.inner).waiting < 3 {
-                std::thread::yield_now();
-            }
-            gate_tx.send(()).unwrap();
-            assert_eq!(first.join().unwrap().unwrap().token.expose(), "at-1");
-            for h in others {
-                assert_eq!(h.join().unwrap().unwrap().token.expose(), "at-1");
-            }
-        });
+        let access = || state.access(&fake, &|| NOW, None);
+        let (first, others) = four_callers(access, || state.inner.waiting(), entered_rx, gate_tx);
+        assert_eq!(first.unwrap().token.expose(), "at-1");
+        for other in others {
+            assert_eq!(other.unwrap().token.expose(), "at-1");
+        }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 

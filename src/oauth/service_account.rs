@@ -13,16 +13,14 @@
 //!   clock, an unknown account) marks the account refused: it leaves the rotation and `status`
 //!   says why, until the configuration changes; a network error or 5xx is transient.
 
+use super::single_flight::{self, Settled, SingleFlight};
 use crate::clock::{MINUTE, SECOND};
 use crate::keys::Secret;
-use crate::state::lock;
 use crate::upstream::{self, Client, Method, UpstreamRequest};
 use base64::Engine;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
 
 /// The scope of every Vertex AI call.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -211,15 +209,11 @@ pub enum AccessError {
     Failed(String),
 }
 
-struct Inner {
+/// An account's token and, once an exchange was refused, why.
+#[derive(Clone, Default)]
+struct Slot {
     token: Option<Token>,
-    refreshing: bool,
-    /// Counts finished exchanges, so a waiter can tell that the one it waited for failed.
-    finished: u64,
-    last_failure: Option<String>,
     refused: Option<String>,
-    /// Callers waiting for the exchange under way (the single-flight test watches it).
-    waiting: usize,
 }
 
 /// One account's token, shared by every request.
@@ -228,29 +222,25 @@ pub struct AccountState {
     pub masked: String,
     pub account: ServiceAccount,
     key: RsaKeyPair,
-    inner: Mutex<Inner>,
-    done: Condvar,
+    inner: SingleFlight<Slot>,
 }
 
 impl AccountState {
     /// The account with no token yet; its key was checked when it was loaded.
     pub fn new(account: ServiceAccount) -> Result<AccountState, String> {
         let key = signing_key(&account.private_key)?;
-        let inner =
-            Inner { token: None, refreshing: false, finished: 0, last_failure: None, refused: None, waiting: 0 };
         Ok(AccountState {
             id: account.id(),
             masked: account.masked(),
             account,
             key,
-            inner: Mutex::new(inner),
-            done: Condvar::new(),
+            inner: SingleFlight::new(Slot::default()),
         })
     }
 
     /// Why the account's exchange was refused, when it was.
     pub fn refused(&self) -> Option<String> {
-        lock(&self.inner).refused.clone()
+        self.inner.read(|slot| slot.refused.clone())
     }
 
     /// The token to use now, exchanged first when none is held or expiry is near. `failed` is
@@ -262,58 +252,30 @@ impl AccountState {
         now: &dyn Fn() -> u64,
         failed: Option<&Secret>,
     ) -> Result<Secret, AccessError> {
-        let mut inner = lock(&self.inner);
-        let mut waited_for = None;
-        loop {
-            if inner.refreshing {
-                waited_for = Some(inner.finished);
-                inner.waiting += 1;
-                inner = self.done.wait(inner).unwrap_or_else(|e| e.into_inner());
-                inner.waiting -= 1;
-                continue;
+        let usable = |slot: &Slot| {
+            if let Some(why) = &slot.refused {
+                return Some(Err(AccessError::Refused(why.clone())));
             }
-            if let Some(why) = &inner.refused {
-                return Err(AccessError::Refused(why.clone()));
-            }
-            let usable = inner.token.as_ref().filter(|t| match failed {
+            let usable = slot.token.as_ref().filter(|t| match failed {
                 Some(bad) => &t.token != bad,
                 None => t.expires_at > now().saturating_add(REFRESH_MARGIN),
             });
-            if let Some(token) = usable {
-                return Ok(token.token.clone());
+            usable.map(|token| Ok(token.token.clone()))
+        };
+        let settle = |slot: &mut Slot, result: Result<Token, ExchangeError>| match result {
+            Ok(token) => {
+                let secret = token.token.clone();
+                slot.token = Some(token);
+                Settled::Ready(secret)
             }
-            // The exchange this caller waited for failed: report that rather than start another.
-            if waited_for.is_some_and(|n| n < inner.finished) {
-                if let Some(why) = &inner.last_failure {
-                    return Err(AccessError::Failed(why.clone()));
-                }
+            Err(ExchangeError::Refused(why)) => {
+                slot.refused = Some(why.clone());
+                slot.token = None;
+                Settled::Final(AccessError::Refused(why))
             }
-            inner.refreshing = true;
-            drop(inner);
-            let result = self.exchange(endpoint, now());
-            inner = lock(&self.inner);
-            inner.refreshing = false;
-            inner.finished += 1;
-            let outcome = match result {
-                Ok(token) => {
-                    inner.last_failure = None;
-                    let secret = token.token.clone();
-                    inner.token = Some(token);
-                    Ok(secret)
-                }
-                Err(ExchangeError::Refused(why)) => {
-                    inner.refused = Some(why.clone());
-                    inner.token = None;
-                    Err(AccessError::Refused(why))
-                }
-                Err(ExchangeError::Failed(why)) => {
-                    inner.last_failure = Some(why.clone());
-                    Err(AccessError::Failed(why))
-                }
-            };
-            self.done.notify_all();
-            return outcome;
-        }
+            Err(ExchangeError::Failed(why)) => Settled::Transient(why),
+        };
+        self.inner.get(usable, |_| self.exchange(endpoint, now()), settle, AccessError::Failed)
     }
 
     /// One exchange, outside every lock; the new token is taught to the redactor first.
@@ -342,20 +304,18 @@ impl AccountState {
 
     /// What `status` and `/v1/quota-stats` show: never a token.
     pub fn describe(&self, now: u64) -> Value {
-        let inner = lock(&self.inner);
-        let expires = inner.token.as_ref().map(|t| (t.expires_at as i64 - now as i64) / SECOND as i64);
-        match &inner.refused {
-            Some(why) => json!({"account": self.masked, "state": "refused", "why": why}),
-            None => json!({"account": self.masked, "state": "ok", "expires_in_seconds": expires}),
-        }
+        self.inner.read(|slot| {
+            let expires = slot.token.as_ref().map(|t| (t.expires_at as i64 - now as i64) / SECOND as i64);
+            match &slot.refused {
+                Some(why) => json!({"account": self.masked, "state": "refused", "why": why}),
+                None => json!({"account": self.masked, "state": "ok", "expires_in_seconds": expires}),
+            }
+        })
     }
 }
 
 /// Every service account's state, by pool id.
-#[derive(Default)]
-pub struct Registry {
-    states: Mutex<BTreeMap<String, Arc<AccountState>>>,
-}
+pub type Registry = single_flight::Registry<AccountState>;
 
 impl Registry {
     pub fn new(accounts: &[ServiceAccount]) -> Registry {
@@ -367,41 +327,28 @@ impl Registry {
     /// Takes a reloaded list: an account that is still there, unchanged, keeps its token and
     /// its refusal; a changed or new one starts afresh; gone ones are dropped.
     pub fn sync(&self, accounts: &[ServiceAccount]) {
-        let mut states = lock(&self.states);
-        let mut old = std::mem::take(&mut *states);
-        for account in accounts {
-            let kept = old.remove(&account.id()).filter(|s| s.account == *account);
-            let state = match kept {
-                Some(state) => state,
-                None => match AccountState::new(account.clone()) {
-                    Ok(state) => Arc::new(state),
-                    Err(why) => {
-                        log::error!("vertex {}: {why}", account.var);
-                        continue;
-                    }
-                },
-            };
-            states.insert(state.id.clone(), state);
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<AccountState>> {
-        lock(&self.states).get(id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<AccountState>> {
-        lock(&self.states).values().cloned().collect()
+        let make = |account: &ServiceAccount| match AccountState::new(account.clone()) {
+            Ok(state) => Some(state),
+            Err(why) => {
+                log::error!("vertex {}: {why}", account.var);
+                None
+            }
+        };
+        self.replace(accounts, ServiceAccount::id, |state, account| state.account == *account, make);
     }
 
     /// The tokens held now, for the redactor after a reload.
     pub fn tokens(&self) -> Vec<Secret> {
-        self.all().iter().filter_map(|s| lock(&s.inner).token.as_ref().map(|t| t.token.clone())).collect()
+        self.all().iter().filter_map(|s| s.inner.read(|slot| slot.token.as_ref().map(|t| t.token.clone()))).collect()
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::oauth::single_flight::tests::four_callers;
+    use crate::state::lock;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
@@ -507,19 +454,12 @@ pub(crate) mod tests {
             ..Fake::answering(Ok(3600))
         };
         let state = AccountState::new(test_account()).unwrap();
-        std::thread::scope(|s| {
-            let first = s.spawn(|| state.access(&fake, &|| NOW, None));
-            entered_rx.recv().unwrap();
-            let others: Vec<_> = (0..3).map(|_| s.spawn(|| state.access(&fake, &|| NOW, None))).collect();
-            while lock(&state.inner).waiting < 3 {
-                std::thread::yield_now();
-            }
-            gate_tx.send(()).unwrap();
-            assert_eq!(first.join().unwrap().unwrap().expose(), "tok-1");
-            for h in others {
-                assert_eq!(h.join().unwrap().unwrap().expose(), "tok-1");
-            }
-        });
+        let access = || state.access(&fake, &|| NOW, None);
+        let (first, others) = four_callers(access, || state.inner.waiting(), entered_rx, gate_tx);
+        assert_eq!(first.unwrap().expose(), "tok-1");
+        for other in others {
+            assert_eq!(other.unwrap().expose(), "tok-1");
+        }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     }
 

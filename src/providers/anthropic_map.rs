@@ -4,7 +4,27 @@
 //! pair, both directions side by side, so they cannot drift apart; the round-trip tests below
 //! pin what survives a trip through the other format.
 
-use serde_json::{Value, json};
+use crate::error::ApiError;
+use crate::providers::hub;
+use serde_json::{Map, Value, json};
+
+/// `reasoning_effort` as an extended-thinking budget. Anthropic's floor is 1024, so minimal
+/// and low share it. With the default room for the answer added (`max_tokens`), xhigh and max
+/// need a model whose output limit is 64k (Sonnet 4.x, Haiku 4.5, Opus 4.5); Opus 4 and 4.1
+/// stop at 32k, and their callers should send `max_tokens` themselves.
+pub fn thinking_budget(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
+    let Some(effort) = body.get("reasoning_effort").filter(|v| !v.is_null()) else { return Ok(None) };
+    let effort = effort.as_str().ok_or_else(|| hub::bad("reasoning_effort", "'reasoning_effort' must be a string"))?;
+    Ok(match effort {
+        "none" => None,
+        "minimal" | "low" => Some(1024),
+        "medium" => Some(4096),
+        "high" => Some(16384),
+        "xhigh" => Some(24576),
+        "max" => Some(32768),
+        other => return Err(hub::bad("reasoning_effort", format!("unknown reasoning_effort '{other}'"))),
+    })
+}
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`. `refusal` is a content filter to
 /// OpenAI; `pause_turn` (a server tool paused a long turn) and anything unknown end the turn

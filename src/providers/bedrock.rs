@@ -21,7 +21,8 @@
 //! and/or `__type`, which `error_body` puts where `errors::classify` reads it. Bedrock has no
 //! OpenAI-style model list on this host, so the models listed are `BEDROCK_MODELS` only.
 
-use super::{StreamTranslator, Translated, chunk_envelope, sigv4, stream_error};
+use super::hub::{self, Body, Roles, ToolChoice, bad, post_json};
+use super::{StreamTranslator, Translated, anthropic_map, chunk_envelope, event_json, sigv4, stream_error};
 use crate::error::ApiError;
 use crate::keys::Secret;
 use crate::sse;
@@ -48,10 +49,6 @@ pub fn valid_region(region: &str) -> bool {
     !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_request(message).with_param(param)
-}
-
 /// The model id as one URL path segment: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded,
 /// so `anthropic.claude-3-5-sonnet-20240620-v1:0` and inference-profile ARNs stay one segment.
 /// Empty, `.` and `..` are refused (a 400 on `model`).
@@ -63,12 +60,7 @@ pub fn model_segment(id: &str) -> Result<String, ApiError> {
 }
 
 /// OpenAI chat body -> `POST {base}/model/{id}/converse` (or `/converse-stream`).
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let messages =
         body.get("messages").and_then(Value::as_array).ok_or_else(|| bad("messages", "missing 'messages'"))?;
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
@@ -98,7 +90,7 @@ pub fn build_chat(
     if let Some(config) = tool_config(body, has_tool_blocks)? {
         request.insert("toolConfig".into(), config);
     }
-    let budget = if is_claude(model) { thinking_budget(body)? } else { None };
+    let budget = if is_claude(model) { anthropic_map::thinking_budget(body)? } else { None };
     request.insert("inferenceConfig".into(), Value::Object(inference_config(body, budget)?));
     if let Some(budget) = budget {
         request.insert(
@@ -107,13 +99,7 @@ pub fn build_chat(
         );
     }
     let operation = if stream { "converse-stream" } else { "converse" };
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base}/model/{}/{operation}", model_segment(model)?),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&request).expect("a JSON map serialises")),
-        stream,
-    })
+    Ok(post_json(format!("{base}/model/{}/{operation}", model_segment(model)?), &request, stream))
 }
 
 /// Claude on Bedrock (`anthropic.claude-*`, or an inference profile such as
@@ -124,27 +110,10 @@ fn is_claude(model: &str) -> bool {
 
 fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let at = |why: String| bad("messages", format!("messages[{i}]: {why}"));
-        let content = message.get("content").unwrap_or(&Value::Null);
-        let (role, blocks) = match message.get("role").and_then(Value::as_str) {
-            Some("system" | "developer") => {
-                system.extend(texts(content).into_iter().map(|t| json!({"text": t})));
-                continue;
-            }
-            Some("user") => ("user", user_blocks(content).map_err(at)?),
-            Some("assistant") => ("assistant", assistant_blocks(message)),
-            Some("tool") => ("user", vec![tool_result(message).map_err(at)?]),
-            Some(other) => return Err(at(format!("role '{other}' is not supported by bedrock"))),
-            None => return Err(at("missing 'role'".into())),
-        };
-        match turns.last_mut() {
-            _ if blocks.is_empty() => {}
-            Some((last, previous)) if *last == role => previous.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
-    }
+    let roles =
+        Roles { assistant: "assistant", user: &user_blocks, replay: &assistant_blocks, tool: &|_, m| tool_result(m) };
+    let system_texts = |content: &Value| system.extend(texts(content).into_iter().map(|t| json!({"text": t})));
+    let turns = hub::turns(messages, NAME, system_texts, roles)?;
     let turns = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     Ok((system, turns))
 }
@@ -162,22 +131,10 @@ fn texts(content: &Value) -> Vec<String> {
 }
 
 fn user_blocks(content: &Value) -> Result<Vec<Value>, String> {
-    let Value::Array(parts) = content else {
-        return Ok(texts(content).into_iter().map(|t| json!({"text": t})).collect());
-    };
-    let mut out = Vec::new();
-    for part in parts {
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => out.extend(texts(&json!([part])).into_iter().map(|t| json!({"text": t}))),
-            "image_url" => {
-                let image = part.get("image_url").unwrap_or(&Value::Null);
-                let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
-                out.push(image_block(url)?);
-            }
-            other => return Err(format!("content part type '{other}' is not supported by bedrock")),
-        }
-    }
-    Ok(out)
+    hub::user_parts(content, NAME, |kind, part| match kind {
+        "image_url" => Some(hub::image_url(part).and_then(image_block)),
+        _ => None,
+    })
 }
 
 /// `data:image/<format>;base64,<bytes>` as an `image` block; Converse takes no image URLs.
@@ -242,22 +199,13 @@ fn tool_config(body: &Map<String, Value>, has_tool_blocks: bool) -> Result<Optio
         }
         specs.push(json!({"toolSpec": spec}));
     }
-    let choice = match body.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(choice)) => match choice.as_str() {
-            "auto" => Some(json!({"auto": {}})),
-            "required" => Some(json!({"any": {}})),
-            "none" if has_tool_blocks => None,
-            "none" => return Ok(None),
-            other => return Err(bad("tool_choice", format!("unknown tool_choice '{other}'"))),
-        },
-        Some(named) => {
-            let name = named
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("tool_choice", "a named tool_choice needs function.name"))?;
-            Some(json!({"tool": {"name": name}}))
-        }
+    let choice = match hub::tool_choice(body)? {
+        None => None,
+        Some(ToolChoice::Auto) => Some(json!({"auto": {}})),
+        Some(ToolChoice::Required) => Some(json!({"any": {}})),
+        Some(ToolChoice::None) if has_tool_blocks => None,
+        Some(ToolChoice::None) => return Ok(None),
+        Some(ToolChoice::Named(name)) => Some(json!({"tool": {"name": name}})),
     };
     let mut config = json!({"tools": specs});
     if let Some(choice) = choice {
@@ -266,35 +214,11 @@ fn tool_config(body: &Map<String, Value>, has_tool_blocks: bool) -> Result<Optio
     Ok(Some(config))
 }
 
-/// `reasoning_effort` as Claude's thinking budget (the same steps as the `anthropic` provider).
-fn thinking_budget(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
-    let Some(effort) = body.get("reasoning_effort").filter(|v| !v.is_null()) else { return Ok(None) };
-    let effort = effort.as_str().ok_or_else(|| bad("reasoning_effort", "'reasoning_effort' must be a string"))?;
-    Ok(match effort {
-        "none" => None,
-        "minimal" | "low" => Some(1024),
-        "medium" => Some(4096),
-        "high" => Some(16384),
-        "xhigh" => Some(24576),
-        "max" => Some(32768),
-        other => return Err(bad("reasoning_effort", format!("unknown reasoning_effort '{other}'"))),
-    })
-}
-
 /// `maxTokens` (above the thinking budget, as Claude needs), sampling and stop sequences.
 /// Claude refuses `temperature` and `topP` with thinking on, so they are left out then.
 fn inference_config(body: &Map<String, Value>, budget: Option<u64>) -> Result<Map<String, Value>, ApiError> {
     let mut config = Map::new();
-    let field =
-        ["max_completion_tokens", "max_tokens"].into_iter().find(|f| body.get(*f).is_some_and(|v| !v.is_null()));
-    let limit = match field {
-        None => DEFAULT_MAX_TOKENS,
-        Some(f) => body[f].as_u64().ok_or_else(|| bad(f, format!("'{f}' must be a non-negative integer")))?,
-    };
-    let limit = match budget {
-        Some(budget) if limit <= budget => budget + limit,
-        _ => limit,
-    };
+    let limit = hub::max_tokens(body, DEFAULT_MAX_TOKENS, budget)?;
     config.insert("maxTokens".into(), json!(limit));
     if budget.is_none() {
         for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
@@ -509,14 +433,9 @@ impl StreamTranslator for BedrockStream {
         if self.failed {
             return;
         }
-        let data = match serde_json::from_str::<Value>(&event.data) {
+        let data = match event_json(event, "bedrock sent an event") {
             Ok(data) => data,
-            Err(e) => {
-                return self.fail(
-                    out,
-                    stream_error("upstream_error", &format!("bedrock sent an event that is not JSON: {e}")),
-                );
-            }
+            Err(why) => return self.fail(out, stream_error("upstream_error", &why)),
         };
         if is_exception(event) {
             let kind = event.name.as_deref().unwrap_or("");
@@ -607,7 +526,7 @@ impl BedrockStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{self, Pair, read_json};
+    use crate::golden::{self, read_json};
     use crate::providers::eventstream::{Decoder, encode};
     use std::path::Path;
 
@@ -732,34 +651,14 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        golden::run(
-            "providers/bedrock",
-            &[
-                Pair {
-                    input: "openai_request.json",
-                    expected: "expected_upstream_request.json",
-                    actual: &golden_request,
-                },
-                Pair {
-                    input: "upstream_response.json",
-                    expected: "expected_openai_response.json",
-                    actual: &golden_response,
-                },
-                Pair {
-                    input: "upstream.eventstream",
-                    expected: "expected_openai_chunks.jsonl",
-                    actual: &golden_stream,
-                },
-            ],
-            14,
-        );
+        let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.eventstream", &golden_stream);
+        golden::run("providers/bedrock", &pairs, 14);
     }
 
     fn golden_request(input: &Path, name: &str) -> Value {
         let built =
             golden::build_request(input, name, NAME, |model, body, stream| build_chat(BASE, model, body, stream));
-        assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-        golden::request_json(&built)
+        golden::json_request_json(&built, name)
     }
 
     fn golden_response(input: &Path, name: &str) -> Value {

@@ -17,10 +17,11 @@
 
 use crate::error::ApiError;
 use crate::json_splice;
+use crate::providers::hub::{self, Body};
 use crate::providers::{StreamTranslator, Translated, gemini};
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The models listed when `GEMINI_CLI_MODELS` is not set: Code Assist has no model list call.
 pub const MODELS: &[&str] =
@@ -30,12 +31,7 @@ pub const MODELS: &[&str] =
 
 /// OpenAI chat body (already validated) -> the Code Assist call, with an empty `project` for
 /// `with_project` to fill. The key (a Bearer token) is added by `providers::with_key`.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let inner = gemini::build_chat(base, model, body, stream)?;
     let request: Value = serde_json::from_slice(inner.body.as_deref().unwrap_or(b"{}")).unwrap_or(Value::Null);
     let envelope = json!({"model": model, "project": "", "request": request});
@@ -151,13 +147,7 @@ pub fn operation_request(base: &str, name: &str) -> Option<UpstreamRequest> {
 }
 
 fn post(url: String, body: Value) -> UpstreamRequest {
-    UpstreamRequest {
-        method: Method::Post,
-        url,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(body.to_string().into_bytes()),
-        stream: false,
-    }
+    hub::post_json(url, &body, false)
 }
 
 /// What `loadCodeAssist` says about an account.
@@ -226,6 +216,7 @@ fn project_of(value: Option<&Value>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::golden::{self, Pair, body_of, object, replay};
+    use serde_json::Map;
     use std::path::Path;
 
     const BASE: &str = "https://cloudcode-pa.googleapis.com/v1internal";

@@ -10,6 +10,7 @@ pub mod code_assist;
 pub mod errors;
 pub mod eventstream;
 pub mod gemini;
+pub mod hub;
 pub mod iflow;
 pub mod openai;
 pub mod sigv4;
@@ -43,6 +44,12 @@ pub fn chunk_envelope(id: &str, created: u64, model: &str, choices: Vec<Value>) 
 /// (`stream_interrupted`, `stream_stalled`, ...), as an OpenAI error object.
 pub fn stream_error(code: &str, message: &str) -> Value {
     serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": code}})
+}
+
+/// An upstream stream event's data as JSON; when it is not, the `upstream_error` message
+/// that ends the stream, naming what `sent` it.
+pub fn event_json(event: &sse::Event, sent: &str) -> Result<Value, String> {
+    serde_json::from_str(&event.data).map_err(|e| format!("{sent} that is not JSON: {e}"))
 }
 
 /// Turns a provider's SSE events into OpenAI chat chunks, keeping whatever state the

@@ -199,149 +199,107 @@ mod tests {
         signature: &'static str,
     }
 
+    /// What most cases share: a plain `GET /` with no query, headers or body, unsigned by a
+    /// session token.
+    const VANILLA: Vector = Vector {
+        name: "",
+        method: "GET",
+        path: "/",
+        query: "",
+        headers: &[],
+        body: "",
+        token: None,
+        signed_headers: "host;x-amz-date",
+        signature: "",
+    };
+
     const VECTORS: &[Vector] = &[
         Vector {
             name: "get-vanilla",
-            method: "GET",
-            path: "/",
-            query: "",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ..VANILLA
         },
         Vector {
             name: "get-vanilla-query-order-key",
-            method: "GET",
-            path: "/",
             query: "Param1=value2&Param1=Value1",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "eedbc4e291e521cf13422ffca22be7d2eb8146eecf653089df300a15b2382bd1",
+            ..VANILLA
         },
         Vector {
             name: "get-vanilla-query-order-key-case",
-            method: "GET",
-            path: "/",
             query: "Param2=value2&Param1=value1",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+            ..VANILLA
         },
         Vector {
             name: "get-vanilla-query-order-value",
-            method: "GET",
-            path: "/",
             query: "Param1=value2&Param1=value1",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "5772eed61e12b33fae39ee5e7012498b51d56abc0abb7c60486157bd471c4694",
+            ..VANILLA
         },
         Vector {
             name: "get-vanilla-utf8-query",
-            method: "GET",
-            path: "/",
             query: "%E1%88%B4=bar",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04",
+            ..VANILLA
         },
         Vector {
             name: "get-unreserved",
-            method: "GET",
             path: "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-            query: "",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f",
+            ..VANILLA
         },
         Vector {
             name: "get-header-key-duplicate",
-            method: "GET",
-            path: "/",
-            query: "",
             headers: &[("My-Header1", "value2"), ("My-Header1", "value2"), ("My-Header1", "value1")],
-            body: "",
-            token: None,
             signed_headers: "host;my-header1;x-amz-date",
             signature: "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
+            ..VANILLA
         },
         Vector {
             name: "get-header-value-trim",
-            method: "GET",
-            path: "/",
-            query: "",
             headers: &[("My-Header1", " value1"), ("My-Header2", "\"a   b   c\"")],
-            body: "",
-            token: None,
             signed_headers: "host;my-header1;my-header2;x-amz-date",
             signature: "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
+            ..VANILLA
         },
         Vector {
             name: "post-vanilla",
             method: "POST",
-            path: "/",
-            query: "",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+            ..VANILLA
         },
         Vector {
             name: "post-vanilla-query",
             method: "POST",
-            path: "/",
             query: "Param1=value1",
-            headers: &[],
-            body: "",
-            token: None,
-            signed_headers: "host;x-amz-date",
             signature: "28038455d6de14eafc1f9222cf5aa6f1a96197d7deb8263271d420d138af7f11",
+            ..VANILLA
         },
         Vector {
             name: "post-header-key-sort",
             method: "POST",
-            path: "/",
-            query: "",
             headers: &[("My-Header1", "value1")],
-            body: "",
-            token: None,
             signed_headers: "host;my-header1;x-amz-date",
             signature: "c5410059b04c1ee005303aed430f6e6645f61f4dc9e1461ec8f8916fdf18852c",
+            ..VANILLA
         },
         Vector {
             name: "post-x-www-form-urlencoded",
             method: "POST",
-            path: "/",
-            query: "",
             headers: &[("Content-Type", "application/x-www-form-urlencoded")],
             body: "Param1=value1",
-            token: None,
             signed_headers: "content-type;host;x-amz-date",
             signature: "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a",
+            ..VANILLA
         },
         Vector {
             name: "post-sts-token/post-sts-header-before",
             method: "POST",
-            path: "/",
-            query: "",
-            headers: &[],
-            body: "",
             token: Some(TOKEN),
             signed_headers: "host;x-amz-date;x-amz-security-token",
             signature: "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead",
+            ..VANILLA
         },
     ];
 

@@ -16,10 +16,11 @@
 //! credential's own at attempt time (`rebase`). Translation is the Gemini and Anthropic
 //! families'; this module only picks the publisher, builds URLs and tweaks bodies. No I/O.
 
+use super::hub::{self, Body};
 use super::{anthropic, gemini, path_segment};
 use crate::error::ApiError;
 use crate::keys::Secret;
-use crate::upstream::{Method, UpstreamRequest};
+use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
 /// The provider's name.
@@ -76,12 +77,7 @@ fn model_url(base: &str, publisher: Publisher, model: &str, method: &str) -> Res
 }
 
 /// An OpenAI chat body as the Vertex call of its model's publisher.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     model_segment(model)?;
     match publisher(model) {
         Publisher::Google => {
@@ -112,34 +108,12 @@ pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> R
     if publisher(model) == Publisher::Anthropic {
         return Err(ApiError::invalid_request(format!("'{model}' has no embeddings on Vertex AI")).with_param("model"));
     }
-    let bad = |param: &str, why: &str| ApiError::invalid_request(why).with_param(param);
-    let texts: Vec<&str> = match body.get("input") {
-        Some(Value::String(text)) => vec![text.as_str()],
-        Some(Value::Array(items)) if !items.is_empty() => {
-            items.iter().map(Value::as_str).collect::<Option<_>>().ok_or_else(|| {
-                bad("input", "vertex embeds text only: 'input' must be a string or an array of strings")
-            })?
-        }
-        _ => return Err(bad("input", "'input' must be a string or a non-empty array of strings")),
-    };
+    let texts = hub::embedding_texts(body, "vertex")?;
     let mut request = json!({"instances": texts.iter().map(|t| json!({"content": t})).collect::<Vec<_>>()});
-    match body.get("dimensions") {
-        None | Some(Value::Null) => {}
-        Some(d) => {
-            let d = d
-                .as_u64()
-                .filter(|&d| d > 0)
-                .ok_or_else(|| bad("dimensions", "'dimensions' must be a positive integer"))?;
-            request["parameters"] = json!({"outputDimensionality": d});
-        }
+    if let Some(d) = hub::dimensions(body)? {
+        request["parameters"] = json!({"outputDimensionality": d});
     }
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: model_url(base, Publisher::Google, model, "predict")?,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&request).expect("a JSON value serialises")),
-        stream: false,
-    })
+    Ok(hub::post_json(model_url(base, Publisher::Google, model, "predict")?, &request, false))
 }
 
 /// A `:predict` answer of an embedding model as an OpenAI embeddings list; the token counts
@@ -188,7 +162,7 @@ pub fn with_token(mut request: UpstreamRequest, token: &Secret) -> UpstreamReque
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::{self, Pair, read_json};
+    use crate::golden::{self, read_json};
     use std::path::Path;
 
     const BASE: &str = "https://us-central1-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-central1";
@@ -261,23 +235,8 @@ mod tests {
 
     #[test]
     fn golden_cases() {
-        golden::run(
-            "providers/vertex",
-            &[
-                Pair {
-                    input: "openai_request.json",
-                    expected: "expected_upstream_request.json",
-                    actual: &golden_request,
-                },
-                Pair {
-                    input: "upstream_response.json",
-                    expected: "expected_openai_response.json",
-                    actual: &golden_response,
-                },
-                Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
-            ],
-            10,
-        );
+        let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.sse", &golden_stream);
+        golden::run("providers/vertex", &pairs, 10);
     }
 
     /// `embeddings*` cases go through the embeddings calls.

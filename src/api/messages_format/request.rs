@@ -1,6 +1,7 @@
 //! Anthropic Messages requests (and `count_tokens` bodies) to OpenAI chat bodies.
 
 use crate::error::ApiError;
+use crate::providers::hub::{self, bad};
 use serde_json::{Map, Value, json};
 
 /// Anthropic Messages request -> OpenAI chat body. `model` is kept as given (it is
@@ -17,10 +18,6 @@ pub fn count_tokens_input(body: &Value) -> Result<(String, Value, Option<Value>)
     let model = openai.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
     let messages = openai.remove("messages").unwrap_or_else(|| json!([]));
     Ok((model, messages, openai.remove("tools")))
-}
-
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_request(message).with_param(param)
 }
 
 /// A field's value, with `null` taken as absent.
@@ -100,16 +97,7 @@ fn translate_request(body: &Value, needs_max_tokens: bool) -> Result<Map<String,
     if let Some(user) = field(body, "metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str) {
         out.insert("user".into(), json!(user));
     }
-    match field(body, "stream") {
-        Some(Value::Bool(stream)) => {
-            out.insert("stream".into(), Value::Bool(*stream));
-            if *stream {
-                out.insert("stream_options".into(), json!({"include_usage": true}));
-            }
-        }
-        Some(_) => return Err(bad("stream", "'stream' must be a boolean")),
-        None => {}
-    }
+    hub::stream_fields(body.get("stream"), &mut out)?;
     Ok(out)
 }
 

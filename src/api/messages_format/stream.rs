@@ -3,7 +3,7 @@
 
 use super::response::tool_id;
 use crate::providers::anthropic_map;
-use crate::providers::openai::{first_choice, reasoning_text};
+use crate::providers::hub::{self, ChunkWriter};
 use serde_json::{Value, json};
 
 /// The model as answers name it on every route: `provider/` + the id the upstream answered
@@ -93,41 +93,7 @@ impl EventWriter {
     /// recorded for the end; only the first choice counts. A chunk that is an error object
     /// is handled as `error`.
     pub fn chunk(&mut self, chunk: &Value) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        if chunk.get("error").is_some_and(Value::is_object) && chunk.get("choices").is_none() {
-            return self.error(chunk);
-        }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
-        }
-        if let (false, Some((provider, sent))) = (self.started, &self.naming) {
-            self.model = model_name(provider, sent, chunk.get("model"));
-        }
-        self.start(&mut out);
-        let Some(choice) = first_choice(chunk) else { return out };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        let reasoning = reasoning_text(delta);
-        if !reasoning.is_empty() {
-            self.open_block(Block::Thinking, &mut out);
-            out.push(self.delta(json!({"type": "thinking_delta", "thinking": reasoning})));
-        }
-        for key in ["content", "refusal"] {
-            if let Some(text) = delta.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                self.open_block(Block::Text, &mut out);
-                out.push(self.delta(json!({"type": "text_delta", "text": text})));
-                self.refused |= key == "refusal";
-            }
-        }
-        for (position, call) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            self.tool_fragment(position as u64, call, &mut out);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
-        }
-        out
+        hub::write_chunk(self, chunk)
     }
 
     /// An OpenAI error object (`{"error": {message, type, code}}`) in the stream: `event:
@@ -268,6 +234,47 @@ impl EventWriter {
         if let Some((_, index)) = self.open.take() {
             out.push(("content_block_stop", json!({"type": "content_block_stop", "index": index})));
         }
+    }
+}
+
+impl ChunkWriter for EventWriter {
+    type Event = Event;
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn error(&mut self, error: &Value) -> Vec<Event> {
+        EventWriter::error(self, error)
+    }
+
+    fn begin(&mut self, chunk: &Value, usage: Option<&Value>, out: &mut Vec<Event>) {
+        if let Some(usage) = usage {
+            self.usage = Some(usage.clone());
+        }
+        if let (false, Some((provider, sent))) = (self.started, &self.naming) {
+            self.model = model_name(provider, sent, chunk.get("model"));
+        }
+        self.start(out);
+    }
+
+    fn reasoning(&mut self, text: &str, out: &mut Vec<Event>) {
+        self.open_block(Block::Thinking, out);
+        out.push(self.delta(json!({"type": "thinking_delta", "thinking": text})));
+    }
+
+    fn text(&mut self, text: &str, refusal: bool, out: &mut Vec<Event>) {
+        self.open_block(Block::Text, out);
+        out.push(self.delta(json!({"type": "text_delta", "text": text})));
+        self.refused |= refusal;
+    }
+
+    fn tool_call(&mut self, position: u64, call: &Value, out: &mut Vec<Event>) {
+        self.tool_fragment(position, call, out);
+    }
+
+    fn finish_reason(&mut self, reason: &str) {
+        self.finish_reason = Some(reason.to_string());
     }
 }
 

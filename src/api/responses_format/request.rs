@@ -1,14 +1,11 @@
 //! Responses API requests to OpenAI chat bodies.
 
 use crate::error::ApiError;
+use crate::providers::hub::{self, bad};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 
 use super::field;
-
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_request(message).with_param(param)
-}
 
 fn kind(value: &Value) -> &str {
     value.get("type").and_then(Value::as_str).unwrap_or_default()
@@ -69,16 +66,7 @@ pub fn to_chat_request(body: &Map<String, Value>) -> Result<Map<String, Value>, 
     if let Some(user) = field(body, "user").filter(|u| u.is_string()) {
         out.insert("user".into(), user.clone());
     }
-    match field(body, "stream") {
-        Some(Value::Bool(stream)) => {
-            out.insert("stream".into(), Value::Bool(*stream));
-            if *stream {
-                out.insert("stream_options".into(), json!({"include_usage": true}));
-            }
-        }
-        Some(_) => return Err(bad("stream", "'stream' must be a boolean")),
-        None => {}
-    }
+    hub::stream_fields(body.get("stream"), &mut out)?;
     Ok(out)
 }
 

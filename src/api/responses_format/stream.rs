@@ -1,6 +1,6 @@
 //! OpenAI chunk streams to the Responses API's event sequence (`EventWriter`).
 
-use crate::providers::openai::{first_choice, reasoning_text};
+use crate::providers::hub::{self, ChunkWriter};
 use serde_json::{Value, json};
 
 use super::response::{
@@ -78,35 +78,7 @@ impl EventWriter {
     /// One OpenAI `chat.completion.chunk`; only the first choice counts, and usage (on any
     /// chunk) is kept for the end. A chunk that is an error object is handled as `error`.
     pub fn chunk(&mut self, chunk: &Value) -> Vec<Value> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        if chunk.get("error").is_some_and(Value::is_object) && chunk.get("choices").is_none() {
-            return self.error(chunk);
-        }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
-        }
-        self.start(&mut out);
-        let Some(choice) = first_choice(chunk) else { return out };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        let reasoning = reasoning_text(delta);
-        if !reasoning.is_empty() {
-            self.reasoning_delta(reasoning, &mut out);
-        }
-        for key in ["content", "refusal"] {
-            if let Some(text) = delta.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                self.text_delta(text, &mut out);
-            }
-        }
-        for (position, call) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            self.call_fragment(position as u64, call, &mut out);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
-        }
-        out
+        hub::write_chunk(self, chunk)
     }
 
     /// An OpenAI error object in the stream: `response.failed` with its code and message.
@@ -309,6 +281,41 @@ impl EventWriter {
         let (index, item) = item;
         self.emit("response.output_item.done", json!({"output_index": index, "item": item.clone()}), out);
         self.output.push(item);
+    }
+}
+
+impl ChunkWriter for EventWriter {
+    type Event = Value;
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn error(&mut self, error: &Value) -> Vec<Value> {
+        EventWriter::error(self, error)
+    }
+
+    fn begin(&mut self, _chunk: &Value, usage: Option<&Value>, out: &mut Vec<Value>) {
+        if let Some(usage) = usage {
+            self.usage = Some(usage.clone());
+        }
+        self.start(out);
+    }
+
+    fn reasoning(&mut self, text: &str, out: &mut Vec<Value>) {
+        self.reasoning_delta(text, out);
+    }
+
+    fn text(&mut self, text: &str, _refusal: bool, out: &mut Vec<Value>) {
+        self.text_delta(text, out);
+    }
+
+    fn tool_call(&mut self, position: u64, call: &Value, out: &mut Vec<Value>) {
+        self.call_fragment(position, call, out);
+    }
+
+    fn finish_reason(&mut self, reason: &str) {
+        self.finish_reason = Some(reason.to_string());
     }
 }
 

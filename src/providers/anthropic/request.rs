@@ -2,7 +2,9 @@
 //! the forced answer tool for `response_format`, thinking budgets, sampling.
 
 use crate::error::ApiError;
-use crate::upstream::{Method, UpstreamRequest};
+use crate::providers::anthropic_map;
+use crate::providers::hub::{self, Body, Roles, ToolChoice, bad, post_json};
+use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
 /// Anthropic requires `max_tokens`; OpenAI clients usually leave it out.
@@ -16,12 +18,7 @@ const THINKING_MIN_TOP_P: f64 = 0.95;
 /// `anthropic-version` are added by `providers::with_key`). `response_format` becomes a forced
 /// tool (module comment). Fields Anthropic has no equivalent for (`seed`, penalties,
 /// `logprobs`, ...) are dropped.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -48,24 +45,14 @@ pub fn build_chat(
         None => tools(body, &mut request)?,
     };
     // See the module comment: thinking is only sent where Anthropic can accept it.
-    let budget = thinking_budget(body)?.filter(|_| !forced_tool && !in_tool_loop);
-    request.insert("max_tokens".into(), json!(max_tokens(body, budget)?));
+    let budget = anthropic_map::thinking_budget(body)?.filter(|_| !forced_tool && !in_tool_loop);
+    request.insert("max_tokens".into(), json!(hub::max_tokens(body, DEFAULT_MAX_TOKENS, budget)?));
     if let Some(budget) = budget {
         request.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     }
     sampling(body, budget.is_some(), &mut request);
     request.insert("stream".into(), Value::Bool(stream));
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base}/messages"),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&request).expect("a JSON map serialises")),
-        stream,
-    })
-}
-
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_request(message).with_param(param)
+    Ok(post_json(format!("{base}/messages"), &request, stream))
 }
 
 /// System and developer messages as the top-level `system`, and the conversation as
@@ -73,28 +60,9 @@ fn bad(param: &str, message: impl Into<String>) -> ApiError {
 /// results are user turns.
 fn convert_messages(messages: &[Value]) -> Result<(Option<Value>, Vec<Value>), ApiError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let at = |why: String| bad("messages", format!("messages[{i}]: {why}"));
-        let content = message.get("content").unwrap_or(&Value::Null);
-        let (role, blocks) = match message.get("role").and_then(Value::as_str) {
-            // Anthropic has no system turns: every one of them, wherever it is, is instruction.
-            Some("system" | "developer") => {
-                system.extend(text_blocks(content));
-                continue;
-            }
-            Some("user") => ("user", user_blocks(content).map_err(at)?),
-            Some("assistant") => ("assistant", assistant_blocks(message)),
-            Some("tool") => ("user", vec![tool_result(message).map_err(at)?]),
-            Some(other) => return Err(at(format!("role '{other}' is not supported by anthropic"))),
-            None => return Err(at("missing 'role'".into())),
-        };
-        match turns.last_mut() {
-            _ if blocks.is_empty() => {}
-            Some((last, previous)) if *last == role => previous.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
-    }
+    let roles =
+        Roles { assistant: "assistant", user: &user_blocks, replay: &assistant_blocks, tool: &|_, m| tool_result(m) };
+    let turns = hub::turns(messages, "anthropic", |content| system.extend(text_blocks(content)), roles)?;
     let turns =
         turns.into_iter().map(|(role, blocks)| json!({"role": role, "content": turn_content(blocks)})).collect();
     Ok((system_prompt(system), turns))
@@ -168,12 +136,7 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, String> {
     for part in parts {
         let block = match part.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => part.get("text").and_then(Value::as_str).and_then(|text| text_block(text, Some(part))),
-            "image_url" => {
-                // `{"url": ...}` per OpenAI's Chat Completions reference; some clients send the URL string itself.
-                let image = part.get("image_url").unwrap_or(&Value::Null);
-                let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
-                Some(image_block(url)?)
-            }
+            "image_url" => Some(image_block(hub::image_url(part)?)?),
             "file" => Some(file_block(part.get("file").unwrap_or(&Value::Null))?),
             "input_audio" => return Err("anthropic does not take audio input".into()),
             other => return Err(format!("content part type '{other}' is not supported by anthropic")),
@@ -278,18 +241,9 @@ fn in_tool_loop(turns: &[Value]) -> bool {
 /// Function tools as Anthropic tools (`parameters` is `input_schema` there), and
 /// `tool_choice`. Answers whether the choice forces a tool call.
 fn tools(body: &Map<String, Value>, request: &mut Map<String, Value>) -> Result<bool, ApiError> {
-    let Some(tools) = body.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) else {
-        return Ok(false);
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str).is_some_and(|t| t != "function") {
-            return Err(bad("tools", format!("tools[{i}]: anthropic takes only function tools")));
-        }
-        let function = tool.get("function").unwrap_or(&Value::Null);
-        let Some(name) = function.get("name").and_then(Value::as_str) else {
-            return Err(bad("tools", format!("tools[{i}]: a function needs a name")));
-        };
+    let Some(functions) = hub::function_tools(body.get("tools"), "anthropic")? else { return Ok(false) };
+    let mut out = Vec::with_capacity(functions.len());
+    for (name, function) in functions {
         // Anthropic requires a schema; a function without parameters takes an empty object.
         let schema = function.get("parameters").filter(|p| p.is_object()).cloned();
         let schema = schema.unwrap_or_else(|| json!({"type": "object", "properties": {}}));
@@ -388,61 +342,17 @@ fn force_answer_tool(
 /// auto -> auto, required -> any, a named function -> tool, none -> none. Without a choice but
 /// with `parallel_tool_calls: false`, auto: only a choice can carry that switch.
 fn tool_choice(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    let kind = match body.get("tool_choice") {
-        None | Some(Value::Null) => {
+    let kind = match hub::tool_choice(body)? {
+        None => {
             let serial = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
             return Ok(serial.then(|| json!({"type": "auto"})));
         }
-        Some(Value::String(choice)) => match choice.as_str() {
-            "auto" => "auto",
-            "required" => "any",
-            "none" => "none",
-            other => return Err(bad("tool_choice", format!("unknown tool_choice '{other}'"))),
-        },
-        Some(named) => {
-            let Some(name) = named.pointer("/function/name").and_then(Value::as_str) else {
-                return Err(bad("tool_choice", "a named tool_choice needs function.name"));
-            };
-            return Ok(Some(json!({"type": "tool", "name": name})));
-        }
+        Some(ToolChoice::Auto) => "auto",
+        Some(ToolChoice::Required) => "any",
+        Some(ToolChoice::None) => "none",
+        Some(ToolChoice::Named(name)) => return Ok(Some(json!({"type": "tool", "name": name}))),
     };
     Ok(Some(json!({"type": kind})))
-}
-
-/// `reasoning_effort` as an extended-thinking budget. Anthropic's floor is 1024, so minimal
-/// and low share it. With the default room for the answer added (`max_tokens`), xhigh and max
-/// need a model whose output limit is 64k (Sonnet 4.x, Haiku 4.5, Opus 4.5); Opus 4 and 4.1
-/// stop at 32k, and their callers should send `max_tokens` themselves.
-fn thinking_budget(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
-    let Some(effort) = body.get("reasoning_effort").filter(|v| !v.is_null()) else { return Ok(None) };
-    let effort = effort.as_str().ok_or_else(|| bad("reasoning_effort", "'reasoning_effort' must be a string"))?;
-    Ok(match effort {
-        "none" => None,
-        "minimal" | "low" => Some(1024),
-        "medium" => Some(4096),
-        "high" => Some(16384),
-        "xhigh" => Some(24576),
-        "max" => Some(32768),
-        other => return Err(bad("reasoning_effort", format!("unknown reasoning_effort '{other}'"))),
-    })
-}
-
-/// `max_completion_tokens` (the newer name wins) or `max_tokens`, else the default. Anthropic
-/// needs `max_tokens` above the thinking budget; a limit that does not clear it is read as the
-/// room wanted for the answer, and the budget is added on top.
-fn max_tokens(body: &Map<String, Value>, budget: Option<u64>) -> Result<u64, ApiError> {
-    let field =
-        ["max_completion_tokens", "max_tokens"].into_iter().find(|f| body.get(*f).is_some_and(|v| !v.is_null()));
-    let limit = match field {
-        None => DEFAULT_MAX_TOKENS,
-        Some(field) => {
-            body[field].as_u64().ok_or_else(|| bad(field, format!("'{field}' must be a non-negative integer")))?
-        }
-    };
-    Ok(match budget {
-        Some(budget) if limit <= budget => budget + limit,
-        _ => limit,
-    })
 }
 
 /// Sampling, stop sequences and the end user. Anthropic's temperature tops out at 1 (OpenAI's

@@ -2,7 +2,7 @@
 //! (`json_answer_stream`).
 
 use super::response::{answered_model, error_message};
-use crate::providers::{StreamTranslator, Translated, anthropic_map};
+use crate::providers::{StreamTranslator, Translated, anthropic_map, event_json};
 use crate::sse;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -122,15 +122,9 @@ impl StreamTranslator for AnthropicStream {
         if self.done || event.name.as_deref() == Some("ping") || event.data.trim().is_empty() {
             return;
         }
-        let data = match serde_json::from_str::<Value>(&event.data) {
+        let data = match event_json(event, "anthropic sent a stream event") {
             Ok(data) => data,
-            Err(e) => {
-                return self.fail(
-                    out,
-                    "upstream_error",
-                    &format!("anthropic sent a stream event that is not JSON: {e}"),
-                );
-            }
+            Err(why) => return self.fail(out, "upstream_error", &why),
         };
         // The event name says what the data is; the data's own `type` stands in when it is missing.
         let kind = event.name.as_deref().or_else(|| data.get("type").and_then(Value::as_str)).unwrap_or("");

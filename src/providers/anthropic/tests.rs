@@ -3,7 +3,7 @@ use super::request::*;
 use super::response::*;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{self, Pair, body_of, object, read_json, replay};
+use crate::golden::{self, body_of, object, read_json, replay};
 use crate::providers::Translated;
 use crate::providers::errors::{ErrorClass, classify};
 use crate::upstream::Method;
@@ -309,26 +309,14 @@ const CREATED: u64 = 1_760_000_000;
 
 #[test]
 fn golden_cases() {
-    golden::run(
-        "providers/anthropic",
-        &[
-            Pair { input: "openai_request.json", expected: "expected_upstream_request.json", actual: &golden_request },
-            Pair {
-                input: "upstream_response.json",
-                expected: "expected_openai_response.json",
-                actual: &golden_response,
-            },
-            Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
-        ],
-        28,
-    );
+    let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.sse", &golden_stream);
+    golden::run("providers/anthropic", &pairs, 28);
 }
 
 fn golden_request(input: &Path, name: &str) -> Value {
     let built =
         golden::build_request(input, name, "anthropic", |model, body, stream| build_chat(BASE, model, body, stream));
-    assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-    golden::request_json(&built)
+    golden::json_request_json(&built, name)
 }
 
 /// The answer tool of a case whose request asks for a `response_format`.

@@ -4,19 +4,15 @@
 use super::schema::clean_schema;
 use super::{SIGNATURE_DELIMITER, UNSIGNED};
 use crate::error::ApiError;
-use crate::upstream::{Method, UpstreamRequest};
+use crate::providers::hub::{self, Body, Roles, ToolChoice, bad, post_json};
+use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
 /// OpenAI chat body (already validated) -> `POST {base}/models/{model}:generateContent`, or
 /// `:streamGenerateContent?alt=sse` when `stream` (headers: content-type only; the key is
 /// added by `providers::with_key` as `x-goog-api-key`). Fields Gemini has no equivalent for
 /// (`presence_penalty`, `logprobs`, `parallel_tool_calls`, `user`, ...) are dropped.
-pub fn build_chat(
-    base: &str,
-    model: &str,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, ApiError> {
+pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<UpstreamRequest, ApiError> {
     let path = model_path(model)?;
     let messages = body
         .get("messages")
@@ -35,7 +31,7 @@ pub fn build_chat(
     }
     if let Some(declarations) = function_declarations(body.get("tools"))? {
         request.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
-        if let Some(config) = function_calling_config(body.get("tool_choice"))? {
+        if let Some(config) = function_calling_config(body)? {
             request.insert("toolConfig".into(), json!({"functionCallingConfig": config}));
         }
     }
@@ -44,13 +40,7 @@ pub fn build_chat(
         request.insert("generationConfig".into(), Value::Object(generation));
     }
     let action = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base}/{path}:{action}"),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&request).expect("a JSON map serialises")),
-        stream,
-    })
+    Ok(post_json(format!("{base}/{path}:{action}"), &request, stream))
 }
 
 /// OpenAI embeddings body -> `POST {base}/models/{model}:batchEmbedContents`, one request per
@@ -58,23 +48,8 @@ pub fn build_chat(
 /// text only. `encoding_format` is the caller's business (`openai::encode_embeddings`).
 pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> Result<UpstreamRequest, ApiError> {
     let path = model_path(model)?;
-    let texts: Vec<&str> = match body.get("input") {
-        Some(Value::String(text)) => vec![text.as_str()],
-        Some(Value::Array(items)) if !items.is_empty() => {
-            items.iter().map(Value::as_str).collect::<Option<_>>().ok_or_else(|| {
-                bad("input", "gemini embeds text only: 'input' must be a string or an array of strings")
-            })?
-        }
-        _ => return Err(bad("input", "'input' must be a string or a non-empty array of strings")),
-    };
-    let dimensions = match body.get("dimensions") {
-        None | Some(Value::Null) => None,
-        Some(d) => Some(
-            d.as_u64()
-                .filter(|&d| d > 0)
-                .ok_or_else(|| bad("dimensions", "'dimensions' must be a positive integer"))?,
-        ),
-    };
+    let texts = hub::embedding_texts(body, "gemini")?;
+    let dimensions = hub::dimensions(body)?;
     let requests: Vec<Value> = texts
         .into_iter()
         .map(|text| {
@@ -85,17 +60,7 @@ pub fn build_embeddings(base: &str, model: &str, body: &Map<String, Value>) -> R
             request
         })
         .collect();
-    Ok(UpstreamRequest {
-        method: Method::Post,
-        url: format!("{base}/{path}:batchEmbedContents"),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: Some(serde_json::to_vec(&json!({"requests": requests})).expect("a JSON value serialises")),
-        stream: false,
-    })
-}
-
-fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid_request(message).with_param(param)
+    Ok(post_json(format!("{base}/{path}:batchEmbedContents"), &json!({"requests": requests}), false))
 }
 
 /// `models/<id>`; an id that already names its collection (`models/...`, `tunedModels/...`)
@@ -113,28 +78,10 @@ fn model_path(model: &str) -> Result<String, ApiError> {
 /// `model` only, consecutive turns of one role merged (tool results are user turns).
 fn convert_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let mut system = Vec::new();
-    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        let at = |why: String| bad("messages", format!("messages[{i}]: {why}"));
-        let content = message.get("content").unwrap_or(&Value::Null);
-        let (role, parts) = match message.get("role").and_then(Value::as_str) {
-            // Gemini has no system turns: every one of them, wherever it is, is instruction.
-            Some("system" | "developer") => {
-                system.extend(texts(content).into_iter().map(|text| json!({"text": text})));
-                continue;
-            }
-            Some("user") => ("user", user_parts(content).map_err(at)?),
-            Some("assistant") => ("model", model_parts(message)),
-            Some("tool") => ("user", vec![function_response(message, &messages[..i]).map_err(at)?]),
-            Some(other) => return Err(at(format!("role '{other}' is not supported by gemini"))),
-            None => return Err(at("missing 'role'".into())),
-        };
-        match turns.last_mut() {
-            _ if parts.is_empty() => {}
-            Some((last, previous)) if *last == role => previous.extend(parts),
-            _ => turns.push((role, parts)),
-        }
-    }
+    let system_texts = |content: &Value| system.extend(texts(content).into_iter().map(|text| json!({"text": text})));
+    let tool = |i, message: &Value| function_response(message, &messages[..i]);
+    let roles = Roles { assistant: "model", user: &user_parts, replay: &model_parts, tool: &tool };
+    let turns = hub::turns(messages, "gemini", system_texts, roles)?;
     let contents = turns
         .into_iter()
         .map(|(role, mut parts)| {
@@ -161,30 +108,12 @@ fn texts(content: &Value) -> Vec<&str> {
 }
 
 fn user_parts(content: &Value) -> Result<Vec<Value>, String> {
-    let Value::Array(parts) = content else {
-        return Ok(texts(content).into_iter().map(|text| json!({"text": text})).collect());
-    };
-    let mut out = Vec::new();
-    for part in parts {
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => {
-                if let Some(text) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                    out.push(json!({"text": text}));
-                }
-            }
-            "image_url" => {
-                // `{"url": ...}` per OpenAI's Chat Completions reference; some clients send the URL
-                // string itself.
-                let image = part.get("image_url").unwrap_or(&Value::Null);
-                let url = image.get("url").unwrap_or(image).as_str().ok_or("an image_url part needs a url")?;
-                out.push(media_part(url, "image/jpeg")?);
-            }
-            "input_audio" => out.push(audio_part(part.get("input_audio").unwrap_or(&Value::Null))?),
-            "file" => out.push(file_part(part.get("file").unwrap_or(&Value::Null))?),
-            other => return Err(format!("content part type '{other}' is not supported by gemini")),
-        }
-    }
-    Ok(out)
+    hub::user_parts(content, "gemini", |kind, part| match kind {
+        "image_url" => Some(hub::image_url(part).and_then(|url| media_part(url, "image/jpeg"))),
+        "input_audio" => Some(audio_part(part.get("input_audio").unwrap_or(&Value::Null))),
+        "file" => Some(file_part(part.get("file").unwrap_or(&Value::Null))),
+        _ => None,
+    })
 }
 
 /// `data:` URIs go inline; web URLs as `fileData` with a media type guessed from the path.
@@ -315,16 +244,9 @@ pub(super) fn split_call_id(id: &str) -> (&str, Option<&str>) {
 
 /// OpenAI function tools -> Gemini function declarations (None when there are none).
 fn function_declarations(tools: Option<&Value>) -> Result<Option<Vec<Value>>, ApiError> {
-    let Some(tools) = tools.and_then(Value::as_array).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let Some(functions) = hub::function_tools(tools, "gemini")? else { return Ok(None) };
     let mut declarations = Vec::new();
-    for (i, tool) in tools.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str).is_some_and(|t| t != "function") {
-            return Err(bad("tools", format!("tools[{i}]: gemini takes only function tools")));
-        }
-        let function = tool.get("function").unwrap_or(&Value::Null);
-        let Some(name) = function.get("name").and_then(Value::as_str) else {
-            return Err(bad("tools", format!("tools[{i}]: a function needs a name")));
-        };
+    for (name, function) in functions {
         let mut declaration = json!({"name": name});
         if let Some(description) = function.get("description").filter(|d| d.is_string()) {
             declaration["description"] = description.clone();
@@ -347,23 +269,13 @@ fn function_declarations(tools: Option<&Value>) -> Result<Option<Vec<Value>>, Ap
 
 /// `tool_choice` -> `functionCallingConfig`: auto AUTO, none NONE, required ANY, a named
 /// function ANY restricted to it.
-fn function_calling_config(choice: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    let mode = match choice {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(choice)) => match choice.as_str() {
-            "auto" => "AUTO",
-            "none" => "NONE",
-            "required" => "ANY",
-            other => return Err(bad("tool_choice", format!("unknown tool_choice '{other}'"))),
-        },
-        Some(named) => {
-            let Some(name) = named.pointer("/function/name").and_then(Value::as_str) else {
-                return Err(bad("tool_choice", "a named tool_choice needs function.name"));
-            };
-            return Ok(Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})));
-        }
-    };
-    Ok(Some(json!({"mode": mode})))
+fn function_calling_config(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    Ok(hub::tool_choice(body)?.map(|choice| match choice {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Named(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    }))
 }
 
 /// Sampling, limits, JSON mode and thinking, as `generationConfig`.

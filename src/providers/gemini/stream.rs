@@ -4,7 +4,7 @@ use super::response::{
     Piece, answered_model, call_id, call_id_stem, candidate_index, error_message, finish_reason, openai_usage, pieces,
     prompt_blocked,
 };
-use crate::providers::{StreamTranslator, Translated};
+use crate::providers::{StreamTranslator, Translated, event_json};
 use crate::sse;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -51,13 +51,11 @@ impl StreamTranslator for GeminiStream {
         if self.done || event.data.trim().is_empty() {
             return;
         }
-        let response = match serde_json::from_str::<Value>(&event.data) {
+        let response = match event_json(event, "gemini sent a stream event") {
             // Some Google stacks wrap a response (or an error) in an array.
             Ok(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
             Ok(response) => response,
-            Err(e) => {
-                return self.fail(out, "upstream_error", &format!("gemini sent a stream event that is not JSON: {e}"));
-            }
+            Err(why) => return self.fail(out, "upstream_error", &why),
         };
         if let Some(error) = response.get("error").filter(|e| !e.is_null()) {
             out.push(Translated::Error(openai_error(error)));

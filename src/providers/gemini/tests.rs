@@ -5,7 +5,7 @@ use super::response::{call_id, call_id_stem};
 use super::schema::clean_schema;
 use super::stream::*;
 use crate::error::ApiError;
-use crate::golden::{self, Pair, body_of, object, read_json, replay};
+use crate::golden::{self, body_of, object, read_json, replay};
 use crate::providers::Translated;
 use crate::upstream::Method;
 use serde_json::{Value, json};
@@ -297,19 +297,8 @@ const CREATED: u64 = 1_760_000_000;
 /// `embeddings*` cases go through the embeddings calls.
 #[test]
 fn golden_cases() {
-    golden::run(
-        "providers/gemini",
-        &[
-            Pair { input: "openai_request.json", expected: "expected_upstream_request.json", actual: &golden_request },
-            Pair {
-                input: "upstream_response.json",
-                expected: "expected_openai_response.json",
-                actual: &golden_response,
-            },
-            Pair { input: "upstream.sse", expected: "expected_openai_chunks.jsonl", actual: &golden_stream },
-        ],
-        25,
-    );
+    let pairs = golden::provider_pairs(&golden_request, &golden_response, "upstream.sse", &golden_stream);
+    golden::run("providers/gemini", &pairs, 25);
 }
 
 fn golden_request(input: &Path, name: &str) -> Value {
@@ -320,8 +309,7 @@ fn golden_request(input: &Path, name: &str) -> Value {
             build_chat(BASE, model, body, stream)
         }
     });
-    assert_eq!(built.headers, [("content-type".to_string(), "application/json".to_string())], "{name}");
-    golden::request_json(&built)
+    golden::json_request_json(&built, name)
 }
 
 fn golden_response(input: &Path, name: &str) -> Value {
