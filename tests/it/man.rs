@@ -269,7 +269,8 @@ fn every_nested_subcommand_and_its_flags_are_in_the_page() {
 }
 
 /// Every environment variable the code reads by name (`get("NAME")` on the merged environment,
-/// `env::var("NAME")`, `var_os("NAME")`), found by scanning `src/`.
+/// `env::var("NAME")`, `var_os("NAME")`, and `config`'s typed reads such as `seconds("NAME")`),
+/// found by scanning `src/`.
 fn variables_read_by_the_code() -> Vec<String> {
     fn scan(dir: &std::path::Path, found: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
@@ -279,7 +280,8 @@ fn variables_read_by_the_code() -> Vec<String> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for call in ["get(\"", "get, \"", "var(\"", "var_os(\""] {
+            let typed_reads = ["text(\"", "seconds(\"", "number(\"", "flag(\"", "optional(\""];
+            for call in ["get(\"", "get, \"", "var(\"", "var_os(\""].into_iter().chain(typed_reads) {
                 for (i, _) in text.match_indices(call) {
                     let rest = &text[i + call.len()..];
                     let name: String = rest
