@@ -6,6 +6,8 @@ mod cli;
 mod clock;
 mod cmd;
 mod config;
+mod dotenv;
+mod embed_batch;
 mod error;
 #[cfg(test)]
 mod fuzz_config;
@@ -21,8 +23,10 @@ mod providers;
 mod redact;
 mod relay;
 mod reqlog;
+mod secret;
 mod sse;
 mod state;
+mod sync;
 mod tokens;
 mod upstream;
 
@@ -68,7 +72,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     }
     let config = config::Config::load(&dir)?;
     // Before anything can log or call out: every later line and upstream answer is redacted.
-    redact::install(&config);
+    redact::install(config.redactor());
     let result = match top.command {
         Some(command) => dispatch(config, command),
         // On a terminal with no subcommand: the menus.

@@ -5,7 +5,7 @@
 //! client sending random model names cannot grow the process.
 
 use crate::keys::pool::{KeyStatus, Outcome};
-use crate::state::lock;
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;

@@ -20,7 +20,6 @@
 //! client and the request log use; `lib::run` installs it once the config is loaded and
 //! `AppState::reload` again on SIGHUP.
 
-use crate::config::Config;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -78,22 +77,6 @@ impl Redactor {
                 r.windows.insert(pack(w));
             }
         }
-    }
-
-    /// Every configured secret: each provider's keys, the proxy key, every OAuth
-    /// credential's tokens and API key, the body of every Vertex service account's private
-    /// key, and the password of the Redis URL (`STATE_BACKEND`).
-    pub fn from_config(config: &Config) -> Redactor {
-        // Each field of a several-field credential (an AWS key pair: its id, secret access key
-        // and session token) on its own: the fields, not their join, are what could leak.
-        let keys = config.providers.values().flat_map(|p| p.keys.iter()).flat_map(|k| k.fields());
-        let oauth = config.oauth.iter().flat_map(|c| c.secrets());
-        let private_keys: Vec<String> = config.vertex.accounts.iter().map(|a| a.key_body()).collect();
-        let redis_password = config.state.password();
-        let others = config.proxy_api_key.iter().chain(oauth).map(|s| s.expose());
-        let mut secrets: Vec<&str> = keys.chain(others).chain(private_keys.iter().map(String::as_str)).collect();
-        secrets.extend(redis_password.as_ref().map(crate::keys::Secret::expose));
-        Redactor::new(secrets)
     }
 
     fn is_empty(&self) -> bool {
@@ -290,9 +273,10 @@ impl<R: Read> Read for RedactingReader<R> {
 
 static GLOBAL: LazyLock<RwLock<Arc<Redactor>>> = LazyLock::new(|| RwLock::new(Arc::new(Redactor::new([]))));
 
-/// Makes the secrets of `config` the ones every later redaction removes.
-pub fn install(config: &Config) {
-    *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Redactor::from_config(config));
+/// Makes `redactor` (`Config::redactor`: every configured secret) the one every later
+/// redaction uses.
+pub fn install(redactor: Redactor) {
+    *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(redactor);
 }
 
 /// Adds secrets learned after start-up (the tokens a refresh brought) to the installed ones.
@@ -327,23 +311,6 @@ mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new([KEY_A, KEY_B, "pxy42"])
-    }
-
-    #[test]
-    fn the_config_redactor_covers_every_oauth_token() {
-        let vars = [
-            ("IFLOW_1_REFRESH_TOKEN", "iflow-refresh-1234567"),
-            ("IFLOW_1_ACCESS_TOKEN", "iflow-access-7654321"),
-            ("IFLOW_1_API_KEY", "sk-iflow-api-key-000"),
-            ("GEMINI_CLI_REFRESH_TOKEN", "1//0g-gemini-refresh"),
-        ];
-        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let config = Config::from_env(std::path::Path::new("."), &env, Default::default()).unwrap();
-        let r = Redactor::from_config(&config);
-        for (_, secret) in vars {
-            let out = r.text(&format!("echo {secret} back")).into_owned();
-            assert_eq!(out, "echo [REDACTED] back");
-        }
     }
 
     /// Every form an upstream was seen to echo a key in.

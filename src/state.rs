@@ -2,14 +2,15 @@
 //! and the model-list cache.
 
 use crate::config::Config;
-use crate::keys::Secret;
 use crate::keys::pool::KeyPool;
 use crate::oauth::refresh::Registry;
+use crate::secret::Secret;
+use crate::sync::lock;
 use crate::upstream::Client;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 pub struct AppState {
@@ -28,7 +29,7 @@ pub struct AppState {
     /// Where detailed request logs go, when they are on.
     pub request_logs: Option<PathBuf>,
     /// Embedding requests being batched together.
-    pub embedding_batches: crate::api::EmbeddingBatches,
+    pub embedding_batches: crate::embed_batch::Batches,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
     /// Every OAuth credential's current tokens, by pool id; its own locks, never the pool's.
@@ -44,7 +45,7 @@ impl AppState {
     pub fn new(config: Config) -> AppState {
         let (usage_tx, usage_rx) = crossbeam_channel::bounded(1);
         AppState {
-            client: Client::new(&config.settings),
+            client: Client::new(config.settings.timeouts()),
             pool: Mutex::new(KeyPool::new(&config, crate::clock::now_ms())),
             pool_changed: Condvar::new(),
             usage_tx,
@@ -74,7 +75,7 @@ impl AppState {
     /// requests under way finish with what they had. Timeouts keep their start-up values.
     /// The redactor learns the new secrets first, so no answer under the new keys escapes it.
     pub fn reload(&self, config: Config) {
-        crate::redact::install(&config);
+        crate::redact::install(config.redactor());
         self.oauth.sync(&config.oauth);
         self.vertex.sync(&config.vertex.accounts);
         // Tokens refreshed in memory only (stateless credentials) are not in the new config.
@@ -88,8 +89,17 @@ impl AppState {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: the guarded data are counters and timestamps
-/// that stay consistent even if a holder panicked.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+impl crate::keys::PoolHost for AppState {
+    fn pool(&self) -> &Mutex<KeyPool> {
+        &self.pool
+    }
+    fn wake_waiters(&self) {
+        self.pool_changed.notify_all();
+    }
+    fn usage_changed(&self) {
+        AppState::usage_changed(self);
+    }
+    fn usage_signals(&self) -> &Receiver<()> {
+        &self.usage_rx
+    }
 }

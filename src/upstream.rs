@@ -8,7 +8,6 @@
 //! so everything downstream (answers, stream events, error messages, cooldown reasons, logs)
 //! only ever sees upstream text with the configured secrets removed.
 
-use crate::config::Settings;
 use crate::redact::{self, RedactingReader};
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -64,18 +63,22 @@ pub struct Client {
     timeouts: Timeouts,
 }
 
-#[derive(Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    non_streaming: Duration,
-    streaming_idle: Duration,
+/// The client's deadlines (`TIMEOUT_CONNECT`, `TIMEOUT_READ_NON_STREAMING`,
+/// `TIMEOUT_READ_STREAMING`: `config::Settings::timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// A whole answer's read deadline.
+    pub non_streaming: Duration,
+    /// How long a stream may stay silent.
+    pub streaming_idle: Duration,
 }
 
 /// Upstream bodies read whole (non-streaming answers, model lists) stop here.
 pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
 impl Client {
-    pub fn new(settings: &Settings) -> Client {
+    pub fn new(timeouts: Timeouts) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -83,17 +86,10 @@ impl Client {
             .user_agent(concat!("keyrelay/", env!("CARGO_PKG_VERSION")))
             .max_idle_connections(256)
             .max_idle_connections_per_host(64)
-            .timeout_connect(Some(settings.timeout_connect))
+            .timeout_connect(Some(timeouts.connect))
             .build();
         let connector = ureq::unversioned::transport::DefaultConnector::default();
-        Client {
-            agent: ureq::Agent::with_parts(config, connector, CachingResolver::default()),
-            timeouts: Timeouts {
-                connect: settings.timeout_connect,
-                non_streaming: settings.timeout_read_non_streaming,
-                streaming_idle: settings.timeout_read_streaming,
-            },
-        }
+        Client { agent: ureq::Agent::with_parts(config, connector, CachingResolver::default()), timeouts }
     }
 
     pub fn send(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, TransportError> {

@@ -4,8 +4,9 @@
 //! embeds text only. The answer names the model `provider/` + the id the upstream answered
 //! with, as every route does. Concurrent requests are batched (`embed_batch`).
 
-use super::{Incoming, Reply, embed_batch, parse_object, resolve};
+use super::{Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
+use crate::embed_batch;
 use crate::error::ApiError;
 use crate::providers::{Family, azure, gemini, openai, vertex};
 use crate::relay;

@@ -3,8 +3,6 @@
 
 mod chat;
 mod completions;
-mod embed_batch;
-pub use embed_batch::Batches as EmbeddingBatches;
 mod embeddings;
 mod messages;
 pub mod messages_format;
@@ -20,7 +18,8 @@ use crate::providers;
 use crate::providers::openai::StreamSummary;
 use crate::reqlog::RequestLog;
 use crate::sse;
-use crate::state::{AppState, lock};
+use crate::state::AppState;
+use crate::sync::lock;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 

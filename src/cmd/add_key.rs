@@ -5,11 +5,12 @@
 //! call, the provider's model list.
 
 use crate::cli::AddKeyArgs;
-use crate::config::{self, Config, ProviderConfig, dotenv};
+use crate::config::{self, Config, ProviderConfig};
+use crate::dotenv;
 use crate::error::{Context, Error, Result};
-use crate::keys::Secret;
 use crate::providers::{self, Family};
 use crate::redact::Redactor;
+use crate::secret::Secret;
 use crate::upstream::{self, Client};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -121,7 +122,7 @@ fn validate(config: &Config, provider: &ProviderConfig, key: &str) -> std::resul
         providers::with_key(provider.family, providers::models_request(provider.family, &provider.base), &secret)
     };
     let clean = |text: String| Redactor::new([key]).text(&text).into_owned();
-    let mut response = Client::new(&config.settings).send(&request).map_err(|e| clean(e.to_string()))?;
+    let mut response = Client::new(config.settings.timeouts()).send(&request).map_err(|e| clean(e.to_string()))?;
     if (200..300).contains(&response.status) {
         return Ok(());
     }

@@ -57,7 +57,7 @@ fn ask_server(config: &Config, url: &str) -> Result<Option<Value>> {
     let mut settings = config.settings.clone();
     settings.timeout_connect = Duration::from_secs(2);
     settings.timeout_read_non_streaming = Duration::from_secs(10);
-    let client = Client::new(&settings);
+    let client = Client::new(settings.timeouts());
     let mut headers = Vec::new();
     if let Some(key) = &config.proxy_api_key {
         headers.push(("authorization".to_string(), format!("Bearer {}", key.expose())));

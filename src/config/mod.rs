@@ -6,23 +6,26 @@
 //! defaults from it; `provider_config.rs` finds the providers and their keys; `models.rs` has
 //! the model filters and aliases; this file puts them together into a `Config`.
 
-pub(crate) mod dotenv;
 mod env_vars;
 mod models;
 mod provider_config;
+mod state_backend;
 #[cfg(test)]
 mod tests;
 
 pub use env_vars::ENV_VARS;
 pub use provider_config::{ProviderConfig, Rotation, is_key_var};
 
+use crate::dotenv;
 use crate::error::{Context, Error, Result};
-use crate::keys::Secret;
 use crate::oauth::{self, OAuthCredential};
+use crate::redact::Redactor;
+use crate::secret::Secret;
 use env_vars::Vars;
 use models::ModelAliases;
 use provider_config::{VertexConfig, attach_oauth, attach_vertex, discover_providers, vertex_config};
 use serde::Deserialize;
+pub use state_backend::StateBackend;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +44,17 @@ pub struct Settings {
     pub embedding_batch_max_inputs: usize,
     /// 0..=23.
     pub daily_reset_hour: u64,
+}
+
+impl Settings {
+    /// The upstream client's deadlines.
+    pub fn timeouts(&self) -> crate::upstream::Timeouts {
+        crate::upstream::Timeouts {
+            connect: self.timeout_connect,
+            non_streaming: self.timeout_read_non_streaming,
+            streaming_idle: self.timeout_read_streaming,
+        }
+    }
 }
 
 impl Settings {
@@ -136,12 +150,28 @@ pub struct Config {
     /// `GEMINI_CLI_PROJECT_ID`: the project of every `gemini_cli` call, over each account's own.
     pub gemini_cli_project: Option<String>,
     /// `STATE_BACKEND`, `REDIS_LEASE_TTL`, `INSTANCE_ID`: where the key pool's state is shared.
-    pub state: crate::keys::shared::Settings,
+    pub state: StateBackend,
     /// Vertex AI's project, location and service accounts.
     pub vertex: VertexConfig,
 }
 
 impl Config {
+    /// Every configured secret: each provider's keys, the proxy key, every OAuth
+    /// credential's tokens and API key, the body of every Vertex service account's private
+    /// key, and the password of the Redis URL (`STATE_BACKEND`).
+    pub fn redactor(&self) -> Redactor {
+        // Each field of a several-field credential (an AWS key pair: its id, secret access key
+        // and session token) on its own: the fields, not their join, are what could leak.
+        let keys = self.providers.values().flat_map(|p| p.keys.iter()).flat_map(|k| k.fields());
+        let oauth = self.oauth.iter().flat_map(|c| c.secrets());
+        let private_keys: Vec<String> = self.vertex.accounts.iter().map(|a| a.key_body()).collect();
+        let redis_password = self.state.password();
+        let others = self.proxy_api_key.iter().chain(oauth).map(|s| s.expose());
+        let mut secrets: Vec<&str> = keys.chain(others).chain(private_keys.iter().map(String::as_str)).collect();
+        secrets.extend(redis_password.as_ref().map(Secret::expose));
+        Redactor::new(secrets)
+    }
+
     /// Loads the data directory: `.env`, then the other `*.env` files sorted by name (an
     /// earlier file wins), with the real environment winning over all of them.
     pub fn load(data_dir: &Path) -> Result<Config> {
@@ -195,7 +225,7 @@ impl Config {
             oauth_endpoints: oauth::endpoint::Endpoints::from_env(get),
             oauth_refresh_interval: vars.positive_seconds("OAUTH_REFRESH_INTERVAL")?,
             gemini_cli_project: vars.optional("GEMINI_CLI_PROJECT_ID")?.map(|p| p.trim().to_string()),
-            state: crate::keys::shared::Settings::parse(
+            state: StateBackend::parse(
                 Some(vars.text("STATE_BACKEND")?),
                 vars.positive_seconds("REDIS_LEASE_TTL")?,
                 vars.positive_seconds("REDIS_TIMEOUT")?,

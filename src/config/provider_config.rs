@@ -6,9 +6,9 @@
 use super::env_vars::{Var, Vars};
 use super::models::ModelFilter;
 use crate::error::{Error, Result};
-use crate::keys::Secret;
 use crate::oauth::{self, OAuthCredential};
 use crate::providers::{self, Family};
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 
 /// How a provider spreads requests over its keys.
@@ -153,7 +153,7 @@ pub(super) fn attach_vertex(p: &mut ProviderConfig, vertex: &VertexConfig) -> Re
         p.oauth.push(OAuthKey {
             id: account.id(),
             account: account.masked(),
-            priority: crate::keys::pool::DEFAULT_PRIORITY,
+            priority: crate::oauth::tier::DEFAULT_PRIORITY,
         });
     }
     Ok(())
@@ -259,7 +259,7 @@ fn aws_key_pairs(env: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
             (Some(_), None) => return Err(Error::Config(format!("{ID}{tail} is set but {SECRET}{tail} is not"))),
             (None, Some(_)) => return Err(Error::Config(format!("{SECRET}{tail} is set but {ID}{tail} is not"))),
         };
-        let sep = crate::keys::FIELD_SEPARATOR;
+        let sep = crate::secret::FIELD_SEPARATOR;
         let joined = match value(format!("{TOKEN}{tail}")) {
             Some(token) => format!("{id}{sep}{secret}{sep}{token}"),
             None => format!("{id}{sep}{secret}"),

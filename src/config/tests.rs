@@ -215,3 +215,20 @@ fn a_read_of_an_undocumented_variable_is_an_error() {
     assert!(vars.text(member).is_err());
     assert_eq!(env_vars::Var::family("ROTATION_MODE_<PROVIDER>", "GROQ").name(), "ROTATION_MODE_GROQ");
 }
+
+#[test]
+fn the_config_redactor_covers_every_oauth_token() {
+    let vars = [
+        ("IFLOW_1_REFRESH_TOKEN", "iflow-refresh-1234567"),
+        ("IFLOW_1_ACCESS_TOKEN", "iflow-access-7654321"),
+        ("IFLOW_1_API_KEY", "sk-iflow-api-key-000"),
+        ("GEMINI_CLI_REFRESH_TOKEN", "1//0g-gemini-refresh"),
+    ];
+    let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let config = Config::from_env(Path::new("."), &env, Default::default()).unwrap();
+    let r = config.redactor();
+    for (_, secret) in vars {
+        let out = r.text(&format!("echo {secret} back")).into_owned();
+        assert_eq!(out, "echo [REDACTED] back");
+    }
+}

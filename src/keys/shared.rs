@@ -19,9 +19,11 @@
 //! when Redis answers again the shared cooldowns and lockouts are taken in and the local ones
 //! pushed back to it.
 
-use crate::keys::Secret;
+use super::PoolHost;
+use crate::config::StateBackend;
 use crate::keys::pool::Counters;
-use crate::state::{AppState, lock};
+use crate::secret::Secret;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -37,68 +39,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the subscriber looks up from its socket to see whether it should stop.
 const SUBSCRIBER_TICK: Duration = Duration::from_millis(250);
-
-/// `STATE_BACKEND`, `REDIS_LEASE_TTL` and `INSTANCE_ID`, parsed.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// None: the file backend (`key_usage.json` only). The URL may hold a password, so it is
-    /// kept as a `Secret` and its password taught to the redactor.
-    pub redis: Option<Secret>,
-    pub lease_ttl: Duration,
-    /// `REDIS_TIMEOUT`: connect, read and write budget of one Redis call; a request waits at
-    /// most about this long for a Redis that stopped answering before going on with local
-    /// state.
-    pub timeout: Duration,
-    pub instance: String,
-}
-
-impl Settings {
-    /// From the variables' values (None when unset). `rediss://` is refused: this build has
-    /// no TLS for Redis.
-    pub fn parse(
-        backend: Option<&str>,
-        lease_ttl: Duration,
-        timeout: Duration,
-        instance: Option<&str>,
-    ) -> Result<Settings, String> {
-        let instance = instance.map(|i| i.trim().to_string()).unwrap_or_else(default_instance);
-        let redis = match backend.map(str::trim) {
-            None | Some("file") => None,
-            Some(url) if url.starts_with("rediss://") => {
-                return Err("STATE_BACKEND: rediss:// (TLS) is not supported by this build; use redis:// on a private network or through a TLS tunnel".into());
-            }
-            Some(url) if ["redis://", "redis+unix://", "unix://"].iter().any(|s| url.starts_with(s)) => {
-                // The crate's own parser; its error is not shown since it may quote the URL.
-                if redis::Client::open(url).is_err() {
-                    return Err("STATE_BACKEND is not a valid redis:// URL".into());
-                }
-                Some(Secret::new(url))
-            }
-            Some(_) => return Err("STATE_BACKEND must be `file` or a redis://[:password@]host:port/db URL".into()),
-        };
-        if lease_ttl < Duration::from_millis(300) {
-            return Err("REDIS_LEASE_TTL must be at least 0.3 seconds".into());
-        }
-        Ok(Settings { redis, lease_ttl, timeout, instance })
-    }
-
-    /// The password in the Redis URL, for the redactor.
-    pub fn password(&self) -> Option<Secret> {
-        let url = self.redis.as_ref()?.expose();
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let userinfo = rest.split_once('@').map(|(u, _)| u);
-        let password = userinfo.map(|u| u.split_once(':').map_or(u, |(_, p)| p));
-        let from_query = url.split_once("pass=").map(|(_, p)| p.split('&').next().unwrap_or(p));
-        password.filter(|p| !p.is_empty()).or(from_query).filter(|p| !p.is_empty()).map(Secret::new)
-    }
-}
-
-/// `hostname-pid`: unique per process on a host, and readable in `status`.
-fn default_instance() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    format!("{}-{}", if host.is_empty() { "keyrelay" } else { host }, std::process::id())
-}
 
 /// The shared store's answer to "may this instance use (key, model) now?".
 #[derive(Debug)]
@@ -156,7 +96,7 @@ pub trait SharedState: Send + Sync {
     /// Appends this backend's lines to the `/metrics` text.
     fn metrics(&self, out: &mut String);
     /// Starts the background threads (lease renewal, the subscriber).
-    fn start(self: Arc<Self>, app: Arc<AppState>) -> Background;
+    fn start(self: Arc<Self>, app: Arc<dyn PoolHost>) -> Background;
 }
 
 /// The file backend: the local pool is the whole truth.
@@ -170,13 +110,13 @@ impl SharedState for Local {
     fn block(&self, _: &Block, _: u64) {}
     fn annotate(&self, _: &mut Value, _: u64) {}
     fn metrics(&self, _: &mut String) {}
-    fn start(self: Arc<Self>, _: Arc<AppState>) -> Background {
+    fn start(self: Arc<Self>, _: Arc<dyn PoolHost>) -> Background {
         Background::default()
     }
 }
 
 /// The backend for these settings.
-pub fn backend(settings: &Settings) -> Arc<dyn SharedState> {
+pub fn backend(settings: &StateBackend) -> Arc<dyn SharedState> {
     match &settings.redis {
         Some(url) => match RedisState::new(url, settings) {
             Some(redis) => Arc::new(redis),
@@ -376,7 +316,7 @@ fn event(kind: &str, from: &str, block: Option<(&Block, u64)>) -> String {
 }
 
 impl RedisState {
-    fn new(url: &Secret, settings: &Settings) -> Option<RedisState> {
+    fn new(url: &Secret, settings: &StateBackend) -> Option<RedisState> {
         let client = redis::Client::open(url.expose()).ok()?;
         Some(RedisState {
             client,
@@ -508,9 +448,9 @@ impl RedisState {
 
     /// Takes in the cooldowns and lockouts Redis holds for this instance's keys (set while
     /// this instance could not hear of them), then pushes its own.
-    fn resync(&self, app: &AppState) {
+    fn resync(&self, app: &dyn PoolHost) {
         let now = crate::clock::now_ms();
-        let ids: Vec<String> = lock(&app.pool).status(now).into_iter().map(|k| k.id).collect();
+        let ids: Vec<String> = lock(app.pool()).status(now).into_iter().map(|k| k.id).collect();
         let Some(view) = self.view(&ids, 0) else { return };
         let mut shared = Vec::new();
         for (id, (_, cooling, locked, _)) in ids.iter().zip(view) {
@@ -530,20 +470,20 @@ impl RedisState {
             }
         }
         if !shared.is_empty() {
-            let mut pool = lock(&app.pool);
+            let mut pool = lock(app.pool());
             shared.iter().for_each(|b| pool.apply_block(b));
             drop(pool);
             log::info!("STATE_BACKEND: took in {} cooldowns and lockouts from Redis", shared.len());
         }
-        app.pool_changed.notify_all();
+        app.wake_waiters();
         app.usage_changed();
-        let blocks = lock(&app.pool).blocks(now);
+        let blocks = lock(app.pool()).blocks(now);
         for block in &blocks {
             self.block(block, now);
         }
     }
 
-    fn renew(&self, app: &AppState) {
+    fn renew(&self, app: &dyn PoolHost) {
         if self.resync.swap(false, Ordering::Relaxed) {
             self.resync(app);
             if !self.is_up() {
@@ -566,7 +506,7 @@ impl RedisState {
     }
 
     /// Reads the channel until told to stop, reconnecting after a back-off when it breaks.
-    fn subscribe(&self, app: &AppState, stop: &Receiver<()>) {
+    fn subscribe(&self, app: &dyn PoolHost, stop: &Receiver<()>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.listen(app, stop) {
@@ -580,13 +520,13 @@ impl RedisState {
     }
 
     /// One subscription: Ok when told to stop, Err when the connection broke.
-    fn listen(&self, app: &AppState, stop: &Receiver<()>) -> redis::RedisResult<()> {
+    fn listen(&self, app: &dyn PoolHost, stop: &Receiver<()>) -> redis::RedisResult<()> {
         let mut conn = self.client.get_connection_with_timeout(self.timeout)?;
         conn.set_read_timeout(Some(SUBSCRIBER_TICK))?;
         let mut pubsub = conn.as_pubsub();
         pubsub.subscribe(CHANNEL)?;
         // Events missed while unsubscribed may have freed slots: let waiters look again.
-        app.pool_changed.notify_all();
+        app.wake_waiters();
         loop {
             if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
                 return Ok(());
@@ -603,7 +543,7 @@ impl RedisState {
     }
 
     /// Applies another instance's event to the local pool, and wakes waiting requests.
-    fn apply(&self, app: &AppState, payload: &str) {
+    fn apply(&self, app: &dyn PoolHost, payload: &str) {
         let Ok(event) = serde_json::from_str::<Value>(payload) else { return };
         if event["kind"] == "block" && event["from"] != self.instance.as_str() {
             let (Some(key), Some(ms)) = (event["key"].as_str(), event["ms"].as_u64()) else { return };
@@ -615,10 +555,10 @@ impl RedisState {
                 step: event["step"].as_u64().map_or(0, |s| s.min(u64::from(u32::MAX)) as u32),
                 transient: event["transient"].as_bool().unwrap_or(false),
             };
-            lock(&app.pool).apply_block(&block);
+            lock(app.pool()).apply_block(&block);
             app.usage_changed();
         }
-        app.pool_changed.notify_all();
+        app.wake_waiters();
     }
 }
 
@@ -720,19 +660,19 @@ impl SharedState for RedisState {
         let _ = writeln!(out, "keyrelay_state_backend_errors_total {}", self.errors.load(Ordering::Relaxed));
     }
 
-    fn start(self: Arc<Self>, app: Arc<AppState>) -> Background {
+    fn start(self: Arc<Self>, app: Arc<dyn PoolHost>) -> Background {
         let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
         let period = self.ttl / 3;
         let renewer = {
             let (me, app, stop) = (self.clone(), app.clone(), stop.clone());
             std::thread::spawn(move || {
-                me.renew(&app);
+                me.renew(app.as_ref());
                 while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
-                    me.renew(&app);
+                    me.renew(app.as_ref());
                 }
             })
         };
-        let subscriber = std::thread::spawn(move || self.subscribe(&app, &stop));
+        let subscriber = std::thread::spawn(move || self.subscribe(app.as_ref(), &stop));
         Background { stop: Some(stop_tx), threads: vec![renewer, subscriber] }
     }
 }
@@ -746,31 +686,31 @@ mod tests {
 
     #[test]
     fn file_is_the_default_and_redis_urls_are_checked() {
-        assert!(Settings::parse(None, TTL, TIMEOUT, None).unwrap().redis.is_none());
-        assert!(Settings::parse(Some("file"), TTL, TIMEOUT, None).unwrap().redis.is_none());
-        let s = Settings::parse(Some("redis://:hunter2-pass@127.0.0.1:6379/0"), TTL, TIMEOUT, Some("a")).unwrap();
+        assert!(StateBackend::parse(None, TTL, TIMEOUT, None).unwrap().redis.is_none());
+        assert!(StateBackend::parse(Some("file"), TTL, TIMEOUT, None).unwrap().redis.is_none());
+        let s = StateBackend::parse(Some("redis://:hunter2-pass@127.0.0.1:6379/0"), TTL, TIMEOUT, Some("a")).unwrap();
         assert_eq!(s.instance, "a");
         assert_eq!(s.password().map(|p| p.expose().to_string()), Some("hunter2-pass".into()));
         assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
-        let unix = Settings::parse(Some("redis+unix:///tmp/r.sock?pass=sekret-xyz"), TTL, TIMEOUT, None).unwrap();
+        let unix = StateBackend::parse(Some("redis+unix:///tmp/r.sock?pass=sekret-xyz"), TTL, TIMEOUT, None).unwrap();
         assert_eq!(unix.password().map(|p| p.expose().to_string()), Some("sekret-xyz".into()));
-        assert!(Settings::parse(Some("redis://127.0.0.1"), TTL, TIMEOUT, None).unwrap().password().is_none());
-        let tls = Settings::parse(Some("rediss://h:6380"), TTL, TIMEOUT, None).unwrap_err();
+        assert!(StateBackend::parse(Some("redis://127.0.0.1"), TTL, TIMEOUT, None).unwrap().password().is_none());
+        let tls = StateBackend::parse(Some("rediss://h:6380"), TTL, TIMEOUT, None).unwrap_err();
         assert!(tls.contains("not supported"), "{tls}");
-        assert!(Settings::parse(Some("memcached://x"), TTL, TIMEOUT, None).is_err());
-        assert!(Settings::parse(Some("redis://h"), Duration::from_millis(10), TIMEOUT, None).is_err());
+        assert!(StateBackend::parse(Some("memcached://x"), TTL, TIMEOUT, None).is_err());
+        assert!(StateBackend::parse(Some("redis://h"), Duration::from_millis(10), TIMEOUT, None).is_err());
     }
 
     #[test]
     fn the_default_instance_names_the_process() {
-        let s = Settings::parse(None, TTL, TIMEOUT, None).unwrap();
+        let s = StateBackend::parse(None, TTL, TIMEOUT, None).unwrap();
         assert!(s.instance.ends_with(&format!("-{}", std::process::id())), "{}", s.instance);
     }
 
     #[test]
     fn an_unreachable_redis_grants_locally_and_says_so_in_metrics() {
         // Port 1 on loopback refuses at once.
-        let settings = Settings::parse(Some("redis://127.0.0.1:1/0"), TTL, TIMEOUT, Some("t")).unwrap();
+        let settings = StateBackend::parse(Some("redis://127.0.0.1:1/0"), TTL, TIMEOUT, Some("t")).unwrap();
         let redis = RedisState::new(settings.redis.as_ref().unwrap(), &settings).unwrap();
         assert!(matches!(redis.acquire("openai:k", "m", 1, false), Grant::Local));
         // The next call is inside the back-off: answered without trying.

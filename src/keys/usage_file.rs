@@ -8,9 +8,10 @@
 //! file is serialised and written from the copy with the lock released. The file holds no key,
 //! but it names every key and its usage: it is written owner-only (0600).
 
+use super::PoolHost;
 use crate::clock;
 use crate::keys::pool::Snapshot;
-use crate::state::{AppState, lock};
+use crate::sync::lock;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -83,7 +84,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(state: Arc<AppState>, path: PathBuf) -> Writer {
+    pub fn start(state: Arc<dyn PoolHost>, path: PathBuf) -> Writer {
         tighten(&path);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
@@ -92,15 +93,15 @@ impl Writer {
                 let mut copy = UsageCopy::default();
                 loop {
                     crossbeam_channel::select! {
-                        recv(state.usage_rx) -> _ => {
+                        recv(state.usage_signals()) -> _ => {
                             // Debounce: gather the changes of the next moment into one write,
                             // unless shutdown comes first.
                             let stopping = stop_rx.recv_timeout(DEBOUNCE).is_ok();
-                            copy.write_if_changed(&state, &path);
+                            copy.write_if_changed(state.as_ref(), &path);
                             if stopping { return; }
                         }
                         recv(stop_rx) -> _ => {
-                            copy.write_if_changed(&state, &path);
+                            copy.write_if_changed(state.as_ref(), &path);
                             return;
                         }
                     }
@@ -125,8 +126,8 @@ struct UsageCopy {
 }
 
 impl UsageCopy {
-    fn write_if_changed(&mut self, state: &AppState, path: &Path) {
-        let changes = lock(&state.pool).take_changes();
+    fn write_if_changed(&mut self, state: &dyn PoolHost, path: &Path) {
+        let changes = lock(state.pool()).take_changes();
         if !changes.is_empty() {
             self.snapshot.apply(changes);
             self.unsaved = true;

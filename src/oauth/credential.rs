@@ -8,7 +8,7 @@
 
 use super::{Provider, Source};
 use crate::clock;
-use crate::keys::Secret;
+use crate::secret::Secret;
 use serde_json::{Map, Value, json};
 
 /// How `expiry_date` was written, so a rewrite keeps the form its reader expects.

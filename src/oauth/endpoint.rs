@@ -7,7 +7,7 @@
 //! changed. A 400 or 401 (or an `invalid_grant` error) is a refusal: the refresh token is dead.
 
 use super::{OAuthCredential, Provider};
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::{self, Client, Method, UpstreamRequest};
 use base64::Engine;
 use serde_json::Value;

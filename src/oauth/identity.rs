@@ -7,7 +7,7 @@
 //! two copies of one file are still recognised.
 
 use super::{OAuthCredential, Provider};
-use crate::keys::Secret;
+use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;

@@ -9,7 +9,6 @@
 //! are not accounts one logs in with, but their tokens follow the same rules
 //! (`service_account`, which talks to their token endpoints).
 
-pub mod background;
 pub mod credential;
 pub mod discovery;
 pub mod endpoint;

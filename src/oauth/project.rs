@@ -7,9 +7,9 @@
 //! the request and answer shapes are `providers::code_assist`'s.
 
 use super::refresh::CredentialState;
-use crate::keys::Secret;
 use crate::providers::code_assist::{self, Loaded};
 use crate::providers::{self, Family, errors, errors::ErrorClass};
+use crate::secret::Secret;
 use crate::upstream::{self, Client, UpstreamRequest};
 use serde_json::Value;
 use std::time::Duration;

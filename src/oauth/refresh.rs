@@ -18,8 +18,8 @@ use super::endpoint::{RefreshError, TokenEndpoint, Tokens};
 use super::single_flight::{self, Settled, SingleFlight};
 use super::{OAuthCredential, Provider, Source, credential::Expiry, credential::ExpiryForm, identity, store};
 use crate::clock::{self, HOUR, MINUTE, SECOND};
-use crate::keys::Secret;
-use crate::state::lock;
+use crate::secret::Secret;
+use crate::sync::lock;
 use std::sync::Mutex;
 
 /// Whether the provider's OAuth credentials join its key pool: every provider's do.

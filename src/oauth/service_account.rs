@@ -15,7 +15,7 @@
 
 use super::single_flight::{self, Settled, SingleFlight};
 use crate::clock::{MINUTE, SECOND};
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::{self, Client, Method, UpstreamRequest};
 use base64::Engine;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -347,7 +347,7 @@ impl Registry {
 pub(crate) mod tests {
     use super::*;
     use crate::oauth::single_flight::tests::four_callers;
-    use crate::state::lock;
+    use crate::sync::lock;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;

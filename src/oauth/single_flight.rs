@@ -4,7 +4,7 @@
 //! the others wait for that refresh and take its result; and the registry of such states by
 //! pool id, kept across reloads when nothing changed.
 
-use crate::state::lock;
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 

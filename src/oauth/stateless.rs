@@ -6,8 +6,8 @@
 //! variables `read` reads, quoted for `.env` files.
 
 use super::{OAuthCredential, Provider, Source, credential::Expiry, identity};
-use crate::config::dotenv;
-use crate::keys::Secret;
+use crate::dotenv;
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 
 /// The fields `export_block` writes, in order (`read` also takes `ID_TOKEN`, `TOKEN_TYPE` and

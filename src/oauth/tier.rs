@@ -8,10 +8,14 @@
 //! the official CLI ignores; a stateless set carries it as `GEMINI_CLI_<N>_TIER`.
 
 use super::OAuthCredential;
-use crate::keys::pool::DEFAULT_PRIORITY;
 use serde_json::{Map, Value};
 
 const METADATA: &str = "_proxy_metadata";
+
+/// The priority of a key nothing ranks: every API key, and an OAuth credential whose tier is
+/// unknown. Lower is better; the pool uses a key only when no better one could take the
+/// request.
+pub const DEFAULT_PRIORITY: u32 = 10;
 
 /// Lower is better. Both Code Assist's tier ids and the Python proxy's short names are known;
 /// anything else (`legacy-tier` included) ranks like an API key.

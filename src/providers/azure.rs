@@ -13,7 +13,7 @@
 
 use super::path_segment;
 use crate::error::{ApiError, ErrorKind};
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::{Method, UpstreamRequest};
 
 /// The provider's name.

@@ -24,7 +24,7 @@
 use super::hub::{self, Body, Roles, ToolChoice, bad, post_json};
 use super::{StreamTranslator, Translated, anthropic_map, chunk_envelope, event_json, sigv4, stream_error};
 use crate::error::ApiError;
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::{Map, Value, json};

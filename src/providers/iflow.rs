@@ -4,7 +4,7 @@
 //! `iFlow-Cli:<session-id>:<timestamp in ms>`, with `User-Agent: iFlow-Cli`. Pure: the session
 //! id and the time are passed in, so the headers are tested against fixed values.
 
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};

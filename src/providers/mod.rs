@@ -18,7 +18,7 @@ pub mod think;
 pub mod vertex;
 
 use crate::error::ApiError;
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::sse;
 use crate::upstream::{Method, UpstreamRequest};
 use serde_json::Value;

@@ -19,7 +19,7 @@
 use super::hub::{self, Body};
 use super::{anthropic, gemini, path_segment};
 use crate::error::ApiError;
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 

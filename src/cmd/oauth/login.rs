@@ -20,7 +20,7 @@ pub fn run(config: Config, args: LoginArgs) -> Result<ExitCode> {
         open_browser: !args.no_browser && has_display(&env),
         label: args.label.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
     };
-    let client = Client::new(&config.settings);
+    let client = Client::new(config.settings.timeouts());
     match login::login(&config.data_dir, provider, &endpoints, &client, &options) {
         Ok((account, path)) => {
             println!("saved {provider} account {account} in {}", path.display());

@@ -33,7 +33,7 @@ pub fn run(config: Config, args: OauthRefreshArgs) -> Result<ExitCode> {
             None => Error::Config("no OAuth credentials to refresh (see keyrelay oauth import)".into()),
         });
     }
-    let client = Client::new(&config.settings);
+    let client = Client::new(config.settings.timeouts());
     let endpoint = Http { client: &client, endpoints: &config.oauth_endpoints };
     let (mut refused, mut failed) = (0, 0);
     let mut out = std::io::stdout().lock();

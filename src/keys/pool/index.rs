@@ -3,9 +3,10 @@
 //! rotation order, the blocked ones in a timer queue; and a provider's keys with their
 //! indexes (`ProviderKeys`).
 
-use super::record::{DEFAULT_PRIORITY, KeyRecord};
+use super::record::KeyRecord;
 use crate::config::Rotation;
-use crate::keys::Secret;
+use crate::oauth::tier::DEFAULT_PRIORITY;
+use crate::secret::Secret;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug)]

@@ -19,8 +19,8 @@
 
 use crate::clock::{self, DAY, SECOND};
 use crate::config::Config;
-use crate::keys::Secret;
 use crate::keys::shared::Block;
+use crate::secret::Secret;
 use index::{Key, Place, ProviderKeys, first_in};
 use record::{cool, lock_out, record_outcome, spare};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 mod index;
 mod record;
 
-pub use record::{Counters, DEFAULT_PRIORITY, KeyRecord, Outcome};
+use crate::oauth::tier::DEFAULT_PRIORITY;
+pub use record::{Counters, KeyRecord, Outcome};
 
 /// The answer to "which key may this request use?".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,6 @@ pub(super) const LADDER: [u64; 5] = [10 * SECOND, 30 * SECOND, 60 * SECOND, 120 
 pub(super) const LOCKOUT_LADDER: [u64; 4] = [5 * MINUTE, 15 * MINUTE, HOUR, 4 * HOUR];
 /// After the same-key retry of a transient failure; not counted on the ladder.
 pub(super) const TRANSIENT_COOLDOWN: u64 = 30 * SECOND;
-/// The priority of a key nothing ranks: every API key, and an OAuth credential whose tier is
-/// unknown. Lower is better; a key is used only when no better one could take the request.
-pub const DEFAULT_PRIORITY: u32 = 10;
 
 /// Three models cooling this long lock the key out for `LONG_COOLDOWN_LOCKOUT`.
 pub(super) const LONG_COOLDOWN: u64 = 2 * HOUR;

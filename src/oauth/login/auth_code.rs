@@ -10,9 +10,9 @@ use super::{
     Answer, Endpoints, IFLOW_CLIENT_ID, IFLOW_CLIENT_SECRET, LoginError, LoginResult, Options, Pkce, call, encode,
     form, get, open_browser, post_form, random_state, take_tokens,
 };
-use crate::keys::Secret;
 use crate::oauth::credential::{ApiKeyField, Expiry, ExpiryForm};
 use crate::oauth::{OAuthCredential, Provider, Source, identity};
+use crate::secret::Secret;
 use crate::upstream::Client;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

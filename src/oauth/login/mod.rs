@@ -13,7 +13,7 @@ pub mod callback;
 pub mod device;
 
 use super::{OAuthCredential, Provider, identity, store};
-use crate::keys::Secret;
+use crate::secret::Secret;
 use crate::upstream::{Client, Method, TransportError, UpstreamRequest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -9,7 +9,7 @@
 //! other caller its part through a channel. A window of 0 turns batching off.
 
 use crate::error::ApiError;
-use crate::state::lock;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! `keyrelay serve`: bind, serve until SIGINT/SIGTERM, reload on SIGHUP, shut down cleanly.
 
+mod refresher;
+
 use crate::cli::ServeArgs;
 use crate::cmd::oauth::import::{self, Imported};
 use crate::config::Config;
@@ -7,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::http;
 use crate::keys::usage_file;
 use crate::logging;
-use crate::state::{AppState, lock};
+use crate::state::AppState;
+use crate::sync::lock;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::net::IpAddr;
@@ -46,7 +49,7 @@ pub fn run(config: Config, args: ServeArgs) -> Result<ExitCode> {
     }
     let state = Arc::new(state);
     let usage_writer = usage_file::Writer::start(state.clone(), usage_path);
-    let refresher = crate::oauth::background::Refresher::start(state.clone());
+    let refresher = refresher::Refresher::start(state.clone());
     let shared = state.shared.clone().start(state.clone());
     let (events_tx, events) = crossbeam_channel::unbounded::<i32>();
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
