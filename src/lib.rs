@@ -8,6 +8,7 @@ mod cmd;
 mod config;
 mod dotenv;
 mod embed_batch;
+mod env_vars;
 mod error;
 #[cfg(test)]
 mod fuzz_config;

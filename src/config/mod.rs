@@ -2,26 +2,26 @@
 //! `launcher_config.json`, and the providers and settings resolved from them. A `Config` is
 //! built once and never mutated; a reload builds a new one.
 //!
-//! `env_vars.rs` holds the table of documented variables and the typed reads that take their
-//! defaults from it; `provider_config.rs` finds the providers and their keys; `models.rs` has
+//! The table of documented variables and the typed reads that take their defaults from it are
+//! `crate::env_vars` (below `oauth`, which reads its endpoints' defaults there too);
+//! `provider_config.rs` finds the providers and their keys; `models.rs` has
 //! the model filters and aliases; this file puts them together into a `Config`.
 
-mod env_vars;
 mod models;
 mod provider_config;
 mod state_backend;
 #[cfg(test)]
 mod tests;
 
-pub use env_vars::ENV_VARS;
+pub use crate::env_vars::ENV_VARS;
 pub use provider_config::{ProviderConfig, Rotation, is_key_var};
 
 use crate::dotenv;
+use crate::env_vars::Vars;
 use crate::error::{Context, Error, Result};
 use crate::oauth::{self, OAuthCredential};
 use crate::redact::Redactor;
 use crate::secret::Secret;
-use env_vars::Vars;
 use models::ModelAliases;
 use provider_config::{VertexConfig, attach_oauth, attach_vertex, discover_providers, vertex_config};
 use serde::Deserialize;

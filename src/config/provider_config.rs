@@ -3,8 +3,8 @@
 //! filters, concurrency and rotation, Azure's API version, and Vertex AI's project, location and
 //! service accounts; and how OAuth credentials join their provider's key pool.
 
-use super::env_vars::{Var, Vars};
 use super::models::ModelFilter;
+use crate::env_vars::{Var, Vars};
 use crate::error::{Error, Result};
 use crate::oauth::{self, OAuthCredential};
 use crate::providers::{self, Family};

@@ -178,7 +178,7 @@ fn unset_settings_take_the_tables_defaults() {
         ("ROTATION_MODE_<PROVIDER>", format!("{:?}", cfg.providers["openai"].rotation).to_ascii_lowercase()),
     ];
     for (row, value) in loaded {
-        assert_eq!(env_vars::default_of(row).unwrap(), value, "{row}");
+        assert_eq!(crate::env_vars::default_of(row).unwrap(), value, "{row}");
     }
     // The familiar figures, so a change to the table is a visible change of behaviour.
     assert_eq!((s.global_timeout, s.timeout_read_non_streaming), (Duration::from_secs(30), Duration::from_secs(600)));
@@ -211,9 +211,9 @@ fn a_read_of_an_undocumented_variable_is_an_error() {
     let why = vars.number(UNDOCUMENTED).unwrap_err().to_string();
     assert!(why.contains(UNDOCUMENTED) && why.contains("ENV_VARS"), "{why}");
     assert!(vars.optional(UNDOCUMENTED).is_err());
-    let member = env_vars::Var::family("NOT_A_FAMILY_<PROVIDER>", "OPENAI");
+    let member = crate::env_vars::Var::family("NOT_A_FAMILY_<PROVIDER>", "OPENAI");
     assert!(vars.text(member).is_err());
-    assert_eq!(env_vars::Var::family("ROTATION_MODE_<PROVIDER>", "GROQ").name(), "ROTATION_MODE_GROQ");
+    assert_eq!(crate::env_vars::Var::family("ROTATION_MODE_<PROVIDER>", "GROQ").name(), "ROTATION_MODE_GROQ");
 }
 
 #[test]

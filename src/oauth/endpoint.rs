@@ -30,11 +30,13 @@ pub struct Endpoints {
 
 impl Endpoints {
     pub fn from_env<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Endpoints {
-        let origin = |name: &str, default: &str| get(name).unwrap_or(default).trim().trim_end_matches('/').to_string();
+        // The defaults are the documented ones (`ENV_VARS`), written once.
+        let default = |name: &str| crate::env_vars::default_of(name).unwrap_or_default();
+        let origin = |name: &str| get(name).unwrap_or(default(name)).trim().trim_end_matches('/').to_string();
         Endpoints {
-            qwen_oauth_base: origin("QWEN_CODE_OAUTH_BASE", "https://chat.qwen.ai"),
+            qwen_oauth_base: origin("QWEN_CODE_OAUTH_BASE"),
             gemini_token_url: get("GEMINI_CLI_TOKEN_URL").map(|u| u.trim().to_string()),
-            iflow_oauth_base: origin("IFLOW_OAUTH_BASE", "https://iflow.cn"),
+            iflow_oauth_base: origin("IFLOW_OAUTH_BASE"),
         }
     }
 }
@@ -93,7 +95,9 @@ impl TokenEndpoint for Http<'_> {
                 let client_id = cred.client_id.as_deref().unwrap_or(GEMINI_CLIENT_ID);
                 let secret = cred.client_secret.as_deref().unwrap_or(GEMINI_CLIENT_SECRET);
                 (
-                    url.unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
+                    url.unwrap_or_else(|| {
+                        crate::env_vars::default_of("GEMINI_CLI_TOKEN_URL").unwrap_or_default().into()
+                    }),
                     vec![
                         ("grant_type", "refresh_token"),
                         ("refresh_token", refresh),

@@ -95,20 +95,24 @@ impl Endpoints {
     /// `GEMINI_CLI_CLIENT_ID`, `GEMINI_CLI_CLIENT_SECRET`, `GEMINI_CLI_OAUTH_PORT`,
     /// `QWEN_CODE_OAUTH_BASE`, `IFLOW_OAUTH_BASE` and `IFLOW_OAUTH_PORT`.
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Endpoints, String> {
-        let get = |name: &str, default: &str| {
-            env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()).unwrap_or(default).to_string()
+        let given = |name: &str| env.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        // Unset: the documented default (`ENV_VARS`), written once.
+        let get = |name: &str| -> Result<String, String> {
+            given(name)
+                .map_or_else(|| crate::env_vars::default_of(name).map(String::from).map_err(|e| e.to_string()), Ok)
         };
-        let origin = |name: &str, default: &str| get(name, default).trim_end_matches('/').to_string();
+        let origin = |name: &str| get(name).map(|v| v.trim_end_matches('/').to_string());
         Ok(Endpoints {
-            gemini_auth_url: get("GEMINI_CLI_AUTH_URL", "https://accounts.google.com/o/oauth2/v2/auth"),
-            gemini_token_url: get("GEMINI_CLI_TOKEN_URL", "https://oauth2.googleapis.com/token"),
-            gemini_userinfo_url: get("GEMINI_CLI_USERINFO_URL", "https://www.googleapis.com/oauth2/v2/userinfo"),
-            gemini_client_id: get("GEMINI_CLI_CLIENT_ID", GEMINI_CLIENT_ID),
-            gemini_client_secret: get("GEMINI_CLI_CLIENT_SECRET", GEMINI_CLIENT_SECRET),
-            gemini_port: port(&get("GEMINI_CLI_OAUTH_PORT", "8085"), "GEMINI_CLI_OAUTH_PORT")?,
-            qwen_base: origin("QWEN_CODE_OAUTH_BASE", "https://chat.qwen.ai"),
-            iflow_base: origin("IFLOW_OAUTH_BASE", "https://iflow.cn"),
-            iflow_port: port(&get("IFLOW_OAUTH_PORT", "11451"), "IFLOW_OAUTH_PORT")?,
+            gemini_auth_url: get("GEMINI_CLI_AUTH_URL")?,
+            gemini_token_url: get("GEMINI_CLI_TOKEN_URL")?,
+            gemini_userinfo_url: get("GEMINI_CLI_USERINFO_URL")?,
+            // The Gemini CLI's own public client (its table row says so in words).
+            gemini_client_id: given("GEMINI_CLI_CLIENT_ID").unwrap_or_else(|| GEMINI_CLIENT_ID.to_string()),
+            gemini_client_secret: given("GEMINI_CLI_CLIENT_SECRET").unwrap_or_else(|| GEMINI_CLIENT_SECRET.to_string()),
+            gemini_port: port(&get("GEMINI_CLI_OAUTH_PORT")?, "GEMINI_CLI_OAUTH_PORT")?,
+            qwen_base: origin("QWEN_CODE_OAUTH_BASE")?,
+            iflow_base: origin("IFLOW_OAUTH_BASE")?,
+            iflow_port: port(&get("IFLOW_OAUTH_PORT")?, "IFLOW_OAUTH_PORT")?,
         })
     }
 }

@@ -258,14 +258,14 @@ pub const ENV_VARS: &[EnvVar] = &[
 /// A variable to read: its name in the environment and its row of `ENV_VARS`, the name itself
 /// or, for a family, the pattern (`ROTATION_MODE_<PROVIDER>` for `ROTATION_MODE_OPENAI`).
 #[derive(Debug, Clone)]
-pub(super) struct Var {
+pub struct Var {
     name: String,
     row: &'static str,
 }
 
 impl Var {
     /// A member of a family: `row`'s placeholder (`<PROVIDER>`, `<N>`) replaced by `member`.
-    pub(super) fn family(row: &'static str, member: &str) -> Var {
+    pub fn family(row: &'static str, member: &str) -> Var {
         let name = match (row.find('<'), row.find('>')) {
             (Some(start), Some(end)) if start < end => format!("{}{member}{}", &row[..start], &row[end + 1..]),
             _ => row.to_string(),
@@ -274,7 +274,7 @@ impl Var {
     }
 
     /// The variable's name in the environment, for error messages.
-    pub(super) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 }
@@ -287,35 +287,35 @@ impl From<&'static str> for Var {
 
 /// The default `ENV_VARS` gives `row`; a row the table lacks is an error, so an undocumented
 /// read fails the first load (and the unit test that loads an empty environment).
-pub(super) fn default_of(row: &str) -> Result<&'static str> {
+pub fn default_of(row: &str) -> Result<&'static str> {
     ENV_VARS
         .iter()
         .find(|v| v.name == row)
         .map(|v| v.default)
-        .ok_or_else(|| Error::Config(format!("{row} is read but missing from config::ENV_VARS")))
+        .ok_or_else(|| Error::Config(format!("{row} is read but missing from ENV_VARS")))
 }
 
 /// The merged environment, read through `ENV_VARS`. A variable set to blanks counts as unset.
 #[derive(Clone, Copy)]
-pub(super) struct Vars<'a> {
+pub struct Vars<'a> {
     env: &'a BTreeMap<String, String>,
 }
 
 impl<'a> Vars<'a> {
-    pub(super) fn new(env: &'a BTreeMap<String, String>) -> Vars<'a> {
+    pub fn new(env: &'a BTreeMap<String, String>) -> Vars<'a> {
         Vars { env }
     }
 
     /// The value as given (untrimmed), if set and not blank: for variables whose table default
     /// is a description ("unset", "-", "hostname-pid") rather than a value.
-    pub(super) fn optional(&self, var: impl Into<Var>) -> Result<Option<&'a str>> {
+    pub fn optional(&self, var: impl Into<Var>) -> Result<Option<&'a str>> {
         let var = var.into();
         default_of(var.row)?;
         Ok(self.env.get(&var.name).map(String::as_str).filter(|v| !v.trim().is_empty()))
     }
 
     /// The value, else the table's default, trimmed.
-    pub(super) fn text(&self, var: impl Into<Var>) -> Result<&'a str> {
+    pub fn text(&self, var: impl Into<Var>) -> Result<&'a str> {
         Ok(self.given_or_default(&var.into())?.trim())
     }
 
@@ -326,7 +326,7 @@ impl<'a> Vars<'a> {
     }
 
     /// Seconds, fractions allowed, from 0 up to a billion.
-    pub(super) fn seconds(&self, var: impl Into<Var>) -> Result<Duration> {
+    pub fn seconds(&self, var: impl Into<Var>) -> Result<Duration> {
         let var = var.into();
         let raw = self.given_or_default(&var)?;
         match raw.trim().parse::<f64>() {
@@ -336,7 +336,7 @@ impl<'a> Vars<'a> {
     }
 
     /// Like `seconds`, but zero is refused: a socket timeout of zero would mean "never".
-    pub(super) fn positive_seconds(&self, var: impl Into<Var>) -> Result<Duration> {
+    pub fn positive_seconds(&self, var: impl Into<Var>) -> Result<Duration> {
         let var = var.into();
         match self.seconds(var.clone())? {
             d if d.is_zero() => Err(Error::Config(format!("{} must be more than 0 seconds", var.name))),
@@ -345,14 +345,14 @@ impl<'a> Vars<'a> {
     }
 
     /// A whole number.
-    pub(super) fn number(&self, var: impl Into<Var>) -> Result<u64> {
+    pub fn number(&self, var: impl Into<Var>) -> Result<u64> {
         let var = var.into();
         let raw = self.given_or_default(&var)?;
         raw.trim().parse().map_err(|_| Error::Config(format!("{} must be a whole number, got {raw:?}", var.name)))
     }
 
     /// A true/false setting: `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off` (any case).
-    pub(super) fn flag(&self, var: impl Into<Var>) -> Result<bool> {
+    pub fn flag(&self, var: impl Into<Var>) -> Result<bool> {
         let var = var.into();
         match self.given_or_default(&var)?.trim().to_ascii_lowercase().as_str() {
             "false" | "0" | "no" | "off" => Ok(false),
