@@ -2,12 +2,6 @@
 //! routes change only the model id of what they relay, and renaming the model of a whole
 //! answer this way costs a scan instead of a parse and a re-serialisation.
 
-/// The string at `path` (object keys from the top), when there is one.
-pub fn string_at(json: &[u8], path: &[&str]) -> Option<String> {
-    let span = value_span(json, path)?;
-    serde_json::from_slice(&json[span]).ok()
-}
-
 /// `json` (a valid JSON text) with the string at `path` (object keys from the top) replaced by
 /// `value`, every other byte as it was: key order, spacing, number spellings and escapes stay
 /// the client's (or the upstream's). `None` when `path` names no value. With a key given
@@ -143,14 +137,5 @@ mod tests {
         );
         // Escapes in the new value are encoded.
         assert_eq!(replace_string(br#"{"model":1}"#, &["model"], "a\"b").unwrap(), br#"{"model":"a\"b"}"#.to_vec());
-    }
-
-    #[test]
-    fn string_at_reads_only_strings() {
-        let body = br#"{"id": "x", "model" : "gpt-4o\u002dmini", "n": 1, "o": {"model": "inner"}}"#;
-        assert_eq!(string_at(body, &["model"]).as_deref(), Some("gpt-4o-mini"));
-        assert_eq!(string_at(body, &["o", "model"]).as_deref(), Some("inner"));
-        assert_eq!(string_at(body, &["n"]), None);
-        assert_eq!(string_at(body, &["missing"]), None);
     }
 }

@@ -32,7 +32,7 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     let (output, meta) = complete(state, config, body)?;
     let body = match output {
-        ChatOutput::Whole(bytes) => Body::Json(bytes),
+        ChatOutput::Whole(completion) => Body::Json(completion.into_bytes()),
         ChatOutput::Stream(stream) => Body::Sse(Box::new(OpenAiEvents { stream, wants_usage, done: false })),
     };
     Ok(Reply { status: 200, headers: Vec::new(), body, meta })
@@ -40,69 +40,134 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
 
 /// A chat answer in the OpenAI format.
 pub enum ChatOutput {
-    /// A `chat.completion` object, serialised.
-    Whole(Vec<u8>),
+    Whole(Completion),
     Stream(Box<UpstreamStream>),
 }
 
-/// Runs an OpenAI-format chat request (`model` is `provider/model`) against its provider.
-/// Also returns what the request log should know (the key used, the failed attempts).
+/// A whole `chat.completion`, its model named (module comment).
+pub struct Completion {
+    pub value: Value,
+    /// The same answer as the OpenAI family's upstream sent it, but for the model's name
+    /// (spliced in): answered as it is, never serialised again. None for a translated
+    /// answer, or one the normalising changed.
+    bytes: Option<Vec<u8>>,
+}
+
+impl Completion {
+    /// The answer's bytes: the upstream's own when they say it, else `value` serialised.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes.unwrap_or_else(|| serde_json::to_vec(&self.value).expect("a JSON value serialises"))
+    }
+}
+
+/// Runs an OpenAI-format chat request (`model` is `provider/model`) against its provider,
+/// whole or streamed as its `stream` field asks. Also returns what the request log should
+/// know (the key used, the failed attempts).
 pub fn complete(
     state: &Arc<AppState>,
     config: &Config,
     body: Map<String, Value>,
 ) -> Result<(ChatOutput, Map<String, Value>), ApiError> {
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        complete_stream(state, config, body).map(|(stream, meta)| (ChatOutput::Stream(stream), meta))
+    } else {
+        complete_whole(state, config, body).map(|(completion, meta)| (ChatOutput::Whole(completion), meta))
+    }
+}
+
+/// A chat request made ready to relay.
+struct Prepared<'a> {
+    provider: &'a ProviderConfig,
+    model: String,
+    request: UpstreamRequest,
+    /// Anthropic answers a `response_format` through a forced tool, unwrapped from the answer.
+    answer_tool: Option<String>,
+    deadline: Instant,
+}
+
+fn prepare<'a>(config: &'a Config, body: Map<String, Value>, stream: bool) -> Result<Prepared<'a>, ApiError> {
     let (provider, model) = resolve(config, &body)?;
     if !body.get("messages").is_some_and(Value::is_array) {
         return Err(ApiError::invalid_request("missing required field 'messages' (an array)").with_param("messages"));
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    // Anthropic answers a `response_format` through a forced tool, unwrapped below.
     let answer_tool =
         (translation(provider, &model) == Translation::Anthropic).then(|| anthropic::answer_tool_name(&body)).flatten();
     let request = build(provider, &model, body, stream)?;
     let deadline = Instant::now() + config.settings.global_timeout;
-    let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline)?;
-    log::debug!("chat {}/{model} key={} attempts={}", provider.name, relayed.lease.masked, relayed.attempts.len() + 1);
+    Ok(Prepared { provider, model, request, answer_tool, deadline })
+}
+
+/// `complete` for a request that is not streamed.
+pub fn complete_whole(
+    state: &Arc<AppState>,
+    config: &Config,
+    body: Map<String, Value>,
+) -> Result<(Completion, Map<String, Value>), ApiError> {
+    let Prepared { provider, model, request, answer_tool, deadline } = prepare(config, body, false)?;
+    let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline, relay::relay_whole)?;
+    log_relayed(provider, &model, &relayed);
+    let meta = relay::meta(&relayed);
+    let relay::Json { value: answer, bytes } = relayed.body;
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let translated = match translation(provider, &model) {
+        Translation::OpenAi => return Ok((named_openai_answer(answer, bytes, &provider.name, &model), meta)),
+        Translation::Anthropic => anthropic::parse_chat(&model, created, &answer),
+        Translation::Gemini => gemini::parse_chat(&model, &completion_id(), created, &answer),
+        Translation::CodeAssist => code_assist::parse_chat(&model, &completion_id(), created, &answer),
+        Translation::Bedrock => bedrock::parse_chat(&model, &completion_id(), created, &answer),
+    };
+    let mut value = translated.map_err(|why| {
+        let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
+        ApiError::unusable_answer(message)
+    })?;
+    if let Some(tool) = &answer_tool {
+        value = anthropic::json_answer(value, tool);
+    }
+    name_model(&mut value, &provider.name, &model);
+    Ok((Completion { value, bytes: None }, meta))
+}
+
+/// `complete` for a streamed request: the stream, committed to its key, in OpenAI chunks.
+pub fn complete_stream(
+    state: &Arc<AppState>,
+    config: &Config,
+    body: Map<String, Value>,
+) -> Result<(Box<UpstreamStream>, Map<String, Value>), ApiError> {
+    let Prepared { provider, model, request, answer_tool, deadline } = prepare(config, body, true)?;
+    let (model, relayed) = relay_or_preview(state, provider, model, &request, deadline, relay::relay_stream)?;
+    log_relayed(provider, &model, &relayed);
     let meta = relay::meta(&relayed);
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let output = match relayed.body {
-        relay::Body::Whole(bytes) if provider.family == Family::OpenAi => {
-            ChatOutput::Whole(named_openai_answer(openai::parse_chat(bytes), &provider.name, &model))
-        }
-        relay::Body::Whole(bytes) => {
-            let mut completion = parse(provider, &model, created, bytes)?;
-            if let Some(tool) = &answer_tool {
-                completion = anthropic::json_answer(completion, tool);
-            }
-            name_model(&mut completion, &provider.name, &model);
-            ChatOutput::Whole(completion.to_string().into_bytes())
-        }
-        relay::Body::Stream { first, rest } => {
-            let mut translator = translator(provider, &model, created);
-            if let Some(tool) = &answer_tool {
-                translator = anthropic::json_answer_stream(translator, tool);
-            }
-            let translator = Box::new(NamedModel { inner: translator, provider: provider.name.clone(), sent: model });
-            let idle = config.settings.timeout_read_streaming;
-            let stream = UpstreamStream::new(relayed.lease, first, rest, translator, idle);
-            ChatOutput::Stream(Box::new(stream.framed(Framing::of(provider.family))))
-        }
-    };
-    Ok((output, meta))
+    let mut translator = translator(provider, &model, created);
+    if let Some(tool) = &answer_tool {
+        translator = anthropic::json_answer_stream(translator, tool);
+    }
+    let translator = Box::new(NamedModel { inner: translator, provider: provider.name.clone(), sent: model });
+    let relay::Stream { first, rest } = relayed.body;
+    let stream = UpstreamStream::new(relayed.lease, first, rest, translator, config.settings.timeout_read_streaming);
+    Ok((Box::new(stream.framed(Framing::of(provider.family))), meta))
 }
+
+fn log_relayed<B>(provider: &ProviderConfig, model: &str, relayed: &relay::Relayed<B>) {
+    log::debug!("chat {}/{model} key={} attempts={}", provider.name, relayed.lease.masked, relayed.attempts.len() + 1);
+}
+
+/// `relay::relay_whole` or `relay::relay_stream`.
+type RelayFn<B> =
+    fn(&Arc<AppState>, &ProviderConfig, &str, &UpstreamRequest, Instant) -> Result<relay::Relayed<B>, ApiError>;
 
 /// Relays the request; for `gemini_cli`, when every account is cooling down on the model and
 /// it has a preview variant (`code_assist::preview_variant`), tries the variant once, whose
 /// cooldowns are its own. Returns the model that answered, which the answer then names.
-fn relay_or_preview(
+fn relay_or_preview<B>(
     state: &Arc<AppState>,
     provider: &ProviderConfig,
     model: String,
     request: &UpstreamRequest,
     deadline: Instant,
-) -> Result<(String, relay::Relayed), ApiError> {
-    let error = match relay::relay(state, provider, &model, request, deadline) {
+    relay: RelayFn<B>,
+) -> Result<(String, relay::Relayed<B>), ApiError> {
+    let error = match relay(state, provider, &model, request, deadline) {
         Ok(relayed) => return Ok((model, relayed)),
         Err(e) => e,
     };
@@ -110,7 +175,7 @@ fn relay_or_preview(
     let variant = (provider.family == Family::CodeAssist && cooling).then(|| code_assist::preview_variant(&model));
     let Some(variant) = variant.flatten() else { return Err(error) };
     log::info!("{}: every account is cooling down on {model}; trying {variant}", provider.name);
-    match relay::relay(state, provider, variant, &code_assist::with_model(request.clone(), variant), deadline) {
+    match relay(state, provider, variant, &code_assist::with_model(request.clone(), variant), deadline) {
         Ok(relayed) => Ok((variant.to_string(), relayed)),
         Err(again) => {
             // The client asked for `model`: its error says when that model is free again.
@@ -166,37 +231,17 @@ fn translation(provider: &ProviderConfig, model: &str) -> Translation {
     }
 }
 
-/// A whole answer in the OpenAI format.
-/// An OpenAI-family answer with its model named (module comment): the upstream's own bytes
-/// with that one value replaced, since the relay has already parsed them once.
-fn named_openai_answer(bytes: Vec<u8>, provider: &str, sent: &str) -> Vec<u8> {
-    let answered = json_splice::string_at(&bytes, &["model"]).filter(|m| !m.is_empty());
-    let named = answer_model(provider, answered.as_deref().unwrap_or(sent));
-    match json_splice::replace_string(&bytes, &["model"], &named) {
-        Some(renamed) => renamed,
-        // No `model` string at all (or not an object): the rare slow path.
-        None => {
-            let mut answer = json_of(&bytes);
-            name_model(&mut answer, provider, sent);
-            answer.to_string().into_bytes()
-        }
-    }
-}
-
-/// A translated family's whole answer as a `chat.completion` (the OpenAI family's is
-/// `named_openai_answer`).
-fn parse(provider: &ProviderConfig, model: &str, created: u64, bytes: Vec<u8>) -> Result<Value, ApiError> {
-    let translated = match translation(provider, model) {
-        Translation::OpenAi => return Ok(json_of(&bytes)),
-        Translation::Anthropic => anthropic::parse_chat(model, created, &json_of(&bytes)),
-        Translation::Gemini => gemini::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-        Translation::CodeAssist => code_assist::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-        Translation::Bedrock => bedrock::parse_chat(model, &completion_id(), created, &json_of(&bytes)),
-    };
-    translated.map_err(|why| {
-        let message = format!("{} answered something keyrelay cannot translate: {why}", provider.name);
-        ApiError::unusable_answer(message)
-    })
+/// An OpenAI-family answer, normalised (`openai::normalise_chat`) and its model named
+/// (module comment): the value renamed, and the upstream's own bytes with that one string
+/// replaced, since the relay has parsed them once already.
+fn named_openai_answer(mut value: Value, bytes: Vec<u8>, provider: &str, sent: &str) -> Completion {
+    let changed = openai::normalise_chat(&mut value);
+    name_model(&mut value, provider, sent);
+    let named = value.get("model").and_then(Value::as_str).unwrap_or_default();
+    // No `model` string at all (or not an object), or a normalised answer: serialised from
+    // the value instead.
+    let bytes = if changed { None } else { json_splice::replace_string(&bytes, &["model"], named) };
+    Completion { value, bytes }
 }
 
 fn translator(provider: &ProviderConfig, model: &str, created: u64) -> Box<dyn StreamTranslator> {
@@ -252,10 +297,6 @@ impl StreamTranslator for NamedModel {
         self.inner.finish(out);
         self.name(&mut out[start..]);
     }
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
 /// An id for providers whose answers carry none of their own.
@@ -361,5 +402,32 @@ impl<F: EventFramer> Iterator for FramedEvents<F> {
             };
             self.ready.extend(events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn relayed(text: &str) -> (Value, Vec<u8>) {
+        (serde_json::from_str(text).unwrap(), text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_openai_answer_keeps_its_bytes_but_the_model_name() {
+        let (value, bytes) = relayed(r#"{"model" : "gpt-4o", "z": 1, "a": 2.50}"#);
+        let completion = named_openai_answer(value, bytes, "openai", "sent");
+        assert_eq!(completion.value["model"], "openai/gpt-4o");
+        assert_eq!(completion.into_bytes(), br#"{"model" : "openai/gpt-4o", "z": 1, "a": 2.50}"#.to_vec());
+    }
+
+    #[test]
+    fn a_normalised_or_unnamed_openai_answer_is_serialised_from_its_value() {
+        let (value, bytes) = relayed(r#"{"choices": [{"message": {"content": "<think>hm</think>Yes."}}]}"#);
+        let completion = named_openai_answer(value, bytes, "openai", "sent");
+        let out: Value = serde_json::from_slice(&completion.into_bytes()).unwrap();
+        assert_eq!(out["model"], "openai/sent");
+        assert_eq!(out["choices"][0]["message"], json!({"content": "Yes.", "reasoning_content": "hm"}));
     }
 }

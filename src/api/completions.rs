@@ -10,7 +10,7 @@
 //! must be 1 and `logprobs` null, because the chat hub gives one choice without log
 //! probabilities.
 
-use super::chat::{self, ChatOutput};
+use super::chat;
 use super::{Body, Incoming, Reply, parse_object};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -54,8 +54,7 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
         return whole(state, config, requests, &id);
     }
     let first = requests.pop_front().expect("prompts() answers at least one");
-    let (output, meta) = chat::complete(state, config, first.chat)?;
-    let ChatOutput::Stream(upstream) = output else { unreachable!("a stream was asked for") };
+    let (upstream, meta) = chat::complete_stream(state, config, first.chat)?;
     let wants_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     // Later prompts start when the earlier ones have streamed, each with this request's config.
@@ -152,9 +151,8 @@ fn whole(state: &Arc<AppState>, config: &Config, prompts: VecDeque<Prompt>, id: 
     let (mut choices, mut usage, mut last) = (Vec::new(), None, None);
     let mut meta = Map::new();
     for prompt in prompts {
-        let (output, prompt_meta) = chat::complete(state, config, prompt.chat)?;
-        let ChatOutput::Whole(bytes) = output else { unreachable!("no stream was asked for") };
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (completion, prompt_meta) = chat::complete_whole(state, config, prompt.chat)?;
+        let answer = completion.value;
         let choice = &answer["choices"][0];
         let text = choice["message"]["content"].as_str().unwrap_or("");
         choices.push(completion_choice(prompt.index, &format!("{}{text}", prompt.echo.unwrap_or_default()), choice));
@@ -272,12 +270,11 @@ impl CompletionEvents {
         self.upstream = None;
         let Some(later) = self.later.as_mut() else { return self.end(None) };
         let Some(prompt) = later.requests.pop_front() else { return self.end(None) };
-        match chat::complete(&later.state, &later.config, prompt.chat) {
-            Ok((ChatOutput::Stream(upstream), _)) => {
+        match chat::complete_stream(&later.state, &later.config, prompt.chat) {
+            Ok((upstream, _)) => {
                 self.upstream = Some(upstream);
                 self.current = Current { index: prompt.index, echo: prompt.echo };
             }
-            Ok((ChatOutput::Whole(_), _)) => unreachable!("a stream was asked for"),
             Err(e) => self.end(Some(e.to_openai_json())),
         }
     }

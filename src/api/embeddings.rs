@@ -100,7 +100,8 @@ fn embed(
             }
         }
     };
-    let relayed = relay::relay(state, provider, model, &request, Instant::now() + config.settings.global_timeout)?;
+    let deadline = Instant::now() + config.settings.global_timeout;
+    let relayed = relay::relay_whole(state, provider, model, &request, deadline)?;
     log::debug!(
         "embeddings {}/{model} key={} attempts={}",
         provider.name,
@@ -108,8 +109,7 @@ fn embed(
         relayed.attempts.len() + 1
     );
     let meta = relay::meta(&relayed);
-    let relay::Body::Whole(bytes) = relayed.body else { unreachable!("a non-streaming call returns a whole body") };
-    let upstream: Value = serde_json::from_slice(&bytes).expect("relay checked the body is JSON");
+    let upstream = relayed.body.value;
     let response = match provider.family {
         Family::Gemini => gemini::parse_embeddings(model, &upstream).map_err(|why| unusable(provider, &why))?,
         Family::Vertex => vertex::parse_embeddings(model, &upstream).map_err(|why| unusable(provider, &why))?,

@@ -33,9 +33,8 @@ pub fn handle(state: &Arc<AppState>, config: &Config, req: &Incoming) -> Result<
     let id = chat::unique_id("msg_");
     let (output, meta) = chat::complete(state, config, openai)?;
     let body = match output {
-        ChatOutput::Whole(bytes) => {
-            let completion: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::unusable_answer(format!("the upstream's answer is not JSON: {e}")))?;
+        ChatOutput::Whole(completion) => {
+            let completion = completion.value;
             let model = messages_format::model_name(&provider, &sent, completion.get("model"));
             Body::Json(messages_format::from_openai_response(&completion, &model, &id).to_string().into_bytes())
         }
@@ -90,29 +89,31 @@ fn pass_through(
     let stream = path == "messages" && body.get("stream") == Some(&Value::Bool(true));
     let request = anthropic::build_passthrough(&provider.base, path, bytes, &req.headers, stream);
     let deadline = Instant::now() + config.settings.global_timeout;
-    let relayed = relay::relay(state, provider, &model, &request, deadline)?;
-    log::debug!("messages {}/{model} passed through, key={}", provider.name, relayed.lease.masked);
-    let meta = relay::meta(&relayed);
-    let body = match relayed.body {
-        relay::Body::Whole(bytes) => Body::Json(named_answer(bytes, provider, &model)),
-        relay::Body::Stream { first, rest } => {
-            let events: Box<dyn StreamTranslator<AnthropicEvent>> = Box::new(PassedEvents::new(&provider.name, &model));
-            let idle = config.settings.timeout_read_streaming;
-            let stream = UpstreamStream::new(relayed.lease, first, rest, events, idle);
-            Body::Sse(Box::new(stream.map(|event| event.bytes)))
-        }
+    let log = |masked: &str| log::debug!("messages {}/{model} passed through, key={masked}", provider.name);
+    let (body, meta) = if stream {
+        let relayed = relay::relay_stream(state, provider, &model, &request, deadline)?;
+        log(&relayed.lease.masked);
+        let meta = relay::meta(&relayed);
+        let relay::Stream { first, rest } = relayed.body;
+        let events: Box<dyn StreamTranslator<AnthropicEvent>> = Box::new(PassedEvents::new(&provider.name, &model));
+        let idle = config.settings.timeout_read_streaming;
+        let stream = UpstreamStream::new(relayed.lease, first, rest, events, idle);
+        (Body::Sse(Box::new(stream.map(|event| event.bytes))), meta)
+    } else {
+        let relayed = relay::relay_whole(state, provider, &model, &request, deadline)?;
+        log(&relayed.lease.masked);
+        let meta = relay::meta(&relayed);
+        (Body::Json(named_answer(relayed.body, provider, &model)), meta)
     };
     Ok(Reply { status: 200, headers: Vec::new(), body, meta })
 }
 
 /// Anthropic's answer with its `model` renamed, every other byte as it came (a count_tokens
 /// answer has no model and is passed as it is).
-fn named_answer(bytes: Vec<u8>, provider: &ProviderConfig, sent: &str) -> Vec<u8> {
-    let answered = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("model").cloned());
-    if answered.is_none() {
-        return bytes;
-    }
-    let name = messages_format::model_name(&provider.name, sent, answered.as_ref());
+fn named_answer(answer: relay::Json, provider: &ProviderConfig, sent: &str) -> Vec<u8> {
+    let relay::Json { value, bytes } = answer;
+    let Some(answered) = value.get("model") else { return bytes };
+    let name = messages_format::model_name(&provider.name, sent, Some(answered));
     json_splice::replace_string(&bytes, &["model"], &name).unwrap_or(bytes)
 }
 

@@ -98,13 +98,8 @@ fn upstream_ids(state: &Arc<AppState>, provider: &ProviderConfig) -> Vec<String>
         providers::models_request(provider.family, &provider.base)
     };
     let deadline = Instant::now() + state.config().settings.global_timeout;
-    let ids = match relay::relay(state, provider, "(model list)", &request, deadline) {
-        Ok(relayed) => match relayed.body {
-            relay::Body::Whole(bytes) => {
-                providers::model_ids(provider.family, &serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-            }
-            relay::Body::Stream { .. } => Vec::new(),
-        },
+    let ids = match relay::relay_whole(state, provider, "(model list)", &request, deadline) {
+        Ok(relayed) => providers::model_ids(provider.family, &relayed.body.value),
         Err(e) => {
             log::warn!("model list of {} unavailable: {}", provider.name, e.message);
             Vec::new()

@@ -9,6 +9,7 @@ use super::responses_format::{self, EventWriter, Frame};
 use super::{Body, Incoming, Reply, parse_object, resolve};
 use crate::config::{Config, ProviderConfig};
 use crate::error::ApiError;
+use crate::json_splice;
 use crate::providers::{self, Family, StreamTranslator, Translated};
 use crate::relay::{self, stream::UpstreamStream};
 use crate::sse;
@@ -35,10 +36,6 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn not_json(e: serde_json::Error) -> ApiError {
-    ApiError::unusable_answer(format!("the upstream's answer is not JSON: {e}"))
-}
-
 // ---- every provider but openai: through the chat hub ---------------------------------------
 
 fn translate(
@@ -52,8 +49,8 @@ fn translate(
     let frame = Frame::new(&chat::unique_id("resp_"), now_secs(), &format!("{}/{model}", provider.name), &body);
     let (output, meta) = chat::complete(state, config, chat_body)?;
     let body = match output {
-        ChatOutput::Whole(bytes) => {
-            let completion: Value = serde_json::from_slice(&bytes).map_err(not_json)?;
+        ChatOutput::Whole(completion) => {
+            let completion = completion.value;
             let mut frame = frame;
             frame.model = responses_format::model_name(&provider.name, completion["model"].as_str(), model);
             Body::Json(responses_format::from_chat_completion(&completion, &frame).to_string().into_bytes())
@@ -124,23 +121,33 @@ fn pass_through(
         stream,
     };
     let deadline = Instant::now() + config.settings.global_timeout;
-    let relayed = relay::relay(state, provider, model, &request, deadline)?;
+    if !stream {
+        let relayed = relay::relay_whole(state, provider, model, &request, deadline)?;
+        let meta = relay::meta(&relayed);
+        let body = Body::Json(named_response(relayed.body, &provider.name, model));
+        return Ok(Reply { status: relayed.status, headers: Vec::new(), body, meta });
+    }
+    let relayed = relay::relay_stream(state, provider, model, &request, deadline)?;
     let meta = relay::meta(&relayed);
-    let body = match relayed.body {
-        relay::Body::Whole(bytes) => {
-            let mut response: Value = serde_json::from_slice(&bytes).map_err(not_json)?;
-            rename_model(&mut response, &provider.name, model);
-            Body::Json(response.to_string().into_bytes())
-        }
-        relay::Body::Stream { first, rest } => {
-            let translator =
-                Box::new(Relay { provider: provider.name.clone(), model: model.to_string(), ended: false });
-            let idle = config.settings.timeout_read_streaming;
-            let stream = UpstreamStream::new(relayed.lease, first, rest, translator, idle);
-            Body::Sse(Box::new(RelayedEvents { stream: Box::new(stream), last: None, done: false }))
-        }
-    };
+    let relay::Stream { first, rest } = relayed.body;
+    let translator = Box::new(Relay { provider: provider.name.clone(), model: model.to_string(), ended: false });
+    let idle = config.settings.timeout_read_streaming;
+    let stream = UpstreamStream::new(relayed.lease, first, rest, translator, idle);
+    let body = Body::Sse(Box::new(RelayedEvents { stream: Box::new(stream), last: None, done: false }));
     Ok(Reply { status: relayed.status, headers: Vec::new(), body, meta })
+}
+
+/// A whole Response with its model named by the naming rule: the upstream's bytes with that
+/// one string replaced, or, when the answer has no `model` string, the value named and
+/// serialised.
+fn named_response(answer: relay::Json, provider: &str, sent: &str) -> Vec<u8> {
+    let relay::Json { mut value, bytes } = answer;
+    let name = responses_format::model_name(provider, value.get("model").and_then(Value::as_str), sent);
+    if let Some(renamed) = json_splice::replace_string(&bytes, &["model"], &name) {
+        return renamed;
+    }
+    rename_model(&mut value, provider, sent);
+    serde_json::to_vec(&value).expect("a JSON value serialises")
 }
 
 /// The model of a Response named by the naming rule.
@@ -266,5 +273,25 @@ impl Iterator for RelayedEvents {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> relay::Json {
+        relay::Json { value: serde_json::from_str(text).unwrap(), bytes: text.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn a_passed_through_response_keeps_its_bytes_but_the_model_name() {
+        let named = named_response(answer(r#"{"id": "resp_1", "model": "gpt-5", "output": []}"#), "openai", "x");
+        assert_eq!(named, br#"{"id": "resp_1", "model": "openai/gpt-5", "output": []}"#.to_vec());
+        let unnamed = named_response(answer(r#"{"id": "resp_1"}"#), "openai", "gpt-5");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&unnamed).unwrap(),
+            json!({"id": "resp_1", "model": "openai/gpt-5"})
+        );
     }
 }

@@ -125,8 +125,9 @@ mod tests {
     }
 
     fn golden_response(input: &Path, _name: &str) -> Value {
-        let normalised = openai::parse_chat(golden::read_bytes(input));
-        serde_json::from_slice(&normalised).expect("JSON")
+        let mut completion = serde_json::from_slice(&golden::read_bytes(input)).expect("JSON");
+        openai::normalise_chat(&mut completion);
+        completion
     }
 
     fn golden_stream(input: &Path, name: &str) -> Value {

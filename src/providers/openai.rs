@@ -177,35 +177,35 @@ fn decode_f32_base64(text: &str) -> Option<Vec<f32>> {
     Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
-/// A whole chat.completion, normalised: OpenRouter's `reasoning` becomes `reasoning_content`,
-/// and a leading `<think>` block in the content moves there too. Untouched (the upstream's
-/// bytes) when neither applies.
-pub fn parse_chat(bytes: Vec<u8>) -> Vec<u8> {
-    let text = String::from_utf8_lossy(&bytes);
-    if !text.contains("<think>") && !text.contains("\"reasoning\"") {
-        return bytes;
-    }
-    let Ok(mut completion) = serde_json::from_slice::<Value>(&bytes) else { return bytes };
+/// A whole chat.completion, normalised in place: OpenRouter's `reasoning` becomes
+/// `reasoning_content`, and a leading `<think>` block in the content moves there too.
+/// Returns whether anything changed (when nothing did, the upstream's bytes still say it).
+pub fn normalise_chat(completion: &mut Value) -> bool {
+    let mut changed = false;
     for choice in completion.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
-            rename_reasoning(message);
+            changed |= rename_reasoning(message);
             let split = message.get("content").and_then(Value::as_str).and_then(ThinkSplitter::split_whole);
             if let Some((reasoning, answer)) = split {
                 message.insert("reasoning_content".into(), Value::String(reasoning));
                 message.insert("content".into(), Value::String(answer));
+                changed = true;
             }
         }
     }
-    serde_json::to_vec(&completion).expect("a JSON value serialises")
+    changed
 }
 
 /// OpenRouter names the field `reasoning`; everyone else (and keyrelay's own translations)
 /// `reasoning_content`.
-fn rename_reasoning(message: &mut Map<String, Value>) {
-    if let Some(Value::String(_)) = message.get("reasoning") {
-        let reasoning = message.remove("reasoning").expect("checked just above");
-        message.entry("reasoning_content").or_insert(reasoning);
+/// Returns whether it renamed one.
+fn rename_reasoning(message: &mut Map<String, Value>) -> bool {
+    if !message.get("reasoning").is_some_and(Value::is_string) {
+        return false;
     }
+    let reasoning = message.remove("reasoning").expect("checked just above");
+    message.entry("reasoning_content").or_insert(reasoning);
+    true
 }
 
 // ---- translate_event -----------------------------------------------------------------------
@@ -467,7 +467,8 @@ mod tests {
     #[test]
     fn think_blocks_and_openrouter_reasoning_move_to_reasoning_content() {
         let whole = json!({"choices": [{"message": {"content": "<think>hmm</think>\nYes.", "reasoning": null}}]});
-        let out: Value = serde_json::from_slice(&parse_chat(whole.to_string().into_bytes())).unwrap();
+        let mut out = whole;
+        assert!(normalise_chat(&mut out));
         assert_eq!(
             (
                 out["choices"][0]["message"]["content"].clone(),

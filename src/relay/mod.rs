@@ -17,7 +17,7 @@ use crate::providers::{self, Family, code_assist, errors::ErrorClass, vertex};
 use crate::secret::Secret;
 use crate::state::AppState;
 use crate::sync::lock;
-use crate::upstream::{self, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{self, UpstreamRequest};
 use serde_json::Value;
 use std::io::Read;
 use std::sync::Arc;
@@ -85,23 +85,31 @@ pub struct Attempt {
     pub what: String,
 }
 
-pub enum Body {
-    /// A non-streaming answer, read whole and checked to be JSON.
-    Whole(Vec<u8>),
-    /// A stream: the first bytes read, and the rest still to come.
-    Stream { first: Vec<u8>, rest: Box<dyn Read + Send> },
+/// A success read whole: the upstream's bytes, checked to be JSON, and that one parse.
+pub struct Json {
+    pub value: Value,
+    pub bytes: Vec<u8>,
 }
 
-pub struct Relayed {
+/// A stream committed to its key: the bytes read up to its first event, and the rest still
+/// to come.
+pub struct Stream {
+    pub first: Vec<u8>,
+    pub rest: Box<dyn Read + Send>,
+}
+
+/// A relayed success, whole (`relay_whole`, `Relayed<Json>`) or streamed (`relay_stream`,
+/// `Relayed<Stream>`): the mode is the entry point's, so no caller matches on it.
+pub struct Relayed<B> {
     pub status: u16,
-    pub body: Body,
+    pub body: B,
     /// For streams, still to be reported when the stream ends.
     pub lease: Lease,
     pub attempts: Vec<Attempt>,
 }
 
 /// The key used and the failed attempts, for the request log.
-pub fn meta(relayed: &Relayed) -> serde_json::Map<String, Value> {
+pub fn meta<B>(relayed: &Relayed<B>) -> serde_json::Map<String, Value> {
     let attempts: Vec<Value> = relayed
         .attempts
         .iter()
@@ -113,6 +121,38 @@ pub fn meta(relayed: &Relayed) -> serde_json::Map<String, Value> {
     meta.insert("model".into(), Value::String(relayed.lease.model.clone()));
     meta.insert("attempts".into(), Value::Array(attempts));
     meta
+}
+
+/// How an attempt reads a success before it is accepted: the whole JSON body, or a stream's
+/// first event. A failure here is the upstream's, so it is transient, unless what was read is
+/// an error that says otherwise.
+trait Mode: Sized {
+    fn take(body: &mut Box<dyn Read + Send>, family: Family) -> Result<Self, Failure>;
+    /// What to report to the pool at once: a whole answer's usage. A stream's outcome is
+    /// reported when the stream ends (`stream::UpstreamStream`).
+    fn outcome_now(&self) -> Option<Outcome>;
+}
+
+impl Mode for Json {
+    fn take(body: &mut Box<dyn Read + Send>, _family: Family) -> Result<Json, Failure> {
+        read_whole(body)
+    }
+
+    fn outcome_now(&self) -> Option<Outcome> {
+        Some(usage_outcome(self.value.get("usage").unwrap_or(&Value::Null)))
+    }
+}
+
+impl Mode for Stream {
+    fn take(body: &mut Box<dyn Read + Send>, family: Family) -> Result<Stream, Failure> {
+        let first = read_first_event(body, family)?;
+        let rest = std::mem::replace(body, Box::new(std::io::empty()));
+        Ok(Stream { first, rest })
+    }
+
+    fn outcome_now(&self) -> Option<Outcome> {
+        None
+    }
 }
 
 /// One attempt's failure.
@@ -149,15 +189,40 @@ impl Failure {
     }
 }
 
-/// Sends `request` for `model` until a key succeeds, the failures run out of keys, or the
-/// deadline passes (ARCHITECTURE.md, "Request flow", step 4).
-pub fn relay(
+/// Sends a non-streaming `request` for `model` until a key succeeds, the failures run out of
+/// keys, or the deadline passes (ARCHITECTURE.md, "Request flow", step 4). The answer comes
+/// parsed, next to its bytes; its usage is already reported.
+pub fn relay_whole(
     state: &Arc<AppState>,
     provider: &ProviderConfig,
     model: &str,
     request: &UpstreamRequest,
     deadline: Instant,
-) -> Result<Relayed, ApiError> {
+) -> Result<Relayed<Json>, ApiError> {
+    relay(state, provider, model, request, deadline)
+}
+
+/// Sends a streaming `request` like `relay_whole`, committing to the first key whose stream
+/// opens with an event that is not an error. The request's own `stream` flag still sets the
+/// upstream's read timeouts (`upstream::Client`); this entry point sets how the answer is read.
+pub fn relay_stream(
+    state: &Arc<AppState>,
+    provider: &ProviderConfig,
+    model: &str,
+    request: &UpstreamRequest,
+    deadline: Instant,
+) -> Result<Relayed<Stream>, ApiError> {
+    relay(state, provider, model, request, deadline)
+}
+
+/// The rotation loop both entry points share, read in mode `M`.
+fn relay<M: Mode>(
+    state: &Arc<AppState>,
+    provider: &ProviderConfig,
+    model: &str,
+    request: &UpstreamRequest,
+    deadline: Instant,
+) -> Result<Relayed<M>, ApiError> {
     let mut excluded: Vec<String> = Vec::new();
     let mut second_chances: Vec<String> = Vec::new();
     let mut attempts: Vec<Attempt> = Vec::new();
@@ -170,7 +235,7 @@ pub fn relay(
             Ok(lease) => lease,
             Err(stop) => return Err(final_error(state, provider, model, stop, &attempts)),
         };
-        let mut result = attempt(state, provider, request, &lease);
+        let mut result = attempt::<M>(state, provider, request, &lease);
         if let Err(f) = &result {
             if f.class == ErrorClass::Transient {
                 let backoff = Duration::from_millis(200 + clock::now_ms() % 200);
@@ -178,17 +243,16 @@ pub fn relay(
                     log::info!("{} key {} failed ({}); retrying it once", provider.name, lease.masked, f.what);
                     std::thread::sleep(backoff);
                     state.metrics.retry(&provider.name);
-                    result = attempt(state, provider, request, &lease);
+                    result = attempt::<M>(state, provider, request, &lease);
                 }
             }
         }
         let mut failure = match result {
-            Ok((response, body, usage)) => {
-                // A stream's outcome is reported when the stream ends.
-                if matches!(body, Body::Whole(_)) {
-                    lease.report(usage_outcome(&usage));
+            Ok((status, body)) => {
+                if let Some(outcome) = body.outcome_now() {
+                    lease.report(outcome);
                 }
-                return Ok(Relayed { status: response.status, body, lease, attempts });
+                return Ok(Relayed { status, body, lease, attempts });
             }
             Err(f) => f,
         };
@@ -345,12 +409,12 @@ fn login_hint(provider: &str) -> String {
 
 /// One call on one key: the key attached, the answer checked (the whole JSON body, or the
 /// first bytes of a stream). Every failure is classified.
-fn attempt(
+fn attempt<M: Mode>(
     state: &AppState,
     provider: &ProviderConfig,
     request: &UpstreamRequest,
     lease: &Lease,
-) -> Result<(UpstreamResponse, Body, Value), Failure> {
+) -> Result<(u16, M), Failure> {
     match &lease.secret {
         Some(secret) => {
             let request = match (provider.family, &state.config().gemini_cli_project) {
@@ -364,8 +428,7 @@ fn attempt(
                 }
                 _ => request,
             };
-            let stream = request.stream;
-            call(state, provider, with_key(provider, request, secret), stream)
+            call(state, provider, with_key(provider, request, secret))
         }
         None if provider.family == Family::Vertex => vertex_attempt(state, provider, request, &lease.key_id),
         None => oauth_attempt(state, provider, request, &lease.key_id),
@@ -375,12 +438,12 @@ fn attempt(
 /// A call with a Vertex service account: sent to its project's base (unless `VERTEX_API_BASE`
 /// is set) with its token, taken now (exchanged first when expiry is near); after a 401 one
 /// forced exchange and one more call.
-fn vertex_attempt(
+fn vertex_attempt<M: Mode>(
     state: &AppState,
     provider: &ProviderConfig,
     request: &UpstreamRequest,
     id: &str,
-) -> Result<(UpstreamResponse, Body, Value), Failure> {
+) -> Result<(u16, M), Failure> {
     let account =
         state.vertex.get(id).ok_or_else(|| Failure::transient("service account no longer configured".into()))?;
     let request = match provider.base_from_env {
@@ -389,12 +452,12 @@ fn vertex_attempt(
     };
     let endpoint = service_account::Http { client: &state.client };
     let token = account.access(&endpoint, &clock::now_ms, None).map_err(|e| exchange_failure(&account, e))?;
-    match call(state, provider, vertex::with_token(request.clone(), &token), request.stream) {
+    match call(state, provider, vertex::with_token(request.clone(), &token)) {
         Err(f) if f.status == 401 => {
             log::info!("vertex {}: 401 from the API; exchanging for a new token once", account.masked);
             let again =
                 account.access(&endpoint, &clock::now_ms, Some(&token)).map_err(|e| exchange_failure(&account, e))?;
-            call(state, provider, vertex::with_token(request.clone(), &again), request.stream)
+            call(state, provider, vertex::with_token(request.clone(), &again))
         }
         other => other,
     }
@@ -416,12 +479,12 @@ fn exchange_failure(account: &service_account::AccountState, e: service_account:
 
 /// A call with an OAuth credential: its token taken now (refreshed first when expiry is near),
 /// and after a 401 one forced refresh and one more call; a second 401 fails like any.
-fn oauth_attempt(
+fn oauth_attempt<M: Mode>(
     state: &AppState,
     provider: &ProviderConfig,
     request: &UpstreamRequest,
     id: &str,
-) -> Result<(UpstreamResponse, Body, Value), Failure> {
+) -> Result<(u16, M), Failure> {
     let cred = state.oauth.get(id).ok_or_else(|| Failure::transient("OAuth credential no longer configured".into()))?;
     let config = state.config();
     let endpoint = crate::oauth::endpoint::Http { client: &state.client, endpoints: &config.oauth_endpoints };
@@ -434,12 +497,12 @@ fn oauth_attempt(
         }
         _ => request,
     };
-    match call(state, provider, oauth_request(provider, request, &access), request.stream) {
+    match call(state, provider, oauth_request(provider, request, &access)) {
         Err(f) if f.status == 401 => {
             log::info!("{} {}: 401 from the API; refreshing its token once", provider.name, cred.account);
             let again =
                 cred.access(&endpoint, &clock::now_ms, Some(&access.token)).map_err(|e| access_failure(provider, e))?;
-            call(state, provider, oauth_request(provider, request, &again), request.stream)
+            call(state, provider, oauth_request(provider, request, &again))
         }
         other => other,
     }
@@ -529,19 +592,14 @@ fn with_key(provider: &ProviderConfig, request: UpstreamRequest, key: &Secret) -
     providers::iflow::sign(request, key, &providers::iflow::session_id(random), clock::now_ms())
 }
 
-/// Sends a request that carries its credential and checks the answer.
-fn call(
-    state: &AppState,
-    provider: &ProviderConfig,
-    keyed: UpstreamRequest,
-    stream: bool,
-) -> Result<(UpstreamResponse, Body, Value), Failure> {
+/// Sends a request that carries its credential and checks the answer (`Mode::take`).
+fn call<M: Mode>(state: &AppState, provider: &ProviderConfig, keyed: UpstreamRequest) -> Result<(u16, M), Failure> {
     let started = Instant::now();
     let mut response = state.client.send(&keyed).map_err(|e| Failure::transient(format!("upstream error ({e})")))?;
     state.metrics.upstream_latency(&provider.name, started.elapsed());
     if (200..300).contains(&response.status) {
-        let (body, usage) = take_body(&mut response.body, stream, provider.family)?;
-        return Ok((response, body, usage));
+        let body = M::take(&mut response.body, provider.family)?;
+        return Ok((response.status, body));
     }
     let mut bytes = upstream::read_all(&mut response.body).unwrap_or_default();
     let parsed: Value = if provider.family == Family::Bedrock {
@@ -559,17 +617,8 @@ fn call(
     Err(Failure { class, what, retry_after, error: Some(Box::new(error)), status: response.status, needs_login: false })
 }
 
-/// Reads what a successful answer must have before it is accepted: the whole JSON body, or a
-/// stream's first event (comments and pings before it do not commit the stream to the key).
-/// A failure here is the upstream's, so it is transient, unless the first event is an error
-/// that says otherwise.
-/// Also returns the whole body's `usage` (null for streams), read from the one parse.
-fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, family: Family) -> Result<(Body, Value), Failure> {
-    if stream {
-        let first = read_first_event(body, family)?;
-        let rest = std::mem::replace(body, Box::new(std::io::empty()));
-        return Ok((Body::Stream { first, rest }, Value::Null));
-    }
+/// Reads a whole answer and checks it is JSON and no error object.
+fn read_whole(body: &mut Box<dyn Read + Send>) -> Result<Json, Failure> {
     let bytes = upstream::read_all(body).map_err(|e| {
         Failure::transient(if upstream::is_timeout(&e) {
             "timed out reading the response".into()
@@ -586,22 +635,20 @@ fn take_body(body: &mut Box<dyn Read + Send>, stream: bool, family: Family) -> R
         {
             Err(error_in_body(&v, &bytes))
         }
-        Ok(mut v) => {
-            let usage = v.get_mut("usage").map(Value::take).unwrap_or(Value::Null);
-            Ok((Body::Whole(bytes), usage))
-        }
+        Ok(value) => Ok(Json { value, bytes }),
         Err(_) => Err(Failure::transient("upstream answered 2xx with a body that is not JSON".into())),
     }
 }
 
-/// Reads until the stream's first event is complete; returns every byte read, for the
-/// stream relay to parse again. An error as the first event is a failure before the first
-/// byte reached the client, so it still rotates (or answers with a proper status).
 /// The most a stream may send before its first event (keep-alive comments, an unfinished
 /// event): an upstream that never sends one cannot grow the proxy's memory, since the read
 /// timeout never fires while bytes keep coming.
 const MAX_BEFORE_FIRST_EVENT: usize = 4 << 20;
 
+/// Reads until the stream's first event is complete (comments and pings before it do not
+/// commit the stream to the key); returns every byte read, for the stream relay to parse
+/// again. An error as the first event is a failure before the first byte reached the client,
+/// so it still rotates (or answers with a proper status).
 fn read_first_event(body: &mut Box<dyn Read + Send>, family: Family) -> Result<Vec<u8>, Failure> {
     let mut seen = Vec::new();
     let mut parser = Framing::of(family);

@@ -134,26 +134,11 @@ impl EventWriter {
     }
 
     fn reasoning_delta(&mut self, text: &str, out: &mut Vec<Value>) {
-        if !matches!(self.open, Some(Open::Reasoning { .. })) {
-            self.close(out);
-            let index = self.output.len();
-            let id = self.frame.item_id("rs", index);
-            self.emit(
-                "response.output_item.added",
-                json!({"output_index": index, "item": {"type": "reasoning", "id": id, "summary": []}}),
-                out,
-            );
-            self.emit(
-                "response.reasoning_summary_part.added",
-                json!({"item_id": id, "output_index": index, "summary_index": 0,
-                    "part": {"type": "summary_text", "text": ""}}),
-                out,
-            );
-            self.open = Some(Open::Reasoning { index, text: String::new() });
-        }
-        let Some(Open::Reasoning { index, text: joined }) = &mut self.open else { unreachable!("opened above") };
-        joined.push_str(text);
-        let index = *index;
+        let index = match self.open {
+            Some(Open::Reasoning { index, .. }) => index,
+            _ => self.open_reasoning(out),
+        };
+        self.append(text);
         let id = self.frame.item_id("rs", index);
         self.emit(
             "response.reasoning_summary_text.delta",
@@ -162,7 +147,37 @@ impl EventWriter {
         );
     }
 
-    fn open_message(&mut self, out: &mut Vec<Value>) {
+    /// Opens a reasoning item; returns its output index.
+    fn open_reasoning(&mut self, out: &mut Vec<Value>) -> usize {
+        self.close(out);
+        let index = self.output.len();
+        let id = self.frame.item_id("rs", index);
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+            out,
+        );
+        self.emit(
+            "response.reasoning_summary_part.added",
+            json!({"item_id": id, "output_index": index, "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""}}),
+            out,
+        );
+        self.open = Some(Open::Reasoning { index, text: String::new() });
+        index
+    }
+
+    /// Adds to the open item's text (a reasoning summary, a message, a call's arguments).
+    fn append(&mut self, more: &str) {
+        match &mut self.open {
+            Some(Open::Reasoning { text, .. } | Open::Message { text, .. }) => text.push_str(more),
+            Some(Open::Call { arguments, .. }) => arguments.push_str(more),
+            None => {}
+        }
+    }
+
+    /// Opens a message item; returns its output index.
+    fn open_message(&mut self, out: &mut Vec<Value>) -> usize {
         self.close(out);
         let index = self.output.len();
         let id = self.frame.item_id("msg", index);
@@ -179,15 +194,15 @@ impl EventWriter {
             out,
         );
         self.open = Some(Open::Message { index, text: String::new() });
+        index
     }
 
     fn text_delta(&mut self, text: &str, out: &mut Vec<Value>) {
-        if !matches!(self.open, Some(Open::Message { .. })) {
-            self.open_message(out);
-        }
-        let Some(Open::Message { index, text: joined }) = &mut self.open else { unreachable!("opened above") };
-        joined.push_str(text);
-        let index = *index;
+        let index = match self.open {
+            Some(Open::Message { index, .. }) => index,
+            _ => self.open_message(out),
+        };
+        self.append(text);
         let id = self.frame.item_id("msg", index);
         self.emit(
             "response.output_text.delta",
@@ -203,24 +218,23 @@ impl EventWriter {
         let chat_index = call.get("index").and_then(Value::as_u64).unwrap_or(position);
         let function = call.get("function").unwrap_or(&Value::Null);
         let fragment = function.get("arguments").and_then(Value::as_str).unwrap_or_default();
-        let open_here = matches!(&self.open, Some(Open::Call { chat_index: c, .. }) if *c == chat_index);
-        if !open_here {
-            if self.calls.contains(&chat_index) {
-                return;
+        let index = match &self.open {
+            Some(Open::Call { index, chat_index: c, .. }) if *c == chat_index => *index,
+            _ if self.calls.contains(&chat_index) => return,
+            _ => {
+                self.calls.push(chat_index);
+                self.close(out);
+                let index = self.output.len();
+                let call_id = call_id(call, &self.frame, index);
+                let name = function.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let item = call_item(self.frame.item_id("fc", index), &call_id, &name, "", "in_progress");
+                self.emit("response.output_item.added", json!({"output_index": index, "item": item}), out);
+                self.open = Some(Open::Call { index, chat_index, call_id, name, arguments: String::new() });
+                index
             }
-            self.calls.push(chat_index);
-            self.close(out);
-            let index = self.output.len();
-            let call_id = call_id(call, &self.frame, index);
-            let name = function.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let item = call_item(self.frame.item_id("fc", index), &call_id, &name, "", "in_progress");
-            self.emit("response.output_item.added", json!({"output_index": index, "item": item}), out);
-            self.open = Some(Open::Call { index, chat_index, call_id, name, arguments: String::new() });
-        }
+        };
         if !fragment.is_empty() {
-            let Some(Open::Call { index, arguments, .. }) = &mut self.open else { unreachable!("opened above") };
-            arguments.push_str(fragment);
-            let index = *index;
+            self.append(fragment);
             let id = self.frame.item_id("fc", index);
             self.emit(
                 "response.function_call_arguments.delta",
