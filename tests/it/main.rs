@@ -13,6 +13,7 @@ mod front_door;
 mod gemini_cli;
 mod gemini_cli_tiers;
 mod iflow;
+mod layout;
 mod man;
 mod messages_api;
 mod native;
