@@ -345,11 +345,16 @@ impl RedisState {
 
     /// Runs `f` on a connection, or answers None at once while Redis is down and its next
     /// try is not due, and None after a failure (which marks it down).
-    fn call<T>(&self, what: &str, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
+    /// One Redis call on an idle connection, or a new one. A connection kept from before an
+    /// outage (or a restart of Redis) fails at its first use: then every idle connection is
+    /// dropped, since they all led to the same server, and the call is tried once more on a
+    /// new connection before it counts as a failure.
+    fn call<T>(&self, what: &str, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
         if !self.may_try() {
             return None;
         }
         let idle = lock(&self.idle).pop();
+        let reused = idle.is_some();
         let mut conn = match idle.map_or_else(|| self.connect(), Ok) {
             Ok(conn) => conn,
             Err(e) => {
@@ -357,7 +362,18 @@ impl RedisState {
                 return None;
             }
         };
-        match f(&mut conn) {
+        let mut result = f(&mut conn);
+        if result.is_err() {
+            lock(&self.idle).clear();
+            if reused {
+                result = self.connect().and_then(|mut fresh| {
+                    let again = f(&mut fresh);
+                    conn = fresh;
+                    again
+                });
+            }
+        }
+        match result {
             Ok(value) => {
                 lock(&self.idle).push(conn);
                 self.succeeded();
