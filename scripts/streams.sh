@@ -21,7 +21,10 @@
 #   STREAM_CLIENTS   client processes (default 2)
 #   KEYRELAY_WORKERS keyrelay's --workers (default 64: a stream holds no worker slot once its
 #                    answer has started, so the default is enough)
-# scripts/test.sh runs it small (STREAMS=50 STREAM_SECONDS=3, a few seconds) as a self-check.
+#   STREAM_MAX_P99_MS the p99 delay target (default 50)
+# scripts/test.sh runs it small (STREAMS=50 STREAM_SECONDS=3, a few seconds) as a self-check
+# of the streaming path: every event must arrive, while the delay target is relaxed to 1 s, as a
+# debug build on a busy CI machine says nothing about latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,7 @@ STREAMS=${STREAMS:-1000}
 STREAM_SECONDS=${STREAM_SECONDS:-60}
 CLIENT_PROCS=${STREAM_CLIENTS:-2}
 WORKERS=${KEYRELAY_WORKERS:-64}
+MAX_P99_MS=${STREAM_MAX_P99_MS:-50}
 INTERVAL=0.1
 EVENTS=$(awk -v s="$STREAM_SECONDS" -v i="$INTERVAL" 'BEGIN { printf "%d", s / i }')
 # Connections are opened over this long, so that the listen backlog never overflows.
@@ -194,7 +198,7 @@ echo "targets:"
 FAILED=0
 verdict "streams complete, every event then [DONE] (= $STREAMS)" "$COMPLETE" "m == $STREAMS"
 verdict "events received (= $((STREAMS * EVENTS)))" "$RECEIVED" "m == $((STREAMS * EVENTS))"
-verdict "p99 event delay through keyrelay (against the upstream's send), ms (< 50)" "$P99_SENT" 'm < 50'
+verdict "p99 event delay through keyrelay (against the upstream's send), ms (< $MAX_P99_MS)" "$P99_SENT" "m < $MAX_P99_MS"
 printf '  %-62s %s\n' "p99 event delay against schedule, ms: $P99" "(for information: includes the upstream's own lateness)"
 verdict "RSS with $STREAMS streams open, MB (< 100)" "$(mb "$MAX_RSS")" 'm < 100'
 verdict "threads with $STREAMS streams open (<= streams + 64)" "$MAX_THREADS" "m <= $STREAMS + 64"
