@@ -37,7 +37,6 @@
 #   BENCH_SECONDS          duration of each wrk run (default 10)
 #   BENCH_LITELLM_SECONDS  duration of each wrk run against LiteLLM (default 5)
 #   BENCH_LITELLM=0        leave LiteLLM out (no venv, no install)
-#   BENCH_CONNECTIONS      the concurrency levels (default "1 32 256")
 #   KEYRELAY_LOG           passed to keyrelay if set (default: keyrelay's own, info: a line per request)
 #   BENCH_COMPARE          another keyrelay binary to measure alongside (optional)
 #
@@ -577,6 +576,7 @@ if [ "$WITH_LITELLM" != 0 ]; then
     start_litellm
     check_answers litellm "http://127.0.0.1:$LITELLM_PORT/v1"
     LITELLM_IDLE_RSS=$(tree_rss_kb "$LITELLM_PID")
+    LITELLM_VERSION=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')
 fi
 
 for kind in "${KINDS[@]}"; do write_lua "$TMP/$kind.lua" "$kind"; done
@@ -697,7 +697,7 @@ fi
 echo
 echo "keyrelay: start to first answered request ${START_MS} ms (median of 5); RSS idle $(mb "$IDLE_RSS") MB, after load $(mb "$LOADED_RSS") MB, peak $(mb "$PEAK_RSS") MB"
 [ "$WITH_LITELLM" = 0 ] ||
-    echo "LiteLLM proxy: start to first answer ${LITELLM_START_S} s; RSS idle $(mb "$LITELLM_IDLE_RSS") MB, after load $(mb "$LITELLM_LOADED_RSS") MB"
+    echo "LiteLLM proxy $LITELLM_VERSION: start to first answer ${LITELLM_START_S} s; RSS idle $(mb "$LITELLM_IDLE_RSS") MB, after load $(mb "$LITELLM_LOADED_RSS") MB"
 echo "$IDLE_CONNS idle connections: $IDLE_THREADS threads, $(( (WITH_IDLE - BEFORE_IDLE) / IDLE_CONNS )) KiB each, an ordinary request meanwhile $IDLE_REQUEST_MS ms"
 for name in hostile compare-hostile; do
     [ -n "${HOSTILE_MS[$name]:-}" ] || continue
