@@ -182,6 +182,9 @@ seen = mock["requests"]
 retries = sum(int(float(l.split()[-1])) for l in open(f"{tmp}/metrics.txt") if l.startswith("keyrelay_retries_total"))
 over = {k: (in_file.get(k, 0), seen.get(k, 0)) for k in set(in_file) | set(seen) if in_file.get(k, 0) > seen.get(k, 0)}
 lost = sum(seen.values()) - retries - sum(in_file.values())
+for pair, n in sorted(mock["max_concurrency"].items()):
+    if n > per_key:
+        print(f"  over the limit on {pair}: the requests open together (start s, end s, outcome): {mock['peaks'][pair]}")
 print(f"key_usage.json: {sum(in_file.values())} requests over {len(in_file)} keys; the mock saw {sum(seen.values())}, "
       f"of which {retries} same-key retries (keyrelay_retries_total); keys with more in the file than the mock saw: {over or 'none'}")
 print(f"CHECK flat={int(flat)} growth_mb={growth_kb/1024:.1f} most={most} lost={abs(lost) + sum(a - b for a, b in over.values())}")

@@ -42,7 +42,7 @@ CLOSE_GRACE_S = 0.05
 class Stats:
     def __init__(self):
         self.requests = {}  # key id -> requests
-        self.intervals = []  # (key id, model, start, end, closed_by_caller)
+        self.intervals = []  # (key id, model, start, end, closed_by_caller, outcome)
         self.outcomes = {}
 
     def count(self, outcome):
@@ -51,16 +51,26 @@ class Stats:
     def max_concurrency(self):
         """The most requests at once per (key, model), from the intervals (a sweep)."""
         points = []
-        for key, model, start, end, closed in self.intervals:
+        for i, (key, model, start, end, closed, _) in enumerate(self.intervals):
             end = max(start, end - CLOSE_GRACE_S) if closed else end
-            points.append((start, 1, (key, model)))
-            points.append((end, -1, (key, model)))
+            points.append((start, 1, (key, model), i))
+            points.append((end, -1, (key, model), i))
         points.sort(key=lambda p: (p[0], p[1]))  # an end before a start at the same instant
-        now, most = {}, {}
-        for _, step, km in points:
+        now, most, open_now, at_most = {}, {}, {}, {}
+        for _, step, km, i in points:
             now[km] = now.get(km, 0) + step
-            most[km] = max(most.get(km, 0), now[km])
-        return {f"{k} {m}": n for (k, m), n in most.items()}
+            (open_now.setdefault(km, set()).add if step > 0 else open_now.setdefault(km, set()).discard)(i)
+            if now[km] > most.get(km, 0):
+                most[km] = now[km]
+                at_most[km] = sorted(open_now[km])
+        # The requests open together at each pair's peak: start, end (relative), outcome.
+        detail = {
+            f"{k} {m}": [(round(self.intervals[i][2] - self.intervals[at_most[(k, m)][0]][2], 4),
+                          round(self.intervals[i][3] - self.intervals[at_most[(k, m)][0]][2], 4),
+                          self.intervals[i][5]) for i in at_most[(k, m)]]
+            for (k, m) in most
+        }
+        return {f"{k} {m}": n for (k, m), n in most.items()}, detail
 
 
 STATS = Stats()
@@ -150,7 +160,8 @@ async def handle(reader, writer, failure_rate):
             body = await reader.readexactly(int(length.group(1))) if length else b""
             first = head.split(b"\r\n", 1)[0].decode()
             if first.startswith("GET /_stats"):
-                out = json.dumps({"requests": STATS.requests, "max_concurrency": STATS.max_concurrency(),
+                most, detail = STATS.max_concurrency()
+                out = json.dumps({"requests": STATS.requests, "max_concurrency": most, "peaks": detail,
                                   "outcomes": STATS.outcomes}).encode()
                 writer.write(http_reply(200, b"OK", out))
                 await writer.drain()
@@ -166,7 +177,7 @@ async def handle(reader, writer, failure_rate):
                 failure = random.choice(FAILURE_KINDS)
             outcome, closed = await answer(reader, writer, first, req, failure)
             STATS.count(outcome)
-            STATS.intervals.append((key, model, started, time.monotonic(), closed))
+            STATS.intervals.append((key, model, started, time.monotonic(), closed, outcome))
             if outcome in ("reset", "stall", "dropped by caller"):
                 writer.close()
                 return
