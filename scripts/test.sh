@@ -32,5 +32,7 @@ cargo build --locked --quiet
 "$venv/bin/python" scripts/sdk_native_check.py target/debug/keyrelay
 # What a user runs after installing: one relayed request, status, a clean stop.
 bash scripts/smoke.sh target/debug/keyrelay
+# 50 concurrent streams for 3 s: every event arrives (the full run is 1,000 x 60 s).
+STREAMS=50 STREAM_SECONDS=3 STREAM_MAX_P99_MS=1000 bash scripts/streams.sh target/debug/keyrelay
 # Claude Code and Codex from npm, against the same binary and a mock upstream.
 bash scripts/agents_check.sh target/debug/keyrelay

@@ -74,6 +74,11 @@ pub struct Timeouts {
     pub streaming_idle: Duration,
 }
 
+/// Bytes ureq reads from an upstream connection at a time; also the largest response head.
+const UPSTREAM_INPUT_BUFFER: usize = 32 * 1024;
+/// Bytes ureq writes at a time: a request head (ours, a few KiB at most) and body pieces.
+const UPSTREAM_OUTPUT_BUFFER: usize = 16 * 1024;
+
 /// Upstream bodies read whole (non-streaming answers, model lists) stop here.
 pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
@@ -87,6 +92,12 @@ impl Client {
             .max_idle_connections(256)
             .max_idle_connections_per_host(64)
             .timeout_connect(Some(timeouts.connect))
+            // ureq allocates both buffers, 128 KiB each by default, for every connection it
+            // opens or keeps idle: 256 KiB a stream, 256 MB for 1,000 streams. A response head
+            // must fit in the input buffer (it does not grow), so the head limit matches it.
+            .input_buffer_size(UPSTREAM_INPUT_BUFFER)
+            .max_response_header_size(UPSTREAM_INPUT_BUFFER)
+            .output_buffer_size(UPSTREAM_OUTPUT_BUFFER)
             .build();
         let connector = ureq::unversioned::transport::DefaultConnector::default();
         Client { agent: ureq::Agent::with_parts(config, connector, CachingResolver::default()), timeouts }
@@ -217,4 +228,77 @@ pub fn read_all(body: &mut (dyn Read + Send)) -> io::Result<Vec<u8>> {
         return Err(io::Error::other("upstream response is larger than 256 MiB"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, LauncherConfig};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::path::Path;
+
+    fn client() -> Client {
+        let config = Config::from_env(Path::new("."), &Default::default(), LauncherConfig::default()).unwrap();
+        Client::new(config.settings.timeouts())
+    }
+
+    /// Serves one request: reads its head and `Content-Length` body, answers with a header of
+    /// `header_bytes` and a small body, and hands back the request body it received.
+    fn one_answer(header_bytes: usize) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/x", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                "a".repeat(header_bytes)
+            );
+            let _ = (&stream).write_all(head.as_bytes());
+            body
+        });
+        (url, server)
+    }
+
+    fn post(url: &str, body: Vec<u8>) -> UpstreamRequest {
+        UpstreamRequest { method: Method::Post, url: url.into(), headers: vec![], body: Some(body), stream: false }
+    }
+
+    #[test]
+    fn small_buffers_still_carry_large_bodies_and_heads_within_the_limit() {
+        // A body many times the output buffer, and a response head near the input buffer's size.
+        let (url, server) = one_answer(UPSTREAM_INPUT_BUFFER - 1024);
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut response = client().send(&post(&url, sent.clone())).unwrap();
+        let mut body = String::new();
+        response.body.read_to_string(&mut body).unwrap();
+        assert_eq!((response.status, body.as_str()), (200, "ok"));
+        assert_eq!(
+            response.headers.iter().find(|(n, _)| n == "x-big").map(|(_, v)| v.len()),
+            Some(UPSTREAM_INPUT_BUFFER - 1024)
+        );
+        assert!(server.join().unwrap() == sent, "the request body arrived whole");
+    }
+
+    #[test]
+    fn a_response_head_over_the_input_buffer_is_an_error_not_a_hang() {
+        let (url, server) = one_answer(UPSTREAM_INPUT_BUFFER + 1024);
+        let err = client().send(&post(&url, b"{}".to_vec())).err().expect("a head over the limit fails");
+        assert!(matches!(err, TransportError::Other(_)), "{err:?}");
+        let _ = server.join();
+    }
 }
