@@ -48,11 +48,12 @@ impl StreamItem for Translated {
 }
 
 pub struct UpstreamStream<T: StreamItem = Translated> {
-    /// First field, so it is dropped first: the key is free before the upstream connection
-    /// closes.
+    /// First field, so it is dropped first: the upstream connection is closed before the key's
+    /// slot is given back, so the upstream never sees the key's next request while it still
+    /// holds this one (the limit holds from its side too).
+    upstream: Box<dyn Read + Send>,
     lease: Lease,
     first: Option<Vec<u8>>,
-    upstream: Box<dyn Read + Send>,
     /// SSE, or Bedrock's event stream (`framed`).
     parser: Framing,
     translator: Box<dyn StreamTranslator<T>>,
@@ -72,9 +73,9 @@ impl<T: StreamItem> UpstreamStream<T> {
         idle_limit: Duration,
     ) -> UpstreamStream<T> {
         UpstreamStream {
+            upstream,
             lease,
             first: Some(first),
-            upstream,
             parser: Framing::Sse(sse::Parser::new()),
             translator,
             ready: VecDeque::new(),
