@@ -74,10 +74,11 @@ pub struct Timeouts {
     pub streaming_idle: Duration,
 }
 
-/// Bytes ureq reads from an upstream connection at a time; also the largest response head.
-const UPSTREAM_INPUT_BUFFER: usize = 32 * 1024;
+/// Bytes ureq reads from an upstream connection at a time; also the largest response head
+/// (16 KiB, Node's default limit too; providers' heads are a few KiB).
+const UPSTREAM_INPUT_BUFFER: usize = 16 * 1024;
 /// Bytes ureq writes at a time: a request head (ours, a few KiB at most) and body pieces.
-const UPSTREAM_OUTPUT_BUFFER: usize = 16 * 1024;
+const UPSTREAM_OUTPUT_BUFFER: usize = 4 * 1024;
 
 /// Upstream bodies read whole (non-streaming answers, model lists) stop here.
 pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;

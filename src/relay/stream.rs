@@ -47,6 +47,9 @@ impl StreamItem for Translated {
     }
 }
 
+/// Bytes read from the upstream at a time.
+const READ_CHUNK: usize = 4 * 1024;
+
 pub struct UpstreamStream<T: StreamItem = Translated> {
     /// First field, so it is dropped first: the upstream connection is closed before the key's
     /// slot is given back, so the upstream never sees the key's next request while it still
@@ -95,7 +98,9 @@ impl<T: StreamItem> UpstreamStream<T> {
         let bytes = match self.first.take() {
             Some(first) => first,
             None => {
-                let mut buf = vec![0u8; 16 * 1024];
+                // Small: ureq buffers the connection already, and a thousand open streams each
+                // hold one of these while they wait for the next event.
+                let mut buf = vec![0u8; READ_CHUNK];
                 match self.upstream.read(&mut buf) {
                     Ok(n) => {
                         buf.truncate(n);
