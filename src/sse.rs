@@ -3,7 +3,7 @@
 //! end); `:` lines are comments; `data:` may lack its space; several `data:` lines join with
 //! `\n`; a blank line dispatches. It works on bytes, so events and UTF-8 characters split
 //! across reads come out whole.
-//! Why each rule matters: docs/wire-formats.md, pitfalls 1, 3 and 4.
+//! Why each rule matters: docs/upstream-protocols.md, pitfalls 1, 3 and 4.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]

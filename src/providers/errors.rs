@@ -1,7 +1,7 @@
 //! Upstream failures: which class a failure is in (what it says about the key), and how long
 //! the upstream asked us to wait, from every hint format providers use. Decided by the
 //! provider's error type, code, status and reason, not by the HTTP status alone.
-//! The classes and what each does to a key: docs/resilience.md, sections 3 and 4.
+//! The classes and what each does to a key: docs/key-rotation.md, sections 3 and 4.
 
 use crate::clock::{self, SECOND};
 use serde_json::Value;

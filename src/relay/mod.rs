@@ -2,7 +2,7 @@
 //! outcome, report it to the pool, and rotate while the failure is the key's. Streams commit
 //! to a key once their first event (not an error) is in hand; before that they rotate like any call.
 //! The pool's lock is taken only to decide and to record, never across I/O or a sleep.
-//! The rules, in prose: docs/resilience.md, sections 6 and 7.
+//! The rules, in prose: docs/key-rotation.md, sections 6 and 7.
 
 pub mod stream;
 

@@ -247,7 +247,7 @@ impl ProviderKeys {
     /// cooldown (no lockout, no rate limit, no quota: the upstream's word is honoured), the
     /// request does not wait out 30 s or get a 429 for a provider that may be back already:
     /// the key whose cooldown ends first is tried as a half-open probe, one request at a time
-    /// (docs/resilience.md). Some(Some(key)) to take it, Some(None) while its probe is under
+    /// (docs/key-rotation.md). Some(Some(key)) to take it, Some(None) while its probe is under
     /// way (wait for its outcome), None when the rule does not apply. Only reached when no
     /// key is free, so the scan costs nothing on the usual path.
     pub(super) fn transient_probe(&self, model: &str, now: u64, excluded: &[usize]) -> Option<Option<usize>> {

@@ -15,7 +15,7 @@
 //! moves that key in each of its provider's indexes, since the idle tier and a key-wide probe
 //! depend on requests in flight on every model. The records changed since the
 //! `key_usage.json` writer last asked are listed, so it copies only those (`take_changes`).
-//! The rules themselves, in prose: docs/resilience.md.
+//! The rules themselves, in prose: docs/key-rotation.md.
 
 use crate::clock::{self, DAY, SECOND};
 use crate::config::Config;

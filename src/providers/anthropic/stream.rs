@@ -118,7 +118,7 @@ struct OpenTool {
 
 impl StreamTranslator for AnthropicStream {
     fn event(&mut self, event: &sse::Event, out: &mut Vec<Translated>) {
-        // Keep-alives are dropped before parsing (docs/wire-formats.md, pitfall 2): their data need not be JSON.
+        // Keep-alives are dropped before parsing (docs/upstream-protocols.md, pitfall 2): their data need not be JSON.
         if self.done || event.name.as_deref() == Some("ping") || event.data.trim().is_empty() {
             return;
         }
@@ -175,7 +175,7 @@ impl AnthropicStream {
                 let tool = OpenTool { index: self.tool_calls, sent_arguments: false };
                 self.tool_calls += 1;
                 // The only chunk with the call's id, type and name (pitfall 8). The block's `input: {}`
-                // is a placeholder, not arguments (docs/wire-formats.md, pitfall 7): they come as `input_json_delta`s.
+                // is a placeholder, not arguments (docs/upstream-protocols.md, pitfall 7): they come as `input_json_delta`s.
                 let function = json!({"name": text("name"), "arguments": ""});
                 let call = json!({"index": tool.index, "id": text("id"), "type": "function", "function": function});
                 self.push(json!({"tool_calls": [call]}), out);
@@ -209,7 +209,7 @@ impl AnthropicStream {
     }
 
     /// A call whose arguments never came has none: `"{}"`, the empty object, not `""`
-    /// (docs/wire-formats.md, pitfall 7).
+    /// (docs/upstream-protocols.md, pitfall 7).
     fn close_tool(&mut self, tool: OpenTool, out: &mut Vec<Translated>) {
         if !tool.sent_arguments {
             let call = json!({"index": tool.index, "function": {"arguments": "{}"}});
@@ -224,7 +224,7 @@ impl AnthropicStream {
         self.add_usage(data.get("usage"));
     }
 
-    /// The finishing chunk, then the usage-only chunk (docs/wire-formats.md, pitfall 6).
+    /// The finishing chunk, then the usage-only chunk (docs/upstream-protocols.md, pitfall 6).
     fn message_stop(&mut self, out: &mut Vec<Translated>) {
         for tool in std::mem::take(&mut self.open_tools).into_values() {
             self.close_tool(tool, out);
@@ -257,7 +257,7 @@ impl AnthropicStream {
         }
     }
 
-    /// The first chunk: the role, once (docs/wire-formats.md, pitfall 8), with empty content.
+    /// The first chunk: the role, once (docs/upstream-protocols.md, pitfall 8), with empty content.
     fn start(&mut self, out: &mut Vec<Translated>) {
         if !self.started {
             self.started = true;

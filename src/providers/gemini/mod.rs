@@ -6,7 +6,7 @@
 //! `{"error": {"code", "message", "status"}}`, already fit `openai::upstream_error` and
 //! `errors::classify`, so there is nothing Gemini-specific to add).
 //!
-//! Thought signatures (docs/wire-formats.md, pitfall 17). Gemini 3 rejects a history whose
+//! Thought signatures (docs/upstream-protocols.md, pitfall 17). Gemini 3 rejects a history whose
 //! `functionCall` parts lack the `thoughtSignature` it produced, and an OpenAI client has
 //! nowhere to keep one except the tool-call id it echoes back. So a signed call gets the id `call_<stem>_<n>__thought__<sig>`
 //! (the `__thought__` delimiter is litellm's too), and a request puts the signature back on

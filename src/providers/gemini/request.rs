@@ -25,7 +25,7 @@ pub fn build_chat(base: &str, model: &str, body: &Body, stream: bool) -> Result<
     let mut request = Map::new();
     request.insert("contents".into(), Value::Array(contents));
     if !system.is_empty() {
-        // camelCase always: Code Assist silently ignores `system_instruction` (docs/wire-formats.md,
+        // camelCase always: Code Assist silently ignores `system_instruction` (docs/upstream-protocols.md,
         // pitfall 17).
         request.insert("systemInstruction".into(), json!({"parts": system}));
     }

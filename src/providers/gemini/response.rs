@@ -116,7 +116,7 @@ pub(super) fn pieces(candidate: &Value) -> impl Iterator<Item = Piece<'_>> {
 
 fn piece(part: &Value) -> Option<Piece<'_>> {
     if let Some(call) = part.get("functionCall") {
-        // Gemini sends the whole args object at once (docs/wire-formats.md, pitfall 7); no args
+        // Gemini sends the whole args object at once (docs/upstream-protocols.md, pitfall 7); no args
         // means "{}", never "".
         let arguments = match call.get("args") {
             None | Some(Value::Null) => "{}".to_string(),
@@ -148,7 +148,7 @@ pub(super) fn call_id(stem: &str, n: usize, signature: Option<&str>) -> String {
 }
 
 /// Gemini ends a function-calling turn with STOP; OpenAI clients wait for `tool_calls`
-/// (docs/wire-formats.md, pitfall 17).
+/// (docs/upstream-protocols.md, pitfall 17).
 /// Reasons with no OpenAI counterpart (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, ...) are
 /// "stop".
 pub(super) fn finish_reason(reason: Option<&str>, called: bool) -> &'static str {
