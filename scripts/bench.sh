@@ -44,6 +44,8 @@
 # with apt-get, and LiteLLM with pip into target/bench-venv (kept between runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/measure_lib.sh
+source scripts/measure_lib.sh
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 LITELLM_SECONDS=${BENCH_LITELLM_SECONDS:-5}
@@ -60,7 +62,6 @@ die() {
 
 # --- tools ---------------------------------------------------------------------------------
 
-find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -71,11 +72,8 @@ if [ "$WITH_LITELLM" != 0 ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null
     missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     say "bench: installing ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    install_missing "${missing[@]}"
 fi
 NGINX=$(find_nginx)
 [ -n "$NGINX" ] || die "nginx not found after installing nginx-light"
@@ -99,16 +97,6 @@ KEYRELAY_PIDS=()
 LITELLM_PID=
 WRK_PID=
 
-stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 descendants() { # pid: the pid and every process below it
     ps -e -o pid=,ppid= | awk -v root="$1" '
@@ -286,11 +274,6 @@ start_keyrelay() {
     PID[$name]=$pid
 }
 
-status_kb() { # pid field: a VmRSS/VmHWM-style line of /proc/PID/status, in kB
-    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
-}
-
-mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 cpu_ticks() { # utime + stime of a process, in clock ticks
     sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'

@@ -12,6 +12,8 @@
 # Needs wrk, nginx (nginx-light), redis-server, curl; installs whichever is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/measure_lib.sh
+source scripts/measure_lib.sh
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 say() { printf '%s\n' "$*" >&2; }
@@ -20,18 +22,12 @@ die() {
     exit 1
 }
 
-find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [ -n "$(find_nginx)" ] || missing+=(nginx-light)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "${missing[@]}"
 NGINX=$(find_nginx)
 
 cargo build --release --locked --quiet

@@ -27,6 +27,8 @@
 #   SOAK_MINUTES (30), SOAK_WORKERS (16), SOAK_FAILURE_RATE (0.2), SOAK_DISCONNECT_RATE (0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/measure_lib.sh
+source scripts/measure_lib.sh
 
 MINUTES=${SOAK_MINUTES:-30}
 WORKERS=${SOAK_WORKERS:-16}
@@ -57,28 +59,10 @@ fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-soak.XXXXXX")
 PIDS=()
-stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do stop "$pid"; done
-    rm -rf "$TMP"
-    exit "$status"
-}
-trap cleanup EXIT
+trap stop_all_and_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # The mock.
 "$PYTHON" scripts/soak_load.py mock "$TMP/mock.port" "$FAILURE_RATE" 2>"$TMP/mock.err" &

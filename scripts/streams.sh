@@ -27,6 +27,8 @@
 # debug build on a busy CI machine says nothing about latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/measure_lib.sh
+source scripts/measure_lib.sh
 
 STREAMS=${STREAMS:-1000}
 STREAM_SECONDS=${STREAM_SECONDS:-60}
@@ -60,23 +62,7 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-streams.XXXXXX")
 PIDS=()
 
-stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do stop "$pid"; done
-    rm -rf "$TMP"
-    exit "$status"
-}
-trap cleanup EXIT
+trap stop_all_and_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -89,8 +75,6 @@ wait_for_file() { # file pid what
     die "$3 did not start"
 }
 
-status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
 # The upstream.
 "$PYTHON" scripts/streams_load.py upstream "$TMP/upstream.port" "$EVENTS" "$INTERVAL" 2>"$TMP/upstream.err" &

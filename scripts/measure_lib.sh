@@ -1,0 +1,38 @@
+# Shell functions the measuring scripts share (bench.sh, bench_redis.sh, streams.sh, soak.sh):
+# sourced by them, not run.
+
+stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+status_kb() { # pid field: a VmRSS/VmHWM-style line of /proc/PID/status, in kB
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+
+find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+
+install_missing() { # package...: apt-get install them (as root, or through sudo)
+    [ $# -gt 0 ] || return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null
+}
+
+# For the scripts that keep their processes in PIDS and their files in TMP: stop every process,
+# remove the files, and exit with the script's status.
+stop_all_and_exit() {
+    local status=$? pid
+    for pid in "${PIDS[@]}"; do stop "$pid"; done
+    rm -rf "$TMP"
+    exit "$status"
+}
