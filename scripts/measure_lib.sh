@@ -18,6 +18,25 @@ status_kb() { # pid field: a VmRSS/VmHWM-style line of /proc/PID/status, in kB
 
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 
+keyrelay_binary() { # [path]: the binary given, or a release build made now
+    if [ -n "${1:-}" ]; then
+        realpath "$1"
+    else
+        cargo build --release --locked --quiet
+        echo "$PWD/target/release/keyrelay"
+    fi
+}
+
+measuring_python() { # the Python for the load scripts: bench.sh's venv (with uvloop) when there
+    if [ -x target/bench-venv/bin/python ]; then
+        target/bench-venv/bin/python -c 'import uvloop' 2>/dev/null ||
+            target/bench-venv/bin/python -m pip install -q uvloop >&2 || true
+        echo target/bench-venv/bin/python
+    else
+        echo python3
+    fi
+}
+
 find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 
 install_missing() { # package...: apt-get install them (as root, or through sudo)

@@ -67,9 +67,9 @@ class UpstreamReplies:
         self.end_headers()
         self.wfile.write(data)
 
-    def send_events(self, events: list[bytes]) -> None:
+    def send_events(self, events: list[bytes], content_type: str = "text/event-stream") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()

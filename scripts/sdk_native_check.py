@@ -717,16 +717,7 @@ class BedrockMock(MockHandler):
             answer = {"output": {"message": {"role": "assistant", "content": content}},
                       "stopReason": "tool_use" if with_tool else "end_turn", "usage": BEDROCK_USAGE}
             return self.send_json(200, answer)
-        events = bedrock_stream_events(with_tool)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for event in events:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        self.send_events(bedrock_stream_events(with_tool), "application/vnd.amazon.eventstream")
 
     def error(self, status: int, kind: str, message: str) -> None:
         data = json.dumps({"message": message}).encode()

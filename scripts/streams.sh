@@ -46,18 +46,8 @@ die() {
     exit 1
 }
 
-if [ -n "${1:-}" ]; then
-    KEYRELAY=$(realpath "$1")
-else
-    cargo build --release --locked --quiet
-    KEYRELAY=$PWD/target/release/keyrelay
-fi
-PYTHON=python3
-if [ -x target/bench-venv/bin/python ]; then
-    PYTHON=target/bench-venv/bin/python
-    "$PYTHON" -c 'import uvloop' 2>/dev/null || "$PYTHON" -m pip install -q uvloop ||
-        say "streams: no uvloop; plain asyncio"
-fi
+KEYRELAY=$(keyrelay_binary "${1:-}")
+PYTHON=$(measuring_python)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-streams.XXXXXX")
 PIDS=()
