@@ -63,6 +63,17 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// The stream on this key opened with a real event: a transient cooldown it was probing
+    /// through ends now (`KeyPool::stream_opened`), and waiting requests are woken.
+    fn stream_opened(&self) {
+        let ended = lock(&self.state.pool).stream_opened(&self.provider, &self.key_id, &self.model);
+        if ended {
+            self.state.pool_changed.notify_all();
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.reported {
@@ -249,8 +260,12 @@ fn relay<M: Mode>(
         }
         let mut failure = match result {
             Ok((status, body)) => {
-                if let Some(outcome) = body.outcome_now() {
-                    lease.report(outcome);
+                match body.outcome_now() {
+                    Some(outcome) => lease.report(outcome),
+                    // A stream is reported when it ends; that it opened already shows the key
+                    // works, so a probe through a transient cooldown need not hold the others
+                    // back for the stream's whole length.
+                    None => lease.stream_opened(),
                 }
                 return Ok(Relayed { status, body, lease, attempts });
             }

@@ -283,6 +283,24 @@ impl KeyPool {
         p.relocate(i, &mut self.rng);
     }
 
+    /// A stream on this key opened with a real event. A transient cooldown of (key, model),
+    /// which only a half-open probe could pass, ends here: the key works, and the other
+    /// requests need not wait for the whole stream to learn it. Its outcome is still recorded
+    /// when the stream ends. Answers whether a cooldown ended.
+    pub fn stream_opened(&mut self, provider: &str, id: &str, model: &str) -> bool {
+        let Some(p) = self.providers.get_mut(provider) else { return false };
+        let Some(&i) = p.by_id.get(id) else { return false };
+        let Some(state) = p.keys[i].record.models.get_mut(model) else { return false };
+        if !state.cooldown.as_ref().is_some_and(|c| c.transient) {
+            return false;
+        }
+        state.cooldown = None;
+        state.probe = false;
+        p.mark_dirty(i);
+        p.relocate(i, &mut self.rng);
+        true
+    }
+
     /// Records an attempt's outcome: counters, and cooldowns or lockouts for key failures.
     pub fn report(&mut self, provider: &str, id: &str, model: &str, outcome: &Outcome, now: u64) {
         self.roll_day(now);

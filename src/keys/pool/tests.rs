@@ -351,3 +351,26 @@ fn a_snapshot_round_trips_without_raw_keys() {
     fresh.restore(serde_json::from_str(&json).unwrap(), T0 + 1);
     assert_eq!(fresh.acquire("openai", "m", T0 + 1, &[]), Pick::CoolingUntil(T0 + 10_000));
 }
+
+#[test]
+fn a_stream_that_opens_through_a_transient_cooldown_ends_it() {
+    let mut p = pool(&[("OPENAI_API_KEY", "a"), ("MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI", "3")]);
+    let blip = || Outcome::Transient { reason: "503".into() };
+    for _ in 0..2 {
+        take(&mut p, "m", T0);
+        fail(&mut p, "a", "m", blip(), T0);
+        release(&mut p, "a", "m");
+    }
+    let id = p.providers["openai"].keys[0].id.clone();
+    // Resting for a transient failure: a probe, one at a time.
+    assert_eq!(take(&mut p, "m", T0 + 1), "a");
+    assert_eq!(p.acquire("openai", "m", T0 + 1, &[]), Pick::Busy, "the probe goes alone");
+    // Its stream opened: the key works, and takes the others up to its limit.
+    assert!(p.stream_opened("openai", &id, "m"));
+    assert_eq!(take(&mut p, "m", T0 + 1), "a");
+    assert!(!p.stream_opened("openai", &id, "m"), "nothing more to end");
+    // A rate limit is not ended by a stream that opens.
+    let limited = Outcome::RateLimited { retry_after: Some(5 * SECOND), reason: "429".into() };
+    fail(&mut p, "a", "m", limited, T0 + 2);
+    assert!(!p.stream_opened("openai", &id, "m"));
+}
