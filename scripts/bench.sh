@@ -54,11 +54,6 @@ CONNECTIONS=(1 32 256)
 KINDS=(chat stream embed)
 KEY=sk-bench-0001
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "bench: $*"
-    exit 1
-}
 
 # --- tools ---------------------------------------------------------------------------------
 

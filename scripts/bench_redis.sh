@@ -16,11 +16,6 @@ cd "$(dirname "$0")/.."
 source scripts/measure_lib.sh
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "bench_redis: $*"
-    exit 1
-}
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)

@@ -1,6 +1,12 @@
 # Shell functions the measuring scripts share (bench.sh, bench_redis.sh, streams.sh, soak.sh):
 # sourced by them, not run.
 
+say() { printf '%s\n' "$*" >&2; }
+die() { # message: said with the script's name, then exit 1
+    say "$(basename "$0" .sh): $*"
+    exit 1
+}
+
 stop() { # pid: SIGTERM, up to 5 s to exit, then SIGKILL
     local pid=$1
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -48,10 +54,16 @@ install_missing() { # package...: apt-get install them (as root, or through sudo
 }
 
 # For the scripts that keep their processes in PIDS and their files in TMP: stop every process,
-# remove the files, and exit with the script's status.
+# remove the files, and exit with the script's status; `trap_cleanup` installs it.
 stop_all_and_exit() {
     local status=$? pid
     for pid in "${PIDS[@]}"; do stop "$pid"; done
     rm -rf "$TMP"
     exit "$status"
+}
+
+trap_cleanup() {
+    trap stop_all_and_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
 }

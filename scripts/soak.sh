@@ -39,20 +39,13 @@ PER_KEY=2
 SAMPLE_EVERY=5
 SOAK_SECONDS=$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "soak: $*"
-    exit 1
-}
 
 KEYRELAY=$(keyrelay_binary "${1:-}")
 PYTHON=$(measuring_python)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-soak.XXXXXX")
 PIDS=()
-trap stop_all_and_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 
 # The mock.

@@ -40,11 +40,6 @@ EVENTS=$(awk -v s="$STREAM_SECONDS" -v i="$INTERVAL" 'BEGIN { printf "%d", s / i
 # Connections are opened over this long, so that the listen backlog never overflows.
 RAMP=$(awk -v n="$STREAMS" 'BEGIN { r = n / 500; printf "%.1f", r < 0.5 ? 0.5 : r }')
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "streams: $*"
-    exit 1
-}
 
 KEYRELAY=$(keyrelay_binary "${1:-}")
 PYTHON=$(measuring_python)
@@ -52,9 +47,7 @@ PYTHON=$(measuring_python)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyrelay-streams.XXXXXX")
 PIDS=()
 
-trap stop_all_and_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 wait_for_file() { # file pid what
     for _ in $(seq 200); do

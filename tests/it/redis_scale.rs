@@ -3,44 +3,13 @@
 //! all, a killed instance's slots back within the lease TTL, and no request lost when Redis
 //! goes away.
 
-use crate::support::mock::{Piece, completion, content_chunk, event};
+use crate::support::mock::{Piece, completion, content_chunk, counting_upstream, event};
 use crate::support::{Mock, MockReply, Proxy, Recorded, Redis, WAIT};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const CHAT: &str = "/v1/chat/completions";
-
-/// Per (key, model): requests the upstream holds now, and the most it ever held at once.
-#[derive(Default)]
-struct Concurrency {
-    now: HashMap<(String, String), u32>,
-    max: HashMap<(String, String), u32>,
-}
-
-/// An upstream that counts concurrency per (key, model) and tells `arrived` of each request.
-fn counting_upstream(arrived: crossbeam_channel::Sender<()>) -> (Mock, Arc<Mutex<Concurrency>>) {
-    let seen = Arc::new(Mutex::new(Concurrency::default()));
-    let shared = seen.clone();
-    let mock = Mock::start(move |req: &Recorded| {
-        let slot = (req.key().unwrap_or_default(), req.json()["model"].as_str().unwrap_or("").to_string());
-        {
-            let mut c = shared.lock().unwrap();
-            let n = c.now.entry(slot.clone()).or_default();
-            *n += 1;
-            let n = *n;
-            let max = c.max.entry(slot.clone()).or_default();
-            *max = (*max).max(n);
-        }
-        let _ = arrived.send(());
-        // Upstream latency, so that requests overlap; the assertions do not depend on it.
-        std::thread::sleep(Duration::from_millis(3));
-        *shared.lock().unwrap().now.get_mut(&slot).unwrap() -= 1;
-        MockReply::json(200, completion("ok"))
-    });
-    (mock, seen)
-}
 
 /// An instance's `.env`: a 2 s lease TTL, and unless `extra` says otherwise a generous Redis
 /// timeout, so that a test machine under load does not look like a Redis outage.
@@ -81,7 +50,7 @@ const KEYS: &str = "OPENAI_API_KEY_1=sk-shared-one\nOPENAI_API_KEY_2=sk-shared-t
 fn three_instances_never_exceed_a_key_limit_together() {
     let redis = Redis::start();
     let (arrived, _) = crossbeam_channel::unbounded();
-    let (mock, seen) = counting_upstream(arrived);
+    let (mock, seen) = counting_upstream(Some(arrived));
     let proxies = three_instances(&mock, &redis, &format!("{KEYS}MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI=2\n"));
     for client in spread(&proxies, 300, &["openai/a", "openai/b"]) {
         let (status, body) = client.join().unwrap();
@@ -199,7 +168,7 @@ fn a_killed_instance_frees_its_slots_within_the_lease_ttl() {
 fn stopping_redis_mid_load_loses_no_request() {
     let mut redis = Redis::start();
     let (arrived_tx, arrived) = crossbeam_channel::unbounded();
-    let (mock, _) = counting_upstream(arrived_tx);
+    let (mock, _) = counting_upstream(Some(arrived_tx));
     let proxies = three_instances(&mock, &redis, &format!("{KEYS}MAX_CONCURRENT_REQUESTS_PER_KEY_OPENAI=4\n"));
     let clients = spread(&proxies, 240, &["openai/a", "openai/b"]);
     for _ in 0..60 {

@@ -2,10 +2,9 @@
 //! the keys the upstream saw, cooldowns in `status --json`, fail-fast answers, persistence
 //! across SIGTERM and `kill -9`.
 
-use crate::support::mock::{Piece, RawMock, completion, content_chunk, event};
-use crate::support::{Mock, MockReply, Proxy, Recorded, TempDir, WAIT, run_cli};
+use crate::support::mock::{Piece, RawMock, completion, content_chunk, counting_upstream, event};
+use crate::support::{Mock, MockReply, Proxy, TempDir, WAIT, run_cli};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -337,37 +336,9 @@ fn sequential_mode_stays_on_one_key() {
     assert!(seen.iter().all(|k| *k == seen[0]), "{seen:?}");
 }
 
-/// Records, per (key, model), the most requests the upstream ever held at once.
-#[derive(Default)]
-struct Concurrency {
-    now: HashMap<(String, String), u32>,
-    max: HashMap<(String, String), u32>,
-}
-
-fn counting_upstream() -> (Mock, Arc<Mutex<Concurrency>>) {
-    let seen = Arc::new(Mutex::new(Concurrency::default()));
-    let shared = seen.clone();
-    let mock = Mock::start(move |req: &Recorded| {
-        let slot = (req.key().unwrap_or_default(), req.json()["model"].as_str().unwrap_or("").to_string());
-        {
-            let mut c = shared.lock().unwrap();
-            let n = c.now.entry(slot.clone()).or_default();
-            *n += 1;
-            let n = *n;
-            let max = c.max.entry(slot.clone()).or_default();
-            *max = (*max).max(n);
-        }
-        // Upstream latency, so that requests overlap; the assertion does not depend on it.
-        std::thread::sleep(std::time::Duration::from_millis(3));
-        *shared.lock().unwrap().now.get_mut(&slot).unwrap() -= 1;
-        MockReply::json(200, completion("ok"))
-    });
-    (mock, seen)
-}
-
 #[test]
 fn two_hundred_concurrent_clients_never_exceed_the_per_key_limits() {
-    let (mock, seen) = counting_upstream();
+    let (mock, seen) = counting_upstream(None);
     let env = format!(
         "OPENAI_API_BASE={b}\nOPENAI_API_KEY_1=o1\nOPENAI_API_KEY_2=o2\nOPENAI_API_KEY_3=o3\n\
          PAIR_API_BASE={b}\nPAIR_API_KEY_1=p1\nPAIR_API_KEY_2=p2\nPAIR_API_KEY_3=p3\nMAX_CONCURRENT_REQUESTS_PER_KEY_PAIR=2\n",

@@ -298,3 +298,37 @@ fn read_raw_request(conn: &mut std::net::TcpStream) -> Option<Recorded> {
     reader.read_exact(&mut body).ok()?;
     Some(Recorded { method, url, headers, body })
 }
+
+/// Per (key, model): requests the upstream holds now, and the most it ever held at once.
+#[derive(Default)]
+pub struct Concurrency {
+    pub now: std::collections::HashMap<(String, String), u32>,
+    pub max: std::collections::HashMap<(String, String), u32>,
+}
+
+/// An upstream that answers every chat request after a short latency (so that requests
+/// overlap) and counts how many it holds at once per (key, model); `arrived`, when given,
+/// hears of each request as it arrives.
+pub fn counting_upstream(arrived: Option<Sender<()>>) -> (Mock, Arc<Mutex<Concurrency>>) {
+    let seen = Arc::new(Mutex::new(Concurrency::default()));
+    let shared = seen.clone();
+    let mock = Mock::start(move |req: &Recorded| {
+        let slot = (req.key().unwrap_or_default(), req.json()["model"].as_str().unwrap_or("").to_string());
+        {
+            let mut c = shared.lock().unwrap();
+            let n = c.now.entry(slot.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            let max = c.max.entry(slot.clone()).or_default();
+            *max = (*max).max(n);
+        }
+        if let Some(arrived) = &arrived {
+            let _ = arrived.send(());
+        }
+        // Upstream latency, so that requests overlap; the assertions do not depend on it.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        *shared.lock().unwrap().now.get_mut(&slot).unwrap() -= 1;
+        MockReply::json(200, completion("ok"))
+    });
+    (mock, seen)
+}
